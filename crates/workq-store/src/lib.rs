@@ -1,0 +1,91 @@
+//! workq-store: where all workq state lives.
+//!
+//! The [`Store`] trait is the only way the worker and the command line touch state. It is
+//! synchronous and shaped for two backends (SQLite now, PostgreSQL later): no SQL, no connection
+//! type and no SQLite error leaks through it. Every method that changes state is one transaction.
+
+pub mod clock;
+pub mod conformance;
+mod error;
+pub mod sqlite;
+mod types;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::StoreError;
+pub use sqlite::{JournalMode, SqliteOptions, SqliteStore};
+pub use types::*;
+
+use workq_core::{Attempt, ClaimedJob, Job, JobId, JobSpec, Timestamp, WorkerId, WorkerRecord};
+
+/// Result type of store operations.
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Everything workq persists, behind one interface that every backend implements identically.
+pub trait Store: Send {
+    /// The store's clock (injected in tests so retries and rescues need no sleeping).
+    fn now(&self) -> Timestamp;
+
+    /// Queues jobs, all in one transaction: either every job is stored or none is.
+    fn submit(&self, jobs: &[JobSpec]) -> Result<Vec<Submitted>>;
+
+    /// Claims up to `limit` ready jobs from `queues` for `worker`, each with a fresh lease.
+    fn claim(&self, worker: WorkerId, queues: &[String], limit: u32) -> Result<Vec<ClaimedJob>>;
+
+    /// Records the processes started for claimed attempts; stale leases are ignored.
+    fn record_spawn(&self, spawns: &[SpawnRecord]) -> Result<()>;
+
+    /// Ends attempts and applies the retry policy; a stale lease changes nothing.
+    fn finish(&self, worker: WorkerId, results: &[FinishRequest]) -> Result<Vec<FinishOutcome>>;
+
+    /// One job, if it exists.
+    fn get(&self, id: JobId) -> Result<Option<Job>>;
+
+    /// A job's attempts, oldest first.
+    fn attempts(&self, id: JobId) -> Result<Vec<Attempt>>;
+
+    /// Jobs matching `filter`, newest first.
+    fn list(&self, filter: &ListFilter) -> Result<Vec<Job>>;
+
+    /// Counts jobs not yet finished, optionally in one queue.
+    fn count_unfinished(&self, queue: Option<&str>) -> Result<u64>;
+
+    /// Cancels jobs: queued ones at once, running ones by asking their worker.
+    fn cancel(&self, ids: &[JobId]) -> Result<Vec<CancelOutcome>>;
+
+    /// Puts failed or cancelled jobs back in the queue with a fresh retry budget.
+    fn retry(&self, ids: &[JobId]) -> Result<Vec<RetryOutcome>>;
+
+    /// Ids of every failed job, optionally in one queue.
+    fn failed_ids(&self, queue: Option<&str>) -> Result<Vec<JobId>>;
+
+    /// Running jobs of `worker` whose cancellation was requested, with their leases.
+    fn cancel_requests(&self, worker: WorkerId) -> Result<Vec<(JobId, i64)>>;
+
+    /// Earliest future `run_at` among ready jobs in `queues`, to arm a timer.
+    fn next_run_at(&self, queues: &[String]) -> Result<Option<Timestamp>>;
+
+    /// True if anything was written since the previous call (cheap; the wake-up safety net).
+    fn changed(&self) -> Result<bool>;
+
+    /// Adds a worker to the registry.
+    fn register_worker(&self, reg: &WorkerRegistration) -> Result<WorkerId>;
+
+    /// Marks `worker` alive now, in `state`.
+    fn heartbeat(&self, worker: WorkerId, state: workq_core::WorkerState) -> Result<()>;
+
+    /// Marks `worker` stopped with a reason.
+    fn worker_stopped(&self, worker: WorkerId, reason: &str) -> Result<()>;
+
+    /// Registry rows; stopped and dead ones only with `include_ended`.
+    fn workers(&self, include_ended: bool) -> Result<Vec<WorkerRecord>>;
+
+    /// Attempts currently running on `worker`, with their process identities.
+    fn running_attempts(&self, worker: WorkerId) -> Result<Vec<Attempt>>;
+
+    /// Declares `worker` dead and rescues its running jobs (requeue, or fail past `max_rescues`).
+    /// Idempotent: a second sweep of the same worker changes nothing.
+    fn rescue_worker(&self, worker: WorkerId, reason: &str) -> Result<Vec<Rescued>>;
+
+    /// Per-queue counts for `status`.
+    fn queue_stats(&self) -> Result<Vec<QueueStats>>;
+}

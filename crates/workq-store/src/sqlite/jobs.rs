@@ -1,0 +1,367 @@
+//! Submitting, reading, cancelling and retrying jobs.
+
+use rusqlite::{params, params_from_iter, OptionalExtension, Transaction};
+use workq_core::{Attempt, Job, JobId, JobSpec, JobState};
+
+use super::rows::{self, ATTEMPT_COLUMNS, JOB_COLUMNS};
+use super::{Durability, SqliteStore, TxErr};
+use crate::{CancelOutcome, ListFilter, QueueStats, Result, RetryOutcome, StoreError, Submitted};
+
+/// Appends one row to the audit log.
+pub(super) fn event(
+    tx: &Transaction<'_>,
+    at: i64,
+    kind: &str,
+    job: Option<JobId>,
+    worker: Option<i64>,
+    detail: Option<&str>,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO events (at, kind, job_id, worker_id, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![at, kind, job, worker, detail])?;
+    Ok(())
+}
+
+/// Cancels every queued job that (transitively) waits on `id`, which will never succeed now.
+pub(super) fn cancel_dependents(tx: &Transaction<'_>, id: JobId, now: i64) -> rusqlite::Result<()> {
+    let mut has = tx.prepare_cached("SELECT 1 FROM deps WHERE after_id = ?1 LIMIT 1")?;
+    if !has.exists([id])? {
+        return Ok(());
+    }
+    tx.prepare_cached(
+        "WITH RECURSIVE d(id) AS (
+             SELECT job_id FROM deps WHERE after_id = ?1
+             UNION SELECT deps.job_id FROM deps JOIN d ON deps.after_id = d.id)
+         UPDATE jobs SET state = 'cancelled', finished_at = ?2,
+                last_error = 'a job it depends on (' || ?1 || ') did not succeed'
+         WHERE id IN (SELECT id FROM d) AND state = 'queued'",
+    )?
+    .execute(params![id, now])?;
+    Ok(())
+}
+
+/// Lets jobs waiting on `id` go once all their dependencies have succeeded.
+pub(super) fn release_dependents(tx: &Transaction<'_>, id: JobId) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "UPDATE jobs SET deps_pending = deps_pending - 1
+         WHERE id IN (SELECT job_id FROM deps WHERE after_id = ?1)
+           AND state = 'queued' AND deps_pending > 0",
+    )?
+    .execute([id])?;
+    Ok(())
+}
+
+pub(super) fn submit(s: &SqliteStore, jobs: &[JobSpec]) -> Result<Vec<Submitted>> {
+    let now = s.now();
+    s.write(Durability::Full, |tx| {
+        let mut out = Vec::with_capacity(jobs.len());
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO jobs (queue, state, priority, run_at, deps_pending, argv, env, cwd, labels,
+                 retries, backoff_ms, timeout_ms, kill_grace_ms, unique_key, idempotency_key,
+                 max_rescues, created_at)
+             VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+        )?;
+        let mut by_idem = tx.prepare_cached("SELECT id FROM jobs WHERE idempotency_key = ?1")?;
+        let mut by_unique = tx.prepare_cached(
+            "SELECT id FROM jobs WHERE unique_key = ?1 AND state IN ('queued', 'running')",
+        )?;
+        let mut dep_state = tx.prepare_cached("SELECT state FROM jobs WHERE id = ?1")?;
+        let mut add_dep =
+            tx.prepare_cached("INSERT OR IGNORE INTO deps (after_id, job_id) VALUES (?1, ?2)")?;
+        let mut ev = tx.prepare_cached(
+            "INSERT INTO events (at, kind, job_id) VALUES (?1, 'submitted', ?2)",
+        )?;
+        for spec in jobs {
+            if let Some(key) = &spec.idempotency_key {
+                if let Some(id) = by_idem.query_row([key], |r| r.get(0)).optional()? {
+                    out.push(Submitted::Existing(id));
+                    continue;
+                }
+            }
+            if let Some(key) = &spec.unique_key {
+                if let Some(id) = by_unique.query_row([key], |r| r.get(0)).optional()? {
+                    out.push(Submitted::Duplicate(id));
+                    continue;
+                }
+            }
+            let mut pending = 0u32;
+            let mut reject = None;
+            for dep in &spec.after {
+                let state: Option<String> = dep_state.query_row([dep], |r| r.get(0)).optional()?;
+                match state.as_deref() {
+                    None => reject = Some(StoreError::NotFound(format!("job {dep} (given to --after)"))),
+                    Some("succeeded") => {}
+                    Some("failed") | Some("cancelled") => {
+                        reject = Some(StoreError::Conflict(format!(
+                            "job {dep} has already {}, so a job after it would never run: retry {dep} first (workq retry {dep}) or drop --after {dep}",
+                            state.as_deref().unwrap_or("ended")
+                        )))
+                    }
+                    Some(_) => pending += 1,
+                }
+            }
+            if let Some(e) = reject {
+                // One refused job rolls back the whole batch: all or nothing.
+                return Err(TxErr::Store(e));
+            }
+            let argv = serde_json::to_string(&spec.argv).unwrap_or_else(|_| "[]".into());
+            insert.execute(params![
+                spec.queue,
+                spec.priority,
+                spec.run_at.map(|t| t.0).unwrap_or(now),
+                pending,
+                argv,
+                rows::map_json(&spec.env),
+                spec.cwd,
+                rows::map_json(&spec.labels),
+                spec.retries,
+                spec.backoff.as_millis() as i64,
+                spec.timeout.map(|d| d.as_millis() as i64),
+                spec.kill_grace.as_millis() as i64,
+                spec.unique_key,
+                spec.idempotency_key,
+                spec.max_rescues,
+                now,
+            ])?;
+            let id = tx.last_insert_rowid();
+            for dep in &spec.after {
+                add_dep.execute(params![dep, id])?;
+            }
+            ev.execute(params![now, id])?;
+            out.push(Submitted::Created(id));
+        }
+        Ok(out)
+    })
+}
+
+pub(super) fn get(s: &SqliteStore, id: JobId) -> Result<Option<Job>> {
+    s.conn
+        .prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs j WHERE j.id = ?1"))
+        .and_then(|mut st| st.query_row([id], rows::job_from_row).optional())
+        .map_err(|e| s.err(e))
+}
+
+pub(super) fn attempts(s: &SqliteStore, id: JobId) -> Result<Vec<Attempt>> {
+    let run = || -> rusqlite::Result<Vec<Attempt>> {
+        let mut st = s.conn.prepare_cached(&format!(
+            "SELECT {ATTEMPT_COLUMNS} FROM attempts a WHERE a.job_id = ?1 ORDER BY a.attempt"
+        ))?;
+        let v = st.query_map([id], rows::attempt_from_row)?.collect();
+        v
+    };
+    run().map_err(|e| s.err(e))
+}
+
+pub(super) fn list(s: &SqliteStore, f: &ListFilter) -> Result<Vec<Job>> {
+    let now = s.now();
+    let mut sql = format!("SELECT {JOB_COLUMNS} FROM jobs j WHERE 1=1");
+    let mut args: Vec<rusqlite::types::Value> = Vec::new();
+    if !f.states.is_empty() {
+        let marks: Vec<String> = f
+            .states
+            .iter()
+            .map(|st| {
+                args.push(st.as_str().to_string().into());
+                format!("?{}", args.len())
+            })
+            .collect();
+        sql.push_str(&format!(" AND j.state IN ({})", marks.join(",")));
+    }
+    if f.scheduled_only {
+        args.push(now.into());
+        sql.push_str(&format!(
+            " AND j.state = 'queued' AND j.run_at > ?{}",
+            args.len()
+        ));
+    }
+    if let Some(q) = &f.queue {
+        args.push(q.clone().into());
+        sql.push_str(&format!(" AND j.queue = ?{}", args.len()));
+    }
+    for (k, v) in &f.labels {
+        args.push(format!("$.\"{}\"", k.replace('"', "")).into());
+        let path = args.len();
+        args.push(v.clone().into());
+        sql.push_str(&format!(
+            " AND json_extract(j.labels, ?{path}) = ?{}",
+            args.len()
+        ));
+    }
+    if !f.ids.is_empty() {
+        let marks: Vec<String> = f
+            .ids
+            .iter()
+            .map(|id| {
+                args.push((*id).into());
+                format!("?{}", args.len())
+            })
+            .collect();
+        sql.push_str(&format!(" AND j.id IN ({})", marks.join(",")));
+    }
+    sql.push_str(" ORDER BY j.id DESC");
+    if f.limit > 0 {
+        sql.push_str(&format!(" LIMIT {}", f.limit));
+    }
+    let run = || -> rusqlite::Result<Vec<Job>> {
+        let mut st = s.conn.prepare(&sql)?;
+        let v = st
+            .query_map(params_from_iter(args.iter()), rows::job_from_row)?
+            .collect();
+        v
+    };
+    run().map_err(|e| s.err(e))
+}
+
+pub(super) fn count_unfinished(s: &SqliteStore, queue: Option<&str>) -> Result<u64> {
+    let r = match queue {
+        Some(q) => s.conn.query_row(
+            "SELECT count(*) FROM jobs WHERE state IN ('queued', 'running') AND queue = ?1",
+            [q],
+            |r| r.get::<_, i64>(0),
+        ),
+        None => s.conn.query_row(
+            "SELECT count(*) FROM jobs WHERE state IN ('queued', 'running')",
+            [],
+            |r| r.get::<_, i64>(0),
+        ),
+    };
+    r.map(|n| n as u64).map_err(|e| s.err(e))
+}
+
+pub(super) fn cancel(s: &SqliteStore, ids: &[JobId]) -> Result<Vec<CancelOutcome>> {
+    let now = s.now();
+    s.write(Durability::Full, |tx| {
+        let mut out = Vec::with_capacity(ids.len());
+        for &id in ids {
+            let row: Option<(String, Option<i64>)> = tx
+                .prepare_cached("SELECT state, worker_id FROM jobs WHERE id = ?1")?
+                .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            let Some((state, worker)) = row else {
+                out.push(CancelOutcome::NotFound(id));
+                continue;
+            };
+            match state.as_str() {
+                "queued" => {
+                    tx.prepare_cached(
+                        "UPDATE jobs SET state = 'cancelled', finished_at = ?2,
+                             last_error = 'cancelled before it started'
+                         WHERE id = ?1",
+                    )?
+                    .execute(params![id, now])?;
+                    cancel_dependents(tx, id, now)?;
+                    event(tx, now, "cancelled", Some(id), None, None)?;
+                    out.push(CancelOutcome::Cancelled(id));
+                }
+                "running" => {
+                    tx.prepare_cached("UPDATE jobs SET cancel_requested = 1 WHERE id = ?1")?
+                        .execute([id])?;
+                    event(tx, now, "cancel_requested", Some(id), worker, None)?;
+                    out.push(CancelOutcome::Requested(id, worker));
+                }
+                other => {
+                    let st = other.parse().unwrap_or(JobState::Cancelled);
+                    out.push(CancelOutcome::AlreadyDone(id, st));
+                }
+            }
+        }
+        Ok(out)
+    })
+}
+
+pub(super) fn retry(s: &SqliteStore, ids: &[JobId]) -> Result<Vec<RetryOutcome>> {
+    let now = s.now();
+    s.write(Durability::Full, |tx| {
+        let mut out = Vec::with_capacity(ids.len());
+        for &id in ids {
+            let state: Option<String> = tx
+                .prepare_cached("SELECT state FROM jobs WHERE id = ?1")?
+                .query_row([id], |r| r.get(0))
+                .optional()?;
+            match state.as_deref() {
+                None => out.push(RetryOutcome::NotFound(id)),
+                Some("failed") | Some("cancelled") => {
+                    // A retried job must not collide with a newer queued job of the same key.
+                    tx.prepare_cached(
+                        "UPDATE jobs SET state = 'queued', run_at = ?2, failures = 0, rescues = 0,
+                             cancel_requested = 0, finished_at = NULL, lease = NULL,
+                             unique_key = CASE WHEN EXISTS (SELECT 1 FROM jobs o
+                                 WHERE o.unique_key = jobs.unique_key AND o.id <> jobs.id
+                                   AND o.state IN ('queued', 'running')) THEN NULL ELSE unique_key END
+                         WHERE id = ?1",
+                    )?
+                    .execute(params![id, now])?;
+                    event(tx, now, "retried", Some(id), None, None)?;
+                    out.push(RetryOutcome::Requeued(id));
+                }
+                Some(other) => out.push(RetryOutcome::NotRetryable(
+                    id,
+                    other.parse().unwrap_or(JobState::Queued),
+                )),
+            }
+        }
+        Ok(out)
+    })
+}
+
+pub(super) fn failed_ids(s: &SqliteStore, queue: Option<&str>) -> Result<Vec<JobId>> {
+    let run = || -> rusqlite::Result<Vec<JobId>> {
+        let mut st = s.conn.prepare_cached(
+            "SELECT id FROM jobs WHERE state = 'failed' AND (?1 IS NULL OR queue = ?1) ORDER BY id",
+        )?;
+        let v = st.query_map([queue], |r| r.get(0))?.collect();
+        v
+    };
+    run().map_err(|e| s.err(e))
+}
+
+pub(super) fn queue_stats(s: &SqliteStore) -> Result<Vec<QueueStats>> {
+    let now = s.now();
+    let run = || -> rusqlite::Result<Vec<QueueStats>> {
+        let mut out: Vec<QueueStats> = Vec::new();
+        let mut st = s.conn.prepare_cached(
+            "SELECT queue,
+                    sum(state = 'queued' AND run_at <= ?1),
+                    sum(state = 'queued' AND run_at > ?1),
+                    sum(state = 'running'), sum(state = 'succeeded'),
+                    sum(state = 'failed'), sum(state = 'cancelled'),
+                    avg(CASE WHEN state = 'succeeded' THEN finished_at - started_at END)
+             FROM jobs GROUP BY queue ORDER BY queue",
+        )?;
+        let rows = st.query_map([now], |r| {
+            Ok(QueueStats {
+                queue: r.get(0)?,
+                queued: r.get::<_, i64>(1)? as u64,
+                scheduled: r.get::<_, i64>(2)? as u64,
+                running: r.get::<_, i64>(3)? as u64,
+                succeeded: r.get::<_, i64>(4)? as u64,
+                failed: r.get::<_, i64>(5)? as u64,
+                cancelled: r.get::<_, i64>(6)? as u64,
+                paused: false,
+                mean_duration_ms: r.get(7)?,
+            })
+        })?;
+        for row in rows {
+            out.push(row?);
+        }
+        let mut paused = s
+            .conn
+            .prepare_cached("SELECT name FROM queues WHERE paused = 1")?;
+        let names: Vec<String> = paused
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        for name in names {
+            match out.iter_mut().find(|q| q.queue == name) {
+                Some(q) => q.paused = true,
+                None => out.push(QueueStats {
+                    queue: name,
+                    paused: true,
+                    ..Default::default()
+                }),
+            }
+        }
+        Ok(out)
+    };
+    run().map_err(|e| s.err(e))
+}

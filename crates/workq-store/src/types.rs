@@ -1,0 +1,164 @@
+//! Request and result types of the [`crate::Store`] trait.
+
+use workq_core::{JobId, JobState, Outcome, Timestamp, WorkerId};
+
+/// What happened to one submitted job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Submitted {
+    /// A new job was queued.
+    Created(JobId),
+    /// The idempotency key was seen before: this is the job it created.
+    Existing(JobId),
+    /// The unique key already has a queued or running job: nothing was queued.
+    Duplicate(JobId),
+}
+
+impl Submitted {
+    /// The id of the job this submit refers to.
+    pub fn id(self) -> JobId {
+        match self {
+            Submitted::Created(id) | Submitted::Existing(id) | Submitted::Duplicate(id) => id,
+        }
+    }
+}
+
+/// The process started for a claimed attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpawnRecord {
+    /// The job.
+    pub job_id: JobId,
+    /// The attempt's lease.
+    pub lease: i64,
+    /// Leader pid.
+    pub pid: i32,
+    /// Process group id.
+    pub pgid: i32,
+    /// Kernel start time of the leader.
+    pub pid_start_time: u64,
+    /// Log file.
+    pub log_path: String,
+}
+
+/// The end of one attempt, as the worker saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FinishRequest {
+    /// The job.
+    pub job_id: JobId,
+    /// The attempt's lease.
+    pub lease: i64,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Exit code if it exited.
+    pub exit_code: Option<i32>,
+    /// Signal if it was killed by one.
+    pub signal: Option<i32>,
+    /// Why it did not succeed.
+    pub error: Option<String>,
+}
+
+/// What a finish did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishOutcome {
+    /// The job reached this terminal state.
+    Done(JobState),
+    /// The job was queued again, not before this instant.
+    Requeued(Timestamp),
+    /// The lease no longer matched: nothing changed.
+    Stale,
+}
+
+/// What a cancel did to one job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// It was queued and is now cancelled.
+    Cancelled(JobId),
+    /// It is running; its worker was asked to stop it.
+    Requested(JobId, Option<WorkerId>),
+    /// It had already ended in this state.
+    AlreadyDone(JobId, JobState),
+    /// No such job.
+    NotFound(JobId),
+}
+
+/// What a retry did to one job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryOutcome {
+    /// Queued again.
+    Requeued(JobId),
+    /// Not failed or cancelled: left alone.
+    NotRetryable(JobId, JobState),
+    /// No such job.
+    NotFound(JobId),
+}
+
+/// A job rescued from a dead worker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rescued {
+    /// The job.
+    pub job_id: JobId,
+    /// The attempt that was lost.
+    pub attempt: u32,
+    /// The job's state afterwards.
+    pub new_state: JobState,
+}
+
+/// Filters for [`crate::Store::list`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ListFilter {
+    /// Only these states (empty = all).
+    pub states: Vec<JobState>,
+    /// Only scheduled (queued, run_at in the future) when listing queued jobs by that name.
+    pub scheduled_only: bool,
+    /// Only this queue.
+    pub queue: Option<String>,
+    /// Only jobs with all these labels.
+    pub labels: Vec<(String, String)>,
+    /// Only these ids (empty = all).
+    pub ids: Vec<JobId>,
+    /// At most this many (0 = no limit).
+    pub limit: u32,
+}
+
+/// Registration of a starting worker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerRegistration {
+    /// Name.
+    pub name: String,
+    /// Host name.
+    pub host: String,
+    /// Kernel boot id.
+    pub boot_id: String,
+    /// Process id.
+    pub pid: i32,
+    /// Kernel start time of the process.
+    pub pid_start_time: u64,
+    /// Queues served.
+    pub queues: Vec<String>,
+    /// Jobs run at once.
+    pub slots: u32,
+    /// workq version.
+    pub version: String,
+}
+
+/// Counts for one queue.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueueStats {
+    /// Queue name.
+    pub queue: String,
+    /// Ready or waiting on a dependency.
+    pub queued: u64,
+    /// Queued with `run_at` in the future.
+    pub scheduled: u64,
+    /// Running now.
+    pub running: u64,
+    /// Succeeded.
+    pub succeeded: u64,
+    /// Failed.
+    pub failed: u64,
+    /// Cancelled.
+    pub cancelled: u64,
+    /// The queue is paused.
+    pub paused: bool,
+    /// Mean duration of succeeded jobs, in milliseconds.
+    pub mean_duration_ms: Option<f64>,
+}
