@@ -26,7 +26,7 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
         return Ok(Duration::from_secs(secs));
     }
     if let Ok(secs) = s.parse::<f64>() {
-        if secs.is_finite() && secs >= 0.0 && secs < 1e12 {
+        if secs.is_finite() && (0.0..1e12).contains(&secs) {
             return Ok(Duration::from_secs_f64(secs));
         }
         return Err(err("it is negative or too large"));

@@ -1,1 +1,2012 @@
-//! conformance placeholder
+//! The store conformance suite: the behaviour every [`Store`] backend must show, written once.
+//!
+//! Each `pub fn` checks one behaviour and panics with a message saying what went wrong. It takes
+//! a [`Factory`]: something that opens a fresh, empty store reading its time from the given
+//! [`ManualClock`], so schedules, retries and rescues are tested without sleeping. The one
+//! behaviour that needs two handles on the same store ([`changed_after_another_handle_writes`])
+//! takes a [`PairFactory`] instead, which opens one fresh store twice (as two processes would).
+//!
+//! A backend runs the whole suite with one line in an integration test:
+//!
+//! ```ignore
+//! fn fresh_store(clock: ManualClock) -> Box<dyn Store> { /* open an empty store */ }
+//! fn store_pair(clock: ManualClock) -> (Box<dyn Store>, Box<dyn Store>) { /* open one twice */ }
+//!
+//! workq_store::store_conformance!(fresh_store, store_pair);
+//! ```
+//!
+//! [`Guarded`] keeps whatever backs a test store (a temporary directory, a scratch schema) alive
+//! exactly as long as the store.
+
+use std::time::Duration;
+
+use workq_core::{
+    Attempt, ClaimedJob, Job, JobId, JobSpec, JobState, Outcome, Timestamp, WorkerId, WorkerRecord,
+    WorkerState,
+};
+
+use crate::{
+    CancelOutcome, FinishOutcome, FinishRequest, ListFilter, ManualClock, QueueStats, Rescued,
+    Result, RetryOutcome, SpawnRecord, Store, StoreError, Submitted, WorkerRegistration,
+};
+
+/// Opens a fresh, empty store that reads time from the given clock.
+pub type Factory = dyn Fn(ManualClock) -> Box<dyn Store>;
+
+/// Opens one fresh, empty store through two independent handles, both on the given clock.
+pub type PairFactory = dyn Fn(ManualClock) -> (Box<dyn Store>, Box<dyn Store>);
+
+/// Instantiates the conformance suite: one `#[test]` per behaviour of [`crate::conformance`].
+///
+/// `store_conformance!(fresh, pair)` takes a [`Factory`] and a [`PairFactory`] (functions or
+/// closures). Put it at the top level of an integration test file, or inside a module.
+#[macro_export]
+macro_rules! store_conformance {
+    ($factory:expr, $pair:expr $(,)?) => {
+        $crate::store_conformance!(@each $factory;
+            submitted_job_round_trips,
+            claim_order,
+            claim_limit_and_rest,
+            scheduled_jobs_wait_for_run_at,
+            lease_fencing,
+            finish_after_rescue_is_stale,
+            retries_back_off_exponentially,
+            timeout_and_spawn_error_count_as_failures,
+            interrupted_requeues_without_counting_a_failure,
+            unique_keys,
+            idempotency_keys,
+            dependencies_wait_for_success,
+            dependency_listed_twice_counts_once,
+            dependency_failure_cancels_dependents_transitively,
+            after_unknown_job_is_not_found_and_stores_nothing,
+            after_failed_or_cancelled_job_is_conflict,
+            batch_submit_is_atomic,
+            cancel_queued_job,
+            cancel_running_job,
+            retry_requeues_with_a_fresh_budget,
+            retried_dependent_runs_once_its_dependency_succeeds,
+            rescue_requeues_lost_jobs,
+            rescue_fails_job_after_max_rescues,
+            queue_stats_counts,
+            list_filters,
+            workers_registry,
+        );
+        #[test]
+        fn changed_after_another_handle_writes() {
+            $crate::conformance::changed_after_another_handle_writes(&$pair);
+        }
+    };
+    (@each $factory:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                $crate::conformance::$name(&$factory);
+            }
+        )*
+    };
+}
+
+/// A store together with what must outlive it (a temporary directory, a scratch database).
+///
+/// Implements [`Store`] by delegation. The store is dropped before the guard.
+pub struct Guarded<S, G> {
+    store: S,
+    _guard: G,
+}
+
+impl<S: Store, G: Send> Guarded<S, G> {
+    /// Keeps `guard` alive as long as `store`.
+    pub fn new(store: S, guard: G) -> Self {
+        Guarded {
+            store,
+            _guard: guard,
+        }
+    }
+}
+
+impl<S: Store, G: Send> Store for Guarded<S, G> {
+    fn now(&self) -> Timestamp {
+        self.store.now()
+    }
+    fn submit(&self, jobs: &[JobSpec]) -> Result<Vec<Submitted>> {
+        self.store.submit(jobs)
+    }
+    fn claim(&self, worker: WorkerId, queues: &[String], limit: u32) -> Result<Vec<ClaimedJob>> {
+        self.store.claim(worker, queues, limit)
+    }
+    fn record_spawn(&self, spawns: &[SpawnRecord]) -> Result<()> {
+        self.store.record_spawn(spawns)
+    }
+    fn finish(&self, worker: WorkerId, results: &[FinishRequest]) -> Result<Vec<FinishOutcome>> {
+        self.store.finish(worker, results)
+    }
+    fn get(&self, id: JobId) -> Result<Option<Job>> {
+        self.store.get(id)
+    }
+    fn attempts(&self, id: JobId) -> Result<Vec<Attempt>> {
+        self.store.attempts(id)
+    }
+    fn list(&self, filter: &ListFilter) -> Result<Vec<Job>> {
+        self.store.list(filter)
+    }
+    fn count_unfinished(&self, queue: Option<&str>) -> Result<u64> {
+        self.store.count_unfinished(queue)
+    }
+    fn cancel(&self, ids: &[JobId]) -> Result<Vec<CancelOutcome>> {
+        self.store.cancel(ids)
+    }
+    fn retry(&self, ids: &[JobId]) -> Result<Vec<RetryOutcome>> {
+        self.store.retry(ids)
+    }
+    fn failed_ids(&self, queue: Option<&str>) -> Result<Vec<JobId>> {
+        self.store.failed_ids(queue)
+    }
+    fn cancel_requests(&self, worker: WorkerId) -> Result<Vec<(JobId, i64)>> {
+        self.store.cancel_requests(worker)
+    }
+    fn next_run_at(&self, queues: &[String]) -> Result<Option<Timestamp>> {
+        self.store.next_run_at(queues)
+    }
+    fn changed(&self) -> Result<bool> {
+        self.store.changed()
+    }
+    fn register_worker(&self, reg: &WorkerRegistration) -> Result<WorkerId> {
+        self.store.register_worker(reg)
+    }
+    fn heartbeat(&self, worker: WorkerId, state: WorkerState) -> Result<()> {
+        self.store.heartbeat(worker, state)
+    }
+    fn worker_stopped(&self, worker: WorkerId, reason: &str) -> Result<()> {
+        self.store.worker_stopped(worker, reason)
+    }
+    fn workers(&self, include_ended: bool) -> Result<Vec<WorkerRecord>> {
+        self.store.workers(include_ended)
+    }
+    fn running_attempts(&self, worker: WorkerId) -> Result<Vec<Attempt>> {
+        self.store.running_attempts(worker)
+    }
+    fn rescue_worker(&self, worker: WorkerId, reason: &str) -> Result<Vec<Rescued>> {
+        self.store.rescue_worker(worker, reason)
+    }
+    fn queue_stats(&self) -> Result<Vec<QueueStats>> {
+        self.store.queue_stats()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+/// Where every test's clock starts (2023-11-14T22:13:20Z).
+const T0: Timestamp = Timestamp(1_700_000_000_000);
+
+const SEC: Duration = Duration::from_secs(1);
+
+fn ok<T>(what: &str, r: Result<T>) -> T {
+    r.unwrap_or_else(|e| panic!("{what}: unexpected store error: {e} ({e:?})"))
+}
+
+fn queues(names: &[&str]) -> Vec<String> {
+    names.iter().map(|n| n.to_string()).collect()
+}
+
+fn spec(queue: &str, tag: &str) -> JobSpec {
+    JobSpec::new(queue, vec!["echo".to_string(), tag.to_string()])
+}
+
+fn with_retries(mut sp: JobSpec, retries: u32, backoff: Duration) -> JobSpec {
+    sp.retries = retries;
+    sp.backoff = backoff;
+    sp
+}
+
+fn after(mut sp: JobSpec, deps: &[JobId]) -> JobSpec {
+    sp.after = deps.to_vec();
+    sp
+}
+
+fn submit1(s: &dyn Store, sp: JobSpec) -> JobId {
+    let tag = sp.argv.join(" ");
+    match ok("submit", s.submit(std::slice::from_ref(&sp)))[..] {
+        [Submitted::Created(id)] => id,
+        ref other => panic!("submit of {tag:?} should create one job, got {other:?}"),
+    }
+}
+
+fn registration(name: &str) -> WorkerRegistration {
+    WorkerRegistration {
+        name: name.to_string(),
+        host: "host-1".to_string(),
+        boot_id: "boot-1".to_string(),
+        pid: 4242,
+        pid_start_time: 987_654,
+        queues: queues(&["default"]),
+        slots: 4,
+        version: "0.0.0-conformance".to_string(),
+    }
+}
+
+fn worker(s: &dyn Store, name: &str) -> WorkerId {
+    ok("register_worker", s.register_worker(&registration(name)))
+}
+
+fn claim(s: &dyn Store, w: WorkerId, qs: &[&str], limit: u32) -> Vec<ClaimedJob> {
+    ok("claim", s.claim(w, &queues(qs), limit))
+}
+
+fn claim_one(s: &dyn Store, w: WorkerId, qs: &[&str]) -> ClaimedJob {
+    let mut got = claim(s, w, qs, 1);
+    assert_eq!(
+        got.len(),
+        1,
+        "claim(limit 1) from {qs:?} should return one job, got {:?}",
+        ids_of(&got)
+    );
+    got.remove(0)
+}
+
+fn ids_of(claimed: &[ClaimedJob]) -> Vec<JobId> {
+    let mut ids: Vec<JobId> = claimed.iter().map(|c| c.id).collect();
+    ids.sort_unstable();
+    ids
+}
+
+fn request(job_id: JobId, lease: i64, outcome: Outcome) -> FinishRequest {
+    let (exit_code, error) = match outcome {
+        Outcome::Succeeded => (Some(0), None),
+        Outcome::Failed => (Some(1), Some("exited with status 1".to_string())),
+        other => (None, Some(format!("attempt ended: {other}"))),
+    };
+    FinishRequest {
+        job_id,
+        lease,
+        outcome,
+        exit_code,
+        signal: None,
+        error,
+    }
+}
+
+fn finish(s: &dyn Store, w: WorkerId, c: &ClaimedJob, outcome: Outcome) -> FinishOutcome {
+    finish_lease(s, w, c.id, c.lease, outcome)
+}
+
+fn finish_lease(
+    s: &dyn Store,
+    w: WorkerId,
+    id: JobId,
+    lease: i64,
+    outcome: Outcome,
+) -> FinishOutcome {
+    match ok("finish", s.finish(w, &[request(id, lease, outcome)]))[..] {
+        [one] => one,
+        ref other => panic!("finish of one attempt should return one outcome, got {other:?}"),
+    }
+}
+
+fn job(s: &dyn Store, id: JobId) -> Job {
+    ok("get", s.get(id)).unwrap_or_else(|| panic!("job {id} should exist"))
+}
+
+fn state(s: &dyn Store, id: JobId) -> JobState {
+    job(s, id).state
+}
+
+fn outcomes(s: &dyn Store, id: JobId) -> Vec<Option<Outcome>> {
+    ok("attempts", s.attempts(id))
+        .iter()
+        .map(|a| a.outcome)
+        .collect()
+}
+
+fn list_ids(s: &dyn Store, filter: &ListFilter) -> Vec<JobId> {
+    ok("list", s.list(filter)).iter().map(|j| j.id).collect()
+}
+
+fn all_ids(s: &dyn Store) -> Vec<JobId> {
+    list_ids(s, &ListFilter::default())
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn worker_record(s: &dyn Store, w: WorkerId) -> WorkerRecord {
+    ok("workers", s.workers(true))
+        .into_iter()
+        .find(|r| r.id == w)
+        .unwrap_or_else(|| panic!("worker {w} should be listed by workers(true)"))
+}
+
+fn worker_ids(records: &[WorkerRecord]) -> Vec<WorkerId> {
+    sorted(records.iter().map(|r| r.id).collect())
+}
+
+fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
+    v.sort();
+    v
+}
+
+fn advance_to(clock: &ManualClock, s: &dyn Store, at: Timestamp) {
+    clock.advance(at.since(s.now()));
+    assert!(s.now() >= at, "the store must read the clock it was given");
+}
+
+fn requeued_within(what: &str, got: FinishOutcome, lo: Timestamp, hi: Timestamp) -> Timestamp {
+    match got {
+        FinishOutcome::Requeued(at) if at >= lo && at <= hi => at,
+        other => panic!(
+            "{what}: expected Requeued(t) with t in [{}, {}] ms, got {other:?}",
+            lo.0, hi.0
+        ),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Submitting and claiming
+// ---------------------------------------------------------------------------------------------
+
+/// A submitted job reads back with its spec intact, queued and untouched; a claim hands out the
+/// same spec.
+pub fn submitted_job_round_trips(factory: &Factory) {
+    let s = factory(ManualClock::new(T0));
+    let s = &*s;
+    let now = s.now();
+    assert_eq!(
+        now, T0,
+        "the store must read time from the clock it was given"
+    );
+
+    let mut sp = JobSpec::new(
+        "builds",
+        vec!["sh".into(), "-c".into(), "echo 'hi there' \"$A\"".into()],
+    );
+    sp.env.insert("A".into(), "1".into());
+    sp.env.insert("B".into(), "two words".into());
+    sp.cwd = Some("/srv/work".into());
+    sp.labels.insert("team".into(), "infra".into());
+    sp.priority = -3;
+    sp.retries = 4;
+    sp.backoff = Duration::from_millis(1500);
+    sp.timeout = Some(Duration::from_secs(90));
+    sp.kill_grace = Duration::from_secs(3);
+    sp.run_at = Some(now);
+    sp.unique_key = Some("u-1".into());
+    sp.idempotency_key = Some("i-1".into());
+    sp.max_rescues = 7;
+    let id = submit1(s, sp.clone());
+
+    let j = job(s, id);
+    assert_eq!(j.id, id);
+    assert_eq!(
+        j.spec, sp,
+        "job {id}: the stored spec differs from the submitted one"
+    );
+    assert_eq!(j.state, JobState::Queued, "a new job is queued");
+    assert_eq!(j.run_at, now);
+    assert_eq!(j.deps_pending, 0);
+    assert_eq!((j.attempt, j.failures, j.rescues), (0, 0, 0));
+    assert_eq!(j.worker_id, None);
+    assert!(!j.cancel_requested);
+    assert_eq!((j.exit_code, j.last_error.as_deref()), (None, None));
+    assert_eq!(j.created_at, now);
+    assert_eq!((j.started_at, j.finished_at), (None, None));
+    assert_eq!(j.display_state(now), "queued");
+    assert_eq!(ok("count_unfinished", s.count_unfinished(None)), 1);
+
+    let plain = submit1(s, spec("default", "plain"));
+    assert!(plain > id, "ids grow: {plain} was submitted after {id}");
+    assert_eq!(job(s, plain).run_at, now, "a job without run_at is due now");
+    assert!(
+        ok("get", s.get(plain + 1000)).is_none(),
+        "get of an unknown id is None"
+    );
+
+    let w = worker(s, "w");
+    let c = claim_one(s, w, &["builds"]);
+    assert_eq!(c.id, id);
+    assert_eq!(
+        c.spec, sp,
+        "the claimed spec differs from the submitted one"
+    );
+    assert_eq!(c.attempt, 1);
+}
+
+/// Jobs are claimed by priority (highest first), then `run_at` (earliest first), then id, across
+/// all the queues asked for, and only from those queues and only once due.
+pub fn claim_order(factory: &Factory) {
+    let s = factory(ManualClock::new(T0));
+    let s = &*s;
+    let now = s.now();
+    let mk = |queue: &str, tag: &str, priority: i32, secs_ago: i64| {
+        let mut sp = spec(queue, tag);
+        sp.priority = priority;
+        sp.run_at = Some(Timestamp(now.0 - secs_ago * 1000));
+        sp
+    };
+    // Submitted in an order that matches none of the sort keys.
+    let f = submit1(s, mk("default", "f", -1, 0));
+    let a = submit1(s, mk("default", "a", 0, 10));
+    let b = submit1(s, mk("default", "b", 5, 0));
+    let c = submit1(s, mk("default", "c", 0, 20));
+    let d = submit1(s, mk("other", "d", 5, 5));
+    let e = submit1(s, mk("default", "e", 0, 20));
+    let _not_due = submit1(s, mk("default", "not-due", 9, -1));
+    let _not_served = submit1(s, mk("elsewhere", "not-served", 100, 30));
+
+    let w = worker(s, "w");
+    let order: Vec<JobId> = (0..6)
+        .map(|_| claim_one(s, w, &["default", "other"]).id)
+        .collect();
+    assert_eq!(
+        order,
+        vec![d, b, c, e, a, f],
+        "claim order must be priority DESC, run_at ASC, id ASC (ids: a={a} b={b} c={c} d={d} e={e} f={f})"
+    );
+    let rest = claim(s, w, &["default", "other"], 10);
+    assert!(
+        rest.is_empty(),
+        "a job not yet due or in another queue was claimed: {:?}",
+        ids_of(&rest)
+    );
+
+    // A multi-job claim takes the best jobs, whatever order it returns them in.
+    let p: Vec<JobId> = (0..4)
+        .map(|i| {
+            let mut sp = spec("batch", &format!("p{i}"));
+            sp.priority = i;
+            submit1(s, sp)
+        })
+        .collect();
+    let top = claim(s, w, &["batch"], 2);
+    assert_eq!(
+        ids_of(&top),
+        vec![p[2], p[3]],
+        "claim(limit 2) must take the two highest priorities"
+    );
+}
+
+/// A claim returns at most `limit` jobs (the worker's free slots), each with its own lease, and
+/// the next claim gets the rest.
+pub fn claim_limit_and_rest(factory: &Factory) {
+    let s = factory(ManualClock::new(T0));
+    let s = &*s;
+    let now = s.now();
+    let specs: Vec<JobSpec> = (0..5).map(|i| spec("default", &format!("j{i}"))).collect();
+    let all: Vec<JobId> = ok("submit", s.submit(&specs))
+        .into_iter()
+        .map(Submitted::id)
+        .collect();
+    let (w1, w2) = (worker(s, "w1"), worker(s, "w2"));
+
+    assert!(
+        claim(s, w1, &["default"], 0).is_empty(),
+        "claim(limit 0) must claim nothing"
+    );
+    assert!(
+        claim(s, w1, &[], 5).is_empty(),
+        "claim from no queues must claim nothing"
+    );
+
+    let first = claim(s, w1, &["default"], 3);
+    assert_eq!(first.len(), 3, "claim(limit 3) with 5 ready jobs");
+    let mut leases: Vec<i64> = first.iter().map(|c| c.lease).collect();
+    leases.sort_unstable();
+    leases.dedup();
+    assert_eq!(leases.len(), 3, "every claimed attempt needs its own lease");
+    for c in &first {
+        assert_eq!(c.attempt, 1, "job {}: first attempt", c.id);
+        let j = job(s, c.id);
+        assert_eq!(j.state, JobState::Running, "job {} was claimed", c.id);
+        assert_eq!(j.worker_id, Some(w1));
+        assert_eq!(j.worker_name.as_deref(), Some("w1"));
+        assert_eq!(j.attempt, 1);
+        assert_eq!(j.started_at, Some(now));
+    }
+
+    let second = claim(s, w2, &["default"], 3);
+    assert_eq!(second.len(), 2, "the second claim gets the 2 jobs left");
+    let mut both = ids_of(&first);
+    both.extend(ids_of(&second));
+    both.sort_unstable();
+    assert_eq!(both, all, "the two claims together take each job once");
+    assert!(claim(s, w2, &["default"], 3).is_empty(), "nothing left");
+    assert_eq!(ok("count_unfinished", s.count_unfinished(None)), 5);
+
+    // A queue named twice still fills the free slots.
+    let more: Vec<JobId> = (0..3)
+        .map(|i| submit1(s, spec("default", &format!("m{i}"))))
+        .collect();
+    let got = claim(s, w1, &["default", "default"], 2);
+    assert_eq!(
+        ids_of(&got),
+        more[..2].to_vec(),
+        "claim(limit 2) with the queue listed twice must claim 2 distinct jobs"
+    );
+    assert_eq!(ids_of(&claim(s, w1, &["default"], 5)), more[2..].to_vec());
+}
+
+/// A job whose `run_at` is in the future waits until the clock reaches it, and `next_run_at`
+/// reports when that is.
+pub fn scheduled_jobs_wait_for_run_at(factory: &Factory) {
+    let clock = ManualClock::new(T0);
+    let s = factory(clock.clone());
+    let s = &*s;
+    let now = s.now();
+    let mut later = spec("default", "later");
+    later.run_at = Some(now.plus(60 * SEC));
+    let later = submit1(s, later);
+    let mut sooner = spec("other", "sooner");
+    sooner.run_at = Some(now.plus(30 * SEC));
+    let sooner = submit1(s, sooner);
+    let w = worker(s, "w");
+
+    assert!(
+        claim(s, w, &["default", "other"], 10).is_empty(),
+        "a scheduled job was claimed before its run_at"
+    );
+    let next = |qs: &[&str]| ok("next_run_at", s.next_run_at(&queues(qs)));
+    assert_eq!(next(&["default"]), Some(now.plus(60 * SEC)));
+    assert_eq!(next(&["default", "other"]), Some(now.plus(30 * SEC)));
+    assert_eq!(next(&["nothing-here"]), None);
+    assert_eq!(job(s, later).state, JobState::Queued);
+    assert_eq!(job(s, later).display_state(now), "scheduled");
+    let scheduled = ListFilter {
+        scheduled_only: true,
+        ..Default::default()
+    };
+    assert_eq!(list_ids(s, &scheduled), vec![sooner, later]);
+
+    clock.advance(60 * SEC - Duration::from_millis(1));
+    assert_eq!(
+        ids_of(&claim(s, w, &["default", "other"], 10)),
+        vec![sooner],
+        "only the job whose run_at has passed is claimable"
+    );
+    assert_eq!(
+        next(&["default", "other"]),
+        Some(now.plus(60 * SEC)),
+        "next_run_at reports the job still scheduled"
+    );
+    clock.advance(Duration::from_millis(1));
+    assert_eq!(
+        claim_one(s, w, &["default"]).id,
+        later,
+        "a job is claimable once the clock reaches its run_at"
+    );
+    assert_eq!(next(&["default", "other"]), None);
+    assert!(list_ids(s, &scheduled).is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Leases
+// ---------------------------------------------------------------------------------------------
+
+/// Every write for an attempt must present its lease: with a wrong one, a finish is `Stale` and
+/// changes nothing, and spawn bookkeeping is ignored.
+pub fn lease_fencing(factory: &Factory) {
+    let s = factory(ManualClock::new(T0));
+    let s = &*s;
+    let id = submit1(s, spec("default", "fenced"));
+    let w = worker(s, "w");
+    let c = claim_one(s, w, &["default"]);
+    let wrong = c.lease ^ 1;
+
+    let spawn = |lease: i64, pid: i32| SpawnRecord {
+        job_id: id,
+        lease,
+        pid,
+        pgid: pid,
+        pid_start_time: 777,
+        log_path: format!("/logs/{id}-{pid}.log"),
+    };
+    ok("record_spawn", s.record_spawn(&[spawn(wrong, 1111)]));
+    let running = ok("running_attempts", s.running_attempts(w));
+    assert_eq!(running.len(), 1);
+    assert_eq!(
+        running[0].pid, None,
+        "a spawn with a wrong lease was recorded"
+    );
+    ok("record_spawn", s.record_spawn(&[spawn(c.lease, 2222)]));
+    let running = ok("running_attempts", s.running_attempts(w));
+    assert_eq!(
+        (running[0].pid, running[0].pgid, running[0].pid_start_time),
+        (Some(2222), Some(2222), Some(777))
+    );
+    assert_eq!(
+        running[0].log_path.as_deref(),
+        Some(format!("/logs/{id}-2222.log").as_str())
+    );
+
+    let before = job(s, id);
+    let attempts_before = ok("attempts", s.attempts(id));
+    for outcome in [Outcome::Succeeded, Outcome::Failed, Outcome::Interrupted] {
+        assert_eq!(
+            finish_lease(s, w, id, wrong, outcome),
+            FinishOutcome::Stale,
+            "finish({outcome}) with a wrong lease must be stale"
+        );
+    }
+    assert_eq!(job(s, id), before, "a stale finish changed the job");
+    assert_eq!(
+        ok("attempts", s.attempts(id)),
+        attempts_before,
+        "a stale finish changed the attempt"
+    );
+
+    // One batch, one stale and one current: each gets its own answer, in order.
+    let results = ok(
+        "finish",
+        s.finish(
+            w,
+            &[
+                request(id, wrong, Outcome::Succeeded),
+                request(id, c.lease, Outcome::Failed),
+            ],
+        ),
+    );
+    assert_eq!(
+        results,
+        vec![FinishOutcome::Stale, FinishOutcome::Done(JobState::Failed)]
+    );
+    assert_eq!(
+        finish(s, w, &c, Outcome::Succeeded),
+        FinishOutcome::Stale,
+        "a second finish of an ended attempt must be stale"
+    );
+    assert_eq!(state(s, id), JobState::Failed);
+    assert_eq!(outcomes(s, id), vec![Some(Outcome::Failed)]);
+}
+
+/// Once a dead worker's job was rescued, that worker's finish is stale, even after the job was
+/// claimed again by someone else.
+pub fn finish_after_rescue_is_stale(factory: &Factory) {
+    let s = factory(ManualClock::new(T0));
+    let s = &*s;
+    let id = submit1(s, spec("default", "rescued"));
+    let (w1, w2) = (worker(s, "w1"), worker(s, "w2"));
+    let c1 = claim_one(s, w1, &["default"]);
+    ok("rescue_worker", s.rescue_worker(w1, "pid gone"));
+    assert_eq!(state(s, id), JobState::Queued);
+
+    assert_eq!(
+        finish(s, w1, &c1, Outcome::Succeeded),
+        FinishOutcome::Stale,
+        "a finish after the rescue must be stale"
+    );
+    let j = job(s, id);
+    assert_eq!(
+        (j.state, j.rescues, j.attempt),
+        (JobState::Queued, 1, 1),
+        "a stale finish changed the rescued job"
+    );
+
+    let c2 = claim_one(s, w2, &["default"]);
+    assert_eq!(c2.attempt, 2);
+    assert_ne!(c2.lease, c1.lease, "a new attempt needs a new lease");
+    assert_eq!(finish(s, w1, &c1, Outcome::Failed), FinishOutcome::Stale);
+    let j = job(s, id);
+    assert_eq!(
+        (j.state, j.worker_id),
+        (JobState::Running, Some(w2)),
+        "the old lease must not touch the new attempt"
+    );
+    assert_eq!(
+        finish(s, w2, &c2, Outcome::Succeeded),
+        FinishOutcome::Done(JobState::Succeeded)
+    );
+    assert_eq!(
+        outcomes(s, id),
+        vec![Some(Outcome::Lost), Some(Outcome::Succeeded)]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Outcomes and retries
+// ---------------------------------------------------------------------------------------------
+
+/// A failed attempt is retried after `backoff · 2^(n-1)` plus up to 25 % jitter, until the
+/// retries are used up; then the job fails.
+pub fn retries_back_off_exponentially(factory: &Factory) {
+    let clock = ManualClock::new(T0);
+    let s = factory(clock.clone());
+    let s = &*s;
+    let id = submit1(s, with_retries(spec("default", "flaky"), 2, 10 * SEC));
+    let w = worker(s, "w");
+
+    let c = claim_one(s, w, &["default"]);
+    let t = s.now();
+    let at1 = requeued_within(
+        "first failure (retries=2, backoff=10s)",
+        finish(s, w, &c, Outcome::Failed),
+        t.plus(10 * SEC),
+        t.plus(Duration::from_millis(12_500)),
+    );
+    let j = job(s, id);
+    assert_eq!(
+        (j.state, j.failures, j.attempt, j.run_at),
+        (JobState::Queued, 1, 1, at1),
+        "after the first failure the job is queued for run_at {}",
+        at1.0
+    );
+    assert_eq!(j.exit_code, Some(1));
+    assert!(j.last_error.is_some(), "the failure's error is kept");
+    assert!(
+        claim(s, w, &["default"], 1).is_empty(),
+        "a job was claimed before its backoff ended"
+    );
+    assert_eq!(
+        ok("next_run_at", s.next_run_at(&queues(&["default"]))),
+        Some(at1)
+    );
+
+    advance_to(&clock, s, at1);
+    let c = claim_one(s, w, &["default"]);
+    assert_eq!(c.attempt, 2);
+    let t = s.now();
+    let at2 = requeued_within(
+        "second failure",
+        finish(s, w, &c, Outcome::Failed),
+        t.plus(20 * SEC),
+        t.plus(25 * SEC),
+    );
+    assert_eq!(job(s, id).failures, 2);
+
+    advance_to(&clock, s, at2);
+    let c = claim_one(s, w, &["default"]);
+    assert_eq!(c.attempt, 3);
+    assert_eq!(
+        finish(s, w, &c, Outcome::Failed),
+        FinishOutcome::Done(JobState::Failed),
+        "the third failure with retries=2 fails the job"
+    );
+    let j = job(s, id);
+    assert_eq!((j.state, j.failures), (JobState::Failed, 3));
+    assert_eq!(j.finished_at, Some(s.now()));
+    assert_eq!(ok("failed_ids", s.failed_ids(None)), vec![id]);
+    assert_eq!(ok("failed_ids", s.failed_ids(Some("default"))), vec![id]);
+    assert!(ok("failed_ids", s.failed_ids(Some("other"))).is_empty());
+    let attempts = ok("attempts", s.attempts(id));
+    assert_eq!(
+        attempts.iter().map(|a| a.attempt).collect::<Vec<_>>(),
+        vec![1, 2, 3],
+        "attempts are listed oldest first"
+    );
+    for a in &attempts {
+        assert_eq!(a.outcome, Some(Outcome::Failed));
+        assert_eq!(a.exit_code, Some(1));
+        assert_eq!(a.worker_id, Some(w));
+        assert!(a.ended_at.is_some());
+    }
+    assert!(claim(s, w, &["default"], 1).is_empty());
+    assert_eq!(ok("count_unfinished", s.count_unfinished(None)), 0);
+}
+
+/// `timeout` and `spawn_error` count against the retries like `failed`.
+pub fn timeout_and_spawn_error_count_as_failures(factory: &Factory) {
+    let clock = ManualClock::new(T0);
+    let s = factory(clock.clone());
+    let s = &*s;
+    let w = worker(s, "w");
+    let id = submit1(s, with_retries(spec("default", "slow"), 1, SEC));
+
+    let c = claim_one(s, w, &["default"]);
+    let t = s.now();
+    let at = requeued_within(
+        "a timeout with retries=1",
+        finish(s, w, &c, Outcome::Timeout),
+        t.plus(SEC),
+        t.plus(Duration::from_millis(1250)),
+    );
+    assert_eq!(job(s, id).failures, 1, "a timeout counts as a failure");
+    advance_to(&clock, s, at);
+    let c = claim_one(s, w, &["default"]);
+    assert_eq!(
+        finish(s, w, &c, Outcome::SpawnError),
+        FinishOutcome::Done(JobState::Failed),
+        "a spawn error after a timeout uses up retries=1"
+    );
+    assert_eq!(job(s, id).failures, 2);
+    assert_eq!(
+        outcomes(s, id),
+        vec![Some(Outcome::Timeout), Some(Outcome::SpawnError)]
+    );
+
+    for outcome in [Outcome::Timeout, Outcome::SpawnError] {
+        let id = submit1(s, spec("default", outcome.as_str()));
+        let c = claim_one(s, w, &["default"]);
+        assert_eq!(c.id, id);
+        assert_eq!(
+            finish(s, w, &c, outcome),
+            FinishOutcome::Done(JobState::Failed),
+            "{outcome} with retries=0 fails the job"
+        );
+        assert_eq!(job(s, id).failures, 1);
+    }
+}
+
+/// An interrupted attempt (its worker was stopping) goes straight back to the queue and does not
+/// count as a failure.
+pub fn interrupted_requeues_without_counting_a_failure(factory: &Factory) {
+    let s = factory(ManualClock::new(T0));
+    let s = &*s;
+    let id = submit1(s, spec("default", "long"));
+    let w = worker(s, "w");
+    for attempt in 1..=2 {
+        let c = claim_one(s, w, &["default"]);
+        assert_eq!(c.attempt, attempt);
+        assert_eq!(
+            finish(s, w, &c, Outcome::Interrupted),
+            FinishOutcome::Requeued(s.now()),
+            "an interrupted attempt is requeued at once, even with retries=0"
+        );
+        let j = job(s, id);
+        assert_eq!((j.state, j.failures), (JobState::Queued, 0));
+        assert!(j.run_at <= s.now());
+    }
+    let c = claim_one(s, w, &["default"]);
+    assert_eq!(c.attempt, 3);
+    assert_eq!(
+        finish(s, w, &c, Outcome::Succeeded),
+        FinishOutcome::Done(JobState::Succeeded)
+    );
+    let j = job(s, id);
+    assert_eq!((j.state, j.failures), (JobState::Succeeded, 0));
+    assert_eq!(j.exit_code, Some(0));
+    assert_eq!(j.finished_at, Some(s.now()));
+    assert_eq!(
+        outcomes(s, id),
+        vec![
+            Some(Outcome::Interrupted),
+            Some(Outcome::Interrupted),
+            Some(Outcome::Succeeded)
+        ]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Keys
+// ---------------------------------------------------------------------------------------------
+
+/// At most one queued-or-running job per unique key: a second submit returns the first job as
+/// `Duplicate`; once it has ended, the key is free again.
+pub fn unique_keys(factory: &Factory) {
+    let s = factory(ManualClock::new(T0));
+    let s = &*s;
+    let keyed = |key: &str, tag: &str| {
+        let mut sp = spec("default", tag);
+        sp.unique_key = Some(key.to_string());
+        sp
+    };
+    let w = worker(s, "w");
+
+    let a = submit1(s, keyed("nightly", "a"));
+    assert_eq!(
+        ok("submit", s.submit(&[keyed("nightly", "b")])),
+        vec![Submitted::Duplicate(a)],
+        "same unique key while the first is queued"
+    );
+    let c = claim_one(s, w, &["default"]);
+    assert_eq!(c.id, a);
+    assert_eq!(
+        ok("submit", s.submit(&[keyed("nightly", "b")])),
+        vec![Submitted::Duplicate(a)],
+        "same unique key while the first is running"
+    );
+    assert_eq!(all_ids(s), vec![a], "a duplicate must store nothing");
+    finish(s, w, &c, Outcome::Succeeded);
+
+    let b = submit1(s, keyed("nightly", "b"));
+    assert_ne!(b, a, "after the first succeeded the key is free");
+    ok("cancel", s.cancel(&[b]));
+    let c2 = submit1(s, keyed("nightly", "c"));
+    let claimed = claim_one(s, w, &["default"]);
+    assert_eq!(claimed.id, c2);
+    finish(s, w, &claimed, Outcome::Failed);
+    let d = submit1(s, keyed("nightly", "d"));
+    assert!(d > c2, "after a cancel or a failure the key is free");
+
+    let other = submit1(s, keyed("weekly", "x"));
+    assert_ne!(other, d, "different keys do not collide");
+    let none1 = submit1(s, spec("default", "no key"));
+    let none2 = submit1(s, spec("default", "no key"));
+    assert_ne!(none1, none2, "jobs without a key never collide");
+
+    let batch = ok(
+        "submit",
+        s.submit(&[keyed("hourly", "h1"), keyed("hourly", "h2")]),
+    );
+    match batch[..] {
+        [Submitted::Created(h), Submitted::Duplicate(dup)] if dup == h => {}
+        ref other => panic!("the same unique key twice in one batch: got {other:?}"),
+    }
+}
+
+/// A submit with an idempotency key seen before returns the job it created as `Existing`,
+/// whatever that job's state.
+pub fn idempotency_keys(factory: &Factory) {
+    let s = factory(ManualClock::new(T0));
+    let s = &*s;
+    let keyed = |key: &str, tag: &str| {
+        let mut sp = spec("default", tag);
+        sp.idempotency_key = Some(key.to_string());
+        sp
+    };
+    let w = worker(s, "w");
+    let a = submit1(s, keyed("req-1", "a"));
+    let again = || ok("submit", s.submit(&[keyed("req-1", "a again")]));
+    assert_eq!(again(), vec![Submitted::Existing(a)], "while queued");
+    let c = claim_one(s, w, &["default"]);
+    assert_eq!(again(), vec![Submitted::Existing(a)], "while running");
+    finish(s, w, &c, Outcome::Failed);
+    assert_eq!(again(), vec![Submitted::Existing(a)], "after it failed");
+    assert_eq!(
+        state(s, a),
+        JobState::Failed,
+        "a repeated submit must not requeue the job"
+    );
+
+    let b = submit1(s, keyed("req-2", "b"));
+    assert_ne!(b, a);
+    let c = claim_one(s, w, &["default"]);
+    finish(s, w, &c, Outcome::Succeeded);
+    assert_eq!(
+        ok("submit", s.submit(&[keyed("req-2", "b")])),
+        vec![Submitted::Existing(b)],
+        "after it succeeded"
+    );
+
+    let batch = ok(
+        "submit",
+        s.submit(&[keyed("req-3", "x"), keyed("req-3", "x")]),
+    );
+    let x = match batch[..] {
+        [Submitted::Created(x), Submitted::Existing(same)] if same == x => x,
+        ref other => panic!("the same idempotency key twice in one batch: got {other:?}"),
+    };
+    ok("cancel", s.cancel(&[x]));
+    assert_eq!(
+        ok("submit", s.submit(&[keyed("req-3", "x")])),
+        vec![Submitted::Existing(x)],
+        "after it was cancelled"
+    );
+    assert_eq!(
+        all_ids(s),
+        vec![x, b, a],
+        "repeated submits must store nothing"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dependencies and batches
+// ---------------------------------------------------------------------------------------------
+
+/// A job `after` others is not claimable until all of them have succeeded.
+pub fn dependencies_wait_for_success(factory: &Factory) {
+    let s = factory(ManualClock::new(T0));
+    let s = &*s;
+    let w = worker(s, "w");
+    let a = submit1(s, spec("default", "a"));
+    let b = submit1(s, after(spec("default", "b"), &[a]));
+    let j = job(s, b);
+    assert_eq!((j.state, j.deps_pending), (JobState::Queued, 1));
+    assert_eq!(j.display_state(s.now()), "waiting");
+    assert_eq!(
+        ok("next_run_at", s.next_run_at(&queues(&["default"]))),
+        None,
+        "a waiting job has no run_at to wake up for"
+    );
+
+    let got = claim(s, w, &["default"], 10);
+    assert_eq!(ids_of(&got), vec![a], "only the dependency is claimable");
+    finish(s, w, &got[0], Outcome::Succeeded);
+    assert_eq!(job(s, b).deps_pending, 0);
+    assert_eq!(
+        claim_one(s, w, &["default"]).id,
+        b,
+        "the dependent is claimable once its dependency succeeded"
+    );
+
+    // Several dependencies: all must succeed.
+    let x = submit1(s, spec("deps", "x"));
+    let y = submit1(s, spec("deps", "y"));
+    let z = submit1(s, after(spec("deps", "z"), &[x, y]));
+    assert_eq!(job(s, z).deps_pending, 2);
+    let got = claim(s, w, &["deps"], 10);
+    assert_eq!(ids_of(&got), vec![x, y]);
+    let cx = got.iter().find(|c| c.id == x).unwrap();
+    let cy = got.iter().find(|c| c.id == y).unwrap();
+    finish(s, w, cx, Outcome::Succeeded);
+    assert_eq!(job(s, z).deps_pending, 1);
+    assert!(
+        claim(s, w, &["deps"], 10).is_empty(),
+        "a job ran before all its dependencies succeeded"
+    );
+    finish(s, w, cy, Outcome::Succeeded);
+    assert_eq!(claim_one(s, w, &["deps"]).id, z);
+
+    // A dependency that already succeeded does not hold anything back.
+    let late = submit1(s, after(spec("late", "late"), &[a]));
+    assert_eq!(job(s, late).deps_pending, 0);
+    assert_eq!(claim_one(s, w, &["late"]).id, late);
+
+    // A dependency that is still running counts, and a retried failure is not a success.
+    let r = submit1(s, with_retries(spec("retrying", "r"), 1, SEC));
+    let cr = claim_one(s, w, &["retrying"]);
+    let dep = submit1(s, after(spec("after-r", "dep"), &[r]));
+    assert_eq!(job(s, dep).deps_pending, 1);
+    assert!(matches!(
+        finish(s, w, &cr, Outcome::Failed),
+        FinishOutcome::Requeued(_)
+    ));
+    assert_eq!(state(s, dep), JobState::Queued);
+    assert_eq!(job(s, dep).deps_pending, 1);
+    assert!(claim(s, w, &["after-r"], 1).is_empty());
+}
+
+/// A job listing the same dependency twice waits for it once, and runs when it succeeds.
+pub fn dependency_listed_twice_counts_once(factory: &Factory) {
+    let s = factory(ManualClock::new(T0));
+    let s = &*s;
+    let w = worker(s, "w");
+    let a = submit1(s, spec("default", "a"));
+    let b = submit1(s, after(spec("default", "b"), &[a, a]));
+    let c = claim_one(s, w, &["default"]);
+    assert_eq!(c.id, a);
+    finish(s, w, &c, Outcome::Succeeded);
+    let j = job(s, b);
+    assert_eq!(
+        j.deps_pending, 0,
+        "job {b} is after [{a}, {a}]; {a} succeeded, so nothing should be pending"
+    );
+    assert_eq!(claim_one(s, w, &["default"]).id, b);
+}
+
+/// When a job fails (or is cancelled), every job waiting on it, directly or not, is cancelled.
+pub fn dependency_failure_cancels_dependents_transitively(factory: &Factory) {
+    let s = factory(ManualClock::new(T0));
+    let s = &*s;
+    let w = worker(s, "w");
+    let a = submit1(s, spec("default", "a"));
+    let b = submit1(s, after(spec("default", "b"), &[a]));
+    let c = submit1(s, after(spec("default", "c"), &[b]));
+    let other = submit1(s, spec("elsewhere", "other"));
+    let d = submit1(s, after(spec("default", "d"), &[a, other]));
+    let free = submit1(s, spec("elsewhere", "free"));
+    let free_dep = submit1(s, after(spec("elsewhere", "free-dep"), &[other]));
+
+    let ca = claim_one(s, w, &["default"]);
+    assert_eq!(ca.id, a);
+    assert_eq!(
+        finish(s, w, &ca, Outcome::Failed),
+        FinishOutcome::Done(JobState::Failed)
+    );
+    for (name, id) in [
+        ("b (after a)", b),
+        ("c (after b)", c),
+        ("d (after a, other)", d),
+    ] {
+        let j = job(s, id);
+        assert_eq!(
+            j.state,
+            JobState::Cancelled,
+            "job {name} must be cancelled when a failed"
+        );
+        assert!(j.finished_at.is_some(), "job {name}: finished_at");
+        assert!(j.last_error.is_some(), "job {name}: last_error says why");
+    }
+    for id in [other, free, free_dep] {
+        assert_eq!(
+            state(s, id),
+            JobState::Queued,
+            "job {id} does not depend on a and must stay queued"
+        );
+    }
+    assert!(
+        claim(s, w, &["default"], 10).is_empty(),
+        "a cancelled dependent was claimed"
+    );
+
+    // Cancelling a queued job cascades the same way.
+    let g = submit1(s, spec("default", "g"));
+    let h = submit1(s, after(spec("default", "h"), &[g]));
+    let i = submit1(s, after(spec("default", "i"), &[h]));
+    assert_eq!(
+        ok("cancel", s.cancel(&[g])),
+        vec![CancelOutcome::Cancelled(g)]
+    );
+    assert_eq!(state(s, h), JobState::Cancelled);
+    assert_eq!(state(s, i), JobState::Cancelled);
+    assert_eq!(ok("count_unfinished", s.count_unfinished(None)), 3);
+}
+
+/// `after` an unknown job is `NotFound`, and nothing from that batch is stored.
+pub fn after_unknown_job_is_not_found_and_stores_nothing(factory: &Factory) {
+    let s = factory(ManualClock::new(T0));
+    let s = &*s;
+    let existing = submit1(s, spec("default", "existing"));
+    let missing = existing + 1_000_000;
+    let batch = [
+        spec("default", "ok-1"),
+        after(spec("default", "bad"), &[existing, missing]),
+        spec("default", "ok-2"),
+    ];
+    match s.submit(&batch) {
+        Err(StoreError::NotFound(_)) => {}
+        other => panic!("submit after unknown job {missing}: expected NotFound, got {other:?}"),
+    }
+    assert_eq!(
+        all_ids(s),
+        vec![existing],
+        "a refused batch must store nothing"
+    );
+    assert_eq!(ok("count_unfinished", s.count_unfinished(None)), 1);
+    let w = worker(s, "w");
+    assert_eq!(ids_of(&claim(s, w, &["default"], 10)), vec![existing]);
+    assert!(ok("get", s.get(missing)).is_none());
+}
+
+/// `after` a job that already failed or was cancelled is a `Conflict`: it could never run.
+pub fn after_failed_or_cancelled_job_is_conflict(factory: &Factory) {
+    let s = factory(ManualClock::new(T0));
+    let s = &*s;
+    let w = worker(s, "w");
+    let failed = submit1(s, spec("default", "failed"));
+    let c = claim_one(s, w, &["default"]);
+    finish(s, w, &c, Outcome::Failed);
+    assert_eq!(state(s, failed), JobState::Failed);
+    let cancelled = submit1(s, spec("default", "cancelled"));
+    ok("cancel", s.cancel(&[cancelled]));
+
+    for dep in [failed, cancelled] {
+        let batch = [
+            spec("default", "fine"),
+            after(spec("default", "doomed"), &[dep]),
+        ];
+        match s.submit(&batch) {
+            Err(StoreError::Conflict(_)) => {}
+            other => panic!(
+                "submit after job {dep} ({}): expected Conflict, got {other:?}",
+                state(s, dep)
+            ),
+        }
+    }
+    assert_eq!(
+        all_ids(s),
+        vec![cancelled, failed],
+        "a refused batch must store nothing"
+    );
+}
+
+/// A batch is stored in one go: results in input order, or nothing at all.
+pub fn batch_submit_is_atomic(factory: &Factory) {
+    let s = factory(ManualClock::new(T0));
+    let s = &*s;
+    assert!(ok("submit", s.submit(&[])).is_empty());
+    let specs: Vec<JobSpec> = (0..3).map(|i| spec("default", &format!("b{i}"))).collect();
+    let got = ok("submit", s.submit(&specs));
+    let ids: Vec<JobId> = got
+        .iter()
+        .map(|r| match r {
+            Submitted::Created(id) => *id,
+            other => panic!("a plain batch creates every job, got {other:?}"),
+        })
+        .collect();
+    assert!(
+        ids.windows(2).all(|p| p[0] < p[1]),
+        "batch ids follow input order: {ids:?}"
+    );
+    for (id, sp) in ids.iter().zip(&specs) {
+        assert_eq!(job(s, *id).spec.argv, sp.argv, "job {id} is not its spec");
+    }
+
+    // A duplicate inside a batch does not refuse the batch.
+    let mut keyed = spec("default", "keyed");
+    keyed.unique_key = Some("k".into());
+    let k = submit1(s, keyed.clone());
+    let mixed = ok(
+        "submit",
+        s.submit(&[spec("default", "m1"), keyed, spec("default", "m2")]),
+    );
+    match mixed[..] {
+        [Submitted::Created(_), Submitted::Duplicate(dup), Submitted::Created(_)] if dup == k => {}
+        ref other => panic!("[new, duplicate, new]: got {other:?}"),
+    }
+    let before = all_ids(s);
+
+    // One refused job refuses the whole batch, wherever it is.
+    let bad = after(spec("default", "bad"), &[i64::MAX - 7]);
+    for batch in [
+        vec![bad.clone(), spec("default", "x")],
+        vec![spec("default", "x"), spec("default", "y"), bad],
+    ] {
+        assert!(
+            s.submit(&batch).is_err(),
+            "a batch with a bad job must fail"
+        );
+        assert_eq!(all_ids(s), before, "a refused batch stored something");
+    }
+    let next = submit1(s, spec("default", "next"));
+    assert!(next > *before.iter().max().unwrap());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cancel and retry
+// ---------------------------------------------------------------------------------------------
+
+/// Cancelling a queued job cancels it at once; ended and unknown jobs say so.
+pub fn cancel_queued_job(factory: &Factory) {
+    let s = factory(ManualClock::new(T0));
+    let s = &*s;
+    let id = submit1(s, spec("default", "doomed"));
+    let missing = id + 1000;
+    assert_eq!(
+        ok("cancel", s.cancel(&[id, missing])),
+        vec![
+            CancelOutcome::Cancelled(id),
+            CancelOutcome::NotFound(missing)
+        ]
+    );
+    let j = job(s, id);
+    assert_eq!(j.state, JobState::Cancelled);
+    assert_eq!(j.finished_at, Some(s.now()));
+    let w = worker(s, "w");
+    assert!(
+        claim(s, w, &["default"], 1).is_empty(),
+        "a cancelled job was claimed"
+    );
+    assert_eq!(
+        ok("cancel", s.cancel(&[id])),
+        vec![CancelOutcome::AlreadyDone(id, JobState::Cancelled)]
+    );
+
+    let done = submit1(s, spec("default", "done"));
+    let c = claim_one(s, w, &["default"]);
+    finish(s, w, &c, Outcome::Succeeded);
+    assert_eq!(
+        ok("cancel", s.cancel(&[done])),
+        vec![CancelOutcome::AlreadyDone(done, JobState::Succeeded)]
+    );
+    assert_eq!(state(s, done), JobState::Succeeded);
+    assert_eq!(ok("count_unfinished", s.count_unfinished(None)), 0);
+}
+
+/// Cancelling a running job asks its worker (through `cancel_requests`); the attempt's end is
+/// then recorded as cancelled, unless it had already succeeded.
+pub fn cancel_running_job(factory: &Factory) {
+    let s = factory(ManualClock::new(T0));
+    let s = &*s;
+    let (w1, w2) = (worker(s, "w1"), worker(s, "w2"));
+    let id = submit1(s, with_retries(spec("default", "long"), 3, SEC));
+    let c = claim_one(s, w1, &["default"]);
+    submit1(s, spec("default", "bystander"));
+    let c2 = claim_one(s, w2, &["default"]);
+
+    assert_eq!(
+        ok("cancel", s.cancel(&[id])),
+        vec![CancelOutcome::Requested(id, Some(w1))]
+    );
+    let j = job(s, id);
+    assert_eq!(
+        (j.state, j.cancel_requested),
+        (JobState::Running, true),
+        "a running job keeps running until its worker stops it"
+    );
+    assert_eq!(
+        ok("cancel_requests", s.cancel_requests(w1)),
+        vec![(id, c.lease)]
+    );
+    assert!(ok("cancel_requests", s.cancel_requests(w2)).is_empty());
+    assert_eq!(
+        ok("cancel", s.cancel(&[id])),
+        vec![CancelOutcome::Requested(id, Some(w1))],
+        "asking twice is harmless"
+    );
+
+    assert_eq!(
+        finish(s, w1, &c, Outcome::Failed),
+        FinishOutcome::Done(JobState::Cancelled),
+        "a requested cancel ends as cancelled, not as a retried failure"
+    );
+    let j = job(s, id);
+    assert_eq!(j.state, JobState::Cancelled);
+    assert_eq!(j.failures, 0, "a cancel is not a failure");
+    assert_eq!(outcomes(s, id), vec![Some(Outcome::Cancelled)]);
+    assert!(ok("cancel_requests", s.cancel_requests(w1)).is_empty());
+    assert_eq!(state(s, c2.id), JobState::Running);
+
+    // A cancel that loses the race against a clean exit: the success stands.
+    let raced = submit1(s, spec("default", "raced"));
+    let c = claim_one(s, w1, &["default"]);
+    assert_eq!(c.id, raced);
+    ok("cancel", s.cancel(&[raced]));
+    assert_eq!(
+        finish(s, w1, &c, Outcome::Succeeded),
+        FinishOutcome::Done(JobState::Succeeded)
+    );
+    assert_eq!(outcomes(s, raced), vec![Some(Outcome::Succeeded)]);
+}
+
+/// Retrying a failed or cancelled job queues it again now, with its failures reset (a fresh
+/// retry budget); other jobs are left alone.
+pub fn retry_requeues_with_a_fresh_budget(factory: &Factory) {
+    let clock = ManualClock::new(T0);
+    let s = factory(clock.clone());
+    let s = &*s;
+    let w = worker(s, "w");
+    let id = submit1(s, with_retries(spec("default", "flaky"), 1, 10 * SEC));
+    let c = claim_one(s, w, &["default"]);
+    let FinishOutcome::Requeued(at) = finish(s, w, &c, Outcome::Failed) else {
+        panic!("the first failure with retries=1 requeues");
+    };
+    advance_to(&clock, s, at);
+    let c = claim_one(s, w, &["default"]);
+    finish(s, w, &c, Outcome::Failed);
+    assert_eq!((state(s, id), job(s, id).failures), (JobState::Failed, 2));
+
+    clock.advance(60 * SEC);
+    let missing = id + 1000;
+    assert_eq!(
+        ok("retry", s.retry(&[id, missing])),
+        vec![RetryOutcome::Requeued(id), RetryOutcome::NotFound(missing)]
+    );
+    let j = job(s, id);
+    assert_eq!((j.state, j.failures), (JobState::Queued, 0));
+    assert_eq!(j.finished_at, None);
+    assert!(j.run_at <= s.now(), "a retried job is due at once");
+    assert!(ok("failed_ids", s.failed_ids(None)).is_empty());
+    assert_eq!(
+        ok("retry", s.retry(&[id])),
+        vec![RetryOutcome::NotRetryable(id, JobState::Queued)]
+    );
+
+    let c = claim_one(s, w, &["default"]);
+    assert_eq!(c.attempt, 3, "attempt numbers keep counting after a retry");
+    assert!(
+        matches!(
+            finish(s, w, &c, Outcome::Failed),
+            FinishOutcome::Requeued(_)
+        ),
+        "after a retry the job has its retries again"
+    );
+    assert_eq!(job(s, id).failures, 1);
+    assert_eq!(ok("attempts", s.attempts(id)).len(), 3);
+
+    // Cancelled jobs can be retried; succeeded ones cannot.
+    let x = submit1(s, spec("other", "x"));
+    ok("cancel", s.cancel(&[x]));
+    assert_eq!(ok("retry", s.retry(&[x])), vec![RetryOutcome::Requeued(x)]);
+    let cx = claim_one(s, w, &["other"]);
+    assert_eq!(cx.id, x);
+    finish(s, w, &cx, Outcome::Succeeded);
+    assert_eq!(
+        ok("retry", s.retry(&[x])),
+        vec![RetryOutcome::NotRetryable(x, JobState::Succeeded)]
+    );
+
+    // A retry never breaks "one queued-or-running job per unique key".
+    let keyed = |tag: &str| {
+        let mut sp = spec("keyed", tag);
+        sp.unique_key = Some("k".into());
+        sp
+    };
+    let old = submit1(s, keyed("old"));
+    let c = claim_one(s, w, &["keyed"]);
+    finish(s, w, &c, Outcome::Failed);
+    let new = submit1(s, keyed("new"));
+    assert_eq!(
+        ok("retry", s.retry(&[old])),
+        vec![RetryOutcome::Requeued(old)]
+    );
+    let holders: Vec<JobId> = ok("list", s.list(&ListFilter::default()))
+        .into_iter()
+        .filter(|j| !j.state.is_terminal() && j.spec.unique_key.as_deref() == Some("k"))
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(
+        holders,
+        vec![new],
+        "after retrying {old}, only {new} may hold the unique key"
+    );
+    assert_eq!(
+        ok("submit", s.submit(&[keyed("newest")])),
+        vec![Submitted::Duplicate(new)]
+    );
+}
+
+/// A dependent cancelled because its dependency failed runs once both were retried and the
+/// dependency succeeded, in whichever order they were retried.
+pub fn retried_dependent_runs_once_its_dependency_succeeds(factory: &Factory) {
+    let s = factory(ManualClock::new(T0));
+    let s = &*s;
+    let w = worker(s, "w");
+
+    for dependency_first in [true, false] {
+        let q = if dependency_first {
+            "dep-first"
+        } else {
+            "dep-last"
+        };
+        let a = submit1(s, spec(q, "a"));
+        let b = submit1(s, after(spec(q, "b"), &[a]));
+        let c = claim_one(s, w, &[q]);
+        finish(s, w, &c, Outcome::Failed);
+        assert_eq!(state(s, b), JobState::Cancelled);
+
+        if dependency_first {
+            ok("retry", s.retry(&[a]));
+            let c = claim_one(s, w, &[q]);
+            assert_eq!(c.id, a);
+            finish(s, w, &c, Outcome::Succeeded);
+            ok("retry", s.retry(&[b]));
+        } else {
+            ok("retry", s.retry(&[b]));
+            assert!(
+                claim(s, w, &[q], 1).is_empty(),
+                "{b} was retried while {a} is still failed: it must wait"
+            );
+            ok("retry", s.retry(&[a]));
+            let c = claim_one(s, w, &[q]);
+            assert_eq!(c.id, a);
+            finish(s, w, &c, Outcome::Succeeded);
+        }
+        let j = job(s, b);
+        assert_eq!(
+            (j.state, j.deps_pending),
+            (JobState::Queued, 0),
+            "retried {b} after its dependency {a} succeeded (dependency retried first: {dependency_first})"
+        );
+        assert_eq!(claim_one(s, w, &[q]).id, b);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rescue
+// ---------------------------------------------------------------------------------------------
+
+/// Rescuing a dead worker requeues its running jobs (attempt outcome `lost`), marks it dead, and
+/// a second sweep changes nothing.
+pub fn rescue_requeues_lost_jobs(factory: &Factory) {
+    let clock = ManualClock::new(T0);
+    let s = factory(clock.clone());
+    let s = &*s;
+    let (w1, w2) = (worker(s, "w1"), worker(s, "w2"));
+    let j1 = submit1(s, spec("default", "j1"));
+    let j2 = submit1(s, spec("default", "j2"));
+    let j3 = submit1(s, spec("default", "j3"));
+    let mine = claim(s, w1, &["default"], 2);
+    assert_eq!(ids_of(&mine), vec![j1, j2]);
+    let theirs = claim_one(s, w2, &["default"]);
+    assert_eq!(theirs.id, j3);
+    assert_eq!(ok("running_attempts", s.running_attempts(w1)).len(), 2);
+
+    clock.advance(SEC);
+    let mut rescued = ok("rescue_worker", s.rescue_worker(w1, "pid 4242 is gone"));
+    rescued.sort_by_key(|r| r.job_id);
+    assert_eq!(
+        rescued,
+        vec![
+            Rescued {
+                job_id: j1,
+                attempt: 1,
+                new_state: JobState::Queued
+            },
+            Rescued {
+                job_id: j2,
+                attempt: 1,
+                new_state: JobState::Queued
+            },
+        ]
+    );
+    for id in [j1, j2] {
+        let j = job(s, id);
+        assert_eq!(
+            (j.state, j.rescues, j.failures),
+            (JobState::Queued, 1, 0),
+            "job {id} after its worker died"
+        );
+        assert!(j.run_at <= s.now(), "a rescued job is due at once");
+        let attempts = ok("attempts", s.attempts(id));
+        assert_eq!(attempts.len(), 1);
+        assert_eq!(attempts[0].outcome, Some(Outcome::Lost));
+        assert_eq!(attempts[0].ended_at, Some(s.now()));
+    }
+    assert_eq!(
+        (state(s, j3), job(s, j3).worker_id),
+        (JobState::Running, Some(w2)),
+        "another worker's job must not be touched"
+    );
+    let dead = worker_record(s, w1);
+    assert_eq!(dead.state, WorkerState::Dead);
+    assert_eq!(dead.stopped_at, Some(s.now()));
+    assert_eq!(dead.stop_reason.as_deref(), Some("pid 4242 is gone"));
+    assert_eq!(dead.running_jobs, 0);
+    let live: Vec<WorkerId> = ok("workers", s.workers(false))
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(live, vec![w2], "workers(false) must leave out the dead one");
+    assert!(ok("running_attempts", s.running_attempts(w1)).is_empty());
+
+    clock.advance(SEC);
+    assert!(
+        ok("rescue_worker", s.rescue_worker(w1, "again")).is_empty(),
+        "a second rescue of the same worker must find nothing"
+    );
+    let still = worker_record(s, w1);
+    assert_eq!(
+        still, dead,
+        "a second rescue changed the dead worker's record"
+    );
+    assert_eq!(job(s, j1).rescues, 1, "a second rescue counted again");
+
+    let again = claim(s, w2, &["default"], 5);
+    assert_eq!(ids_of(&again), vec![j1, j2]);
+    assert!(again.iter().all(|c| c.attempt == 2));
+
+    // A job whose cancel was requested ends cancelled when its worker dies.
+    ok("cancel", s.cancel(&[j3]));
+    let mut rescued = ok("rescue_worker", s.rescue_worker(w2, "pid gone"));
+    rescued.sort_by_key(|r| r.job_id);
+    assert_eq!(
+        rescued
+            .iter()
+            .map(|r| (r.job_id, r.new_state))
+            .collect::<Vec<_>>(),
+        vec![
+            (j1, JobState::Queued),
+            (j2, JobState::Queued),
+            (j3, JobState::Cancelled)
+        ]
+    );
+    assert_eq!(state(s, j3), JobState::Cancelled);
+}
+
+/// A job lost more than `max_rescues` times fails instead of looping forever, and its dependents
+/// are cancelled.
+pub fn rescue_fails_job_after_max_rescues(factory: &Factory) {
+    let s = factory(ManualClock::new(T0));
+    let s = &*s;
+    let mut poison = spec("default", "poison");
+    poison.max_rescues = 2;
+    let id = submit1(s, poison);
+    let dependent = submit1(s, after(spec("default", "dependent"), &[id]));
+
+    for round in 1..=2u32 {
+        let w = worker(s, &format!("victim-{round}"));
+        let c = claim_one(s, w, &["default"]);
+        assert_eq!((c.id, c.attempt), (id, round));
+        assert_eq!(
+            ok("rescue_worker", s.rescue_worker(w, "killed")),
+            vec![Rescued {
+                job_id: id,
+                attempt: round,
+                new_state: JobState::Queued
+            }],
+            "rescue {round} of max_rescues=2 requeues"
+        );
+        let j = job(s, id);
+        assert_eq!(
+            (j.state, j.rescues, j.failures),
+            (JobState::Queued, round, 0)
+        );
+    }
+    let w = worker(s, "victim-3");
+    let c = claim_one(s, w, &["default"]);
+    assert_eq!(c.attempt, 3);
+    assert_eq!(
+        ok("rescue_worker", s.rescue_worker(w, "killed")),
+        vec![Rescued {
+            job_id: id,
+            attempt: 3,
+            new_state: JobState::Failed
+        }],
+        "after max_rescues=2 rescues the next loss fails the job"
+    );
+    let j = job(s, id);
+    assert_eq!(j.state, JobState::Failed);
+    assert!(j.finished_at.is_some());
+    assert!(j.last_error.is_some(), "the failure says why");
+    assert_eq!(state(s, dependent), JobState::Cancelled);
+    assert_eq!(
+        outcomes(s, id),
+        vec![Some(Outcome::Lost); 3],
+        "each loss is recorded as a lost attempt"
+    );
+
+    // max_rescues = 0: the first loss fails the job.
+    let mut fragile = spec("default", "fragile");
+    fragile.max_rescues = 0;
+    let f = submit1(s, fragile);
+    let w = worker(s, "victim-4");
+    claim_one(s, w, &["default"]);
+    assert_eq!(
+        ok("rescue_worker", s.rescue_worker(w, "killed")),
+        vec![Rescued {
+            job_id: f,
+            attempt: 1,
+            new_state: JobState::Failed
+        }]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading
+// ---------------------------------------------------------------------------------------------
+
+/// Per-queue counts of every state, and the mean duration of succeeded jobs.
+pub fn queue_stats_counts(factory: &Factory) {
+    let clock = ManualClock::new(T0);
+    let s = factory(clock.clone());
+    let s = &*s;
+    let w = worker(s, "w");
+    assert!(ok("queue_stats", s.queue_stats()).is_empty());
+
+    let fast = submit1(s, spec("alpha", "fast"));
+    let slow = submit1(s, spec("alpha", "slow"));
+    let bad = submit1(s, spec("alpha", "bad"));
+    let running = submit1(s, spec("alpha", "running"));
+    let claimed = claim(s, w, &["alpha"], 4);
+    assert_eq!(claimed.len(), 4);
+    let of = |id: JobId| claimed.iter().find(|c| c.id == id).unwrap();
+    clock.advance(2 * SEC);
+    finish(s, w, of(fast), Outcome::Succeeded);
+    clock.advance(2 * SEC);
+    finish(s, w, of(slow), Outcome::Succeeded);
+    finish(s, w, of(bad), Outcome::Failed);
+
+    submit1(s, spec("alpha", "ready"));
+    submit1(s, after(spec("alpha", "waiting"), &[running]));
+    let mut later = spec("alpha", "scheduled");
+    later.run_at = Some(s.now().plus(3600 * SEC));
+    submit1(s, later);
+    let gone = submit1(s, spec("alpha", "cancelled"));
+    ok("cancel", s.cancel(&[gone]));
+    submit1(s, spec("beta", "b"));
+
+    let stats = ok("queue_stats", s.queue_stats());
+    assert_eq!(stats.len(), 2, "one row per queue: {stats:?}");
+    let find = |name: &str| {
+        stats
+            .iter()
+            .find(|q| q.queue == name)
+            .unwrap_or_else(|| panic!("queue_stats has no row for {name}: {stats:?}"))
+    };
+    let alpha = find("alpha");
+    assert_eq!(
+        (
+            alpha.queued,
+            alpha.scheduled,
+            alpha.running,
+            alpha.succeeded,
+            alpha.failed,
+            alpha.cancelled,
+            alpha.paused
+        ),
+        (2, 1, 1, 2, 1, 1, false),
+        "alpha: (queued incl. waiting, scheduled, running, succeeded, failed, cancelled, paused)"
+    );
+    match alpha.mean_duration_ms {
+        Some(m) if (m - 3000.0).abs() < 1e-6 => {}
+        other => panic!("alpha: mean of 2 s and 4 s should be 3000 ms, got {other:?}"),
+    }
+    let beta = find("beta");
+    assert_eq!(
+        beta,
+        &QueueStats {
+            queue: "beta".into(),
+            queued: 1,
+            ..Default::default()
+        }
+    );
+    assert_eq!(ok("count_unfinished", s.count_unfinished(Some("alpha"))), 4);
+    assert_eq!(ok("count_unfinished", s.count_unfinished(Some("beta"))), 1);
+    assert_eq!(ok("count_unfinished", s.count_unfinished(None)), 5);
+
+    // A scheduled job counts as queued once it is due.
+    clock.advance(3600 * SEC);
+    let alpha = ok("queue_stats", s.queue_stats())
+        .into_iter()
+        .find(|q| q.queue == "alpha")
+        .unwrap();
+    assert_eq!((alpha.queued, alpha.scheduled), (3, 0));
+}
+
+/// `list` filters by state, queue, labels, ids and scheduling, newest first, up to a limit.
+pub fn list_filters(factory: &Factory) {
+    let s = factory(ManualClock::new(T0));
+    let s = &*s;
+    let w = worker(s, "w");
+    let labelled = |queue: &str, tag: &str, pairs: &[(&str, &str)]| {
+        let mut sp = spec(queue, tag);
+        for (k, v) in pairs {
+            sp.labels.insert(k.to_string(), v.to_string());
+        }
+        sp
+    };
+    let j1 = submit1(s, labelled("default", "j1", &[("team", "infra")]));
+    let j2 = submit1(
+        s,
+        labelled("default", "j2", &[("team", "web"), ("env", "prod")]),
+    );
+    let j3 = submit1(
+        s,
+        labelled("other", "j3", &[("team", "infra"), ("env", "prod")]),
+    );
+    let mut sp4 = spec("default", "j4");
+    sp4.run_at = Some(s.now().plus(3600 * SEC));
+    let j4 = submit1(s, sp4);
+    let j5 = submit1(s, labelled("other", "j5", &[("team", "web")]));
+    let c = claim_one(s, w, &["default"]);
+    assert_eq!(c.id, j1);
+    finish(s, w, &c, Outcome::Succeeded);
+    ok("cancel", s.cancel(&[j5]));
+
+    let check = |what: &str, f: ListFilter, want: Vec<JobId>| {
+        assert_eq!(list_ids(s, &f), want, "list {what} ({f:?})");
+    };
+    check(
+        "everything, newest first",
+        ListFilter::default(),
+        vec![j5, j4, j3, j2, j1],
+    );
+    check(
+        "queued",
+        ListFilter {
+            states: vec![JobState::Queued],
+            ..Default::default()
+        },
+        vec![j4, j3, j2],
+    );
+    check(
+        "succeeded or cancelled",
+        ListFilter {
+            states: vec![JobState::Succeeded, JobState::Cancelled],
+            ..Default::default()
+        },
+        vec![j5, j1],
+    );
+    check(
+        "in queue other",
+        ListFilter {
+            queue: Some("other".into()),
+            ..Default::default()
+        },
+        vec![j5, j3],
+    );
+    check(
+        "team=infra",
+        ListFilter {
+            labels: labels(&[("team", "infra")]),
+            ..Default::default()
+        },
+        vec![j3, j1],
+    );
+    check(
+        "team=infra and env=prod",
+        ListFilter {
+            labels: labels(&[("team", "infra"), ("env", "prod")]),
+            ..Default::default()
+        },
+        vec![j3],
+    );
+    check(
+        "team=nobody",
+        ListFilter {
+            labels: labels(&[("team", "nobody")]),
+            ..Default::default()
+        },
+        vec![],
+    );
+    check(
+        "by ids",
+        ListFilter {
+            ids: vec![j1, j3],
+            ..Default::default()
+        },
+        vec![j3, j1],
+    );
+    check(
+        "limit 2",
+        ListFilter {
+            limit: 2,
+            ..Default::default()
+        },
+        vec![j5, j4],
+    );
+    check(
+        "queued in default",
+        ListFilter {
+            states: vec![JobState::Queued],
+            queue: Some("default".into()),
+            ..Default::default()
+        },
+        vec![j4, j2],
+    );
+    check(
+        "scheduled",
+        ListFilter {
+            scheduled_only: true,
+            ..Default::default()
+        },
+        vec![j4],
+    );
+    check(
+        "team=web in default, limit 1",
+        ListFilter {
+            queue: Some("default".into()),
+            labels: labels(&[("team", "web")]),
+            limit: 1,
+            ..Default::default()
+        },
+        vec![j2],
+    );
+    check(
+        "in an unknown queue",
+        ListFilter {
+            queue: Some("nope".into()),
+            ..Default::default()
+        },
+        vec![],
+    );
+}
+
+/// The worker registry: registration, heartbeats, stop, live/ended listing and job counters.
+pub fn workers_registry(factory: &Factory) {
+    let clock = ManualClock::new(T0);
+    let s = factory(clock.clone());
+    let s = &*s;
+    let reg = registration("alpha");
+    let w1 = ok("register_worker", s.register_worker(&reg));
+    clock.advance(SEC);
+    let w2 = worker(s, "beta");
+    assert_ne!(w1, w2);
+
+    let live = ok("workers", s.workers(false));
+    assert_eq!(worker_ids(&live), sorted(vec![w1, w2]));
+    let r1 = live.iter().find(|r| r.id == w1).unwrap();
+    assert_eq!(
+        (
+            r1.name.as_str(),
+            r1.host.as_str(),
+            r1.boot_id.as_str(),
+            r1.pid,
+            r1.pid_start_time
+        ),
+        (
+            reg.name.as_str(),
+            reg.host.as_str(),
+            reg.boot_id.as_str(),
+            reg.pid,
+            reg.pid_start_time
+        )
+    );
+    assert_eq!((&r1.queues, r1.slots), (&reg.queues, reg.slots));
+    assert_eq!(r1.version, reg.version);
+    assert_eq!(r1.state, WorkerState::Starting);
+    assert_eq!((r1.started_at, r1.heartbeat_at), (T0, T0));
+    assert_eq!((r1.stopped_at, r1.stop_reason.as_deref()), (None, None));
+    assert_eq!((r1.running_jobs, r1.jobs_done, r1.jobs_failed), (0, 0, 0));
+
+    clock.advance(5 * SEC);
+    ok("heartbeat", s.heartbeat(w1, WorkerState::Running));
+    let r1 = worker_record(s, w1);
+    assert_eq!(r1.state, WorkerState::Running);
+    assert_eq!(r1.heartbeat_at, s.now());
+    assert_eq!(r1.started_at, T0, "a heartbeat must not move started_at");
+
+    let ids: Vec<JobId> = (0..3)
+        .map(|i| submit1(s, spec("default", &format!("j{i}"))))
+        .collect();
+    let claimed = claim(s, w1, &["default"], 3);
+    assert_eq!(ids_of(&claimed), ids);
+    assert_eq!(worker_record(s, w1).running_jobs, 3);
+    assert_eq!(worker_record(s, w2).running_jobs, 0);
+    ok(
+        "record_spawn",
+        s.record_spawn(&[SpawnRecord {
+            job_id: claimed[0].id,
+            lease: claimed[0].lease,
+            pid: 5000,
+            pgid: 5000,
+            pid_start_time: 12,
+            log_path: "/logs/x.log".into(),
+        }]),
+    );
+    let running = ok("running_attempts", s.running_attempts(w1));
+    assert_eq!(running.len(), 3);
+    let spawned = running
+        .iter()
+        .find(|a| a.job_id == claimed[0].id)
+        .expect("running_attempts lists the spawned job");
+    assert_eq!((spawned.pid, spawned.attempt), (Some(5000), 1));
+    assert_eq!(spawned.worker_id, Some(w1));
+    assert_eq!(spawned.worker_name.as_deref(), Some("alpha"));
+    assert!(running
+        .iter()
+        .all(|a| a.outcome.is_none() && a.ended_at.is_none()));
+    assert!(ok("running_attempts", s.running_attempts(w2)).is_empty());
+
+    finish(s, w1, &claimed[0], Outcome::Succeeded);
+    finish(s, w1, &claimed[1], Outcome::Failed);
+    let r1 = worker_record(s, w1);
+    assert_eq!(
+        (r1.running_jobs, r1.jobs_done, r1.jobs_failed),
+        (1, 1, 1),
+        "worker {w1}: (running, done, failed)"
+    );
+    assert_eq!(ok("running_attempts", s.running_attempts(w1)).len(), 1);
+
+    ok("heartbeat", s.heartbeat(w2, WorkerState::Paused));
+    assert_eq!(worker_record(s, w2).state, WorkerState::Paused);
+    clock.advance(SEC);
+    ok("worker_stopped", s.worker_stopped(w2, "drained"));
+    let live: Vec<WorkerId> = ok("workers", s.workers(false))
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(
+        live,
+        vec![w1],
+        "workers(false) must leave out stopped workers"
+    );
+    let r2 = worker_record(s, w2);
+    assert_eq!(r2.state, WorkerState::Stopped);
+    assert_eq!(r2.stopped_at, Some(s.now()));
+    assert_eq!(r2.stop_reason.as_deref(), Some("drained"));
+    assert_eq!(
+        worker_ids(&ok("workers", s.workers(true))),
+        sorted(vec![w1, w2])
+    );
+
+    ok("heartbeat", s.heartbeat(w2, WorkerState::Running));
+    assert_eq!(
+        worker_record(s, w2).state,
+        WorkerState::Stopped,
+        "a late heartbeat must not bring a stopped worker back"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Two handles
+// ---------------------------------------------------------------------------------------------
+
+/// `changed()` notices writes made through another handle on the same store, once.
+pub fn changed_after_another_handle_writes(pair: &PairFactory) {
+    let (a, b) = pair(ManualClock::new(T0));
+    let (a, b) = (&*a, &*b);
+    ok("changed", a.changed());
+    ok("changed", b.changed());
+    assert!(
+        !ok("changed", a.changed()),
+        "changed() with no write since the previous call"
+    );
+
+    let id = submit1(b, spec("default", "from b"));
+    assert!(
+        ok("changed", a.changed()),
+        "changed() must notice a submit through another handle"
+    );
+    assert!(
+        !ok("changed", a.changed()),
+        "changed() reports a write once"
+    );
+    assert_eq!(
+        job(a, id).spec.argv,
+        vec!["echo".to_string(), "from b".to_string()],
+        "both handles must see one store"
+    );
+
+    let w = worker(a, "w");
+    let c = claim_one(a, w, &["default"]);
+    ok("changed", b.changed());
+    finish(a, w, &c, Outcome::Succeeded);
+    assert!(
+        ok("changed", b.changed()),
+        "changed() must notice a finish through another handle"
+    );
+    assert_eq!(state(b, id), JobState::Succeeded);
+}

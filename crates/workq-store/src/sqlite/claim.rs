@@ -44,6 +44,8 @@ pub(super) fn claim(
             }
         }
         candidates.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+        // A queue named twice yields the same rows twice; they must not take two slots.
+        candidates.dedup();
         candidates.truncate(limit as usize);
         let mut take = tx.prepare_cached(&format!(
             "UPDATE jobs SET state = 'running', lease = ?2, worker_id = ?3, attempt = attempt + 1,

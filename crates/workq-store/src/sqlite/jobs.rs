@@ -85,9 +85,13 @@ pub(super) fn submit(s: &SqliteStore, jobs: &[JobSpec]) -> Result<Vec<Submitted>
                     continue;
                 }
             }
+            // A dependency listed twice is one row in `deps`, so it must count once.
+            let mut deps = spec.after.clone();
+            deps.sort_unstable();
+            deps.dedup();
             let mut pending = 0u32;
             let mut reject = None;
-            for dep in &spec.after {
+            for dep in &deps {
                 let state: Option<String> = dep_state.query_row([dep], |r| r.get(0)).optional()?;
                 match state.as_deref() {
                     None => reject = Some(StoreError::NotFound(format!("job {dep} (given to --after)"))),
@@ -125,7 +129,7 @@ pub(super) fn submit(s: &SqliteStore, jobs: &[JobSpec]) -> Result<Vec<Submitted>
                 now,
             ])?;
             let id = tx.last_insert_rowid();
-            for dep in &spec.after {
+            for dep in &deps {
                 add_dep.execute(params![dep, id])?;
             }
             ev.execute(params![now, id])?;
@@ -283,9 +287,13 @@ pub(super) fn retry(s: &SqliteStore, ids: &[JobId]) -> Result<Vec<RetryOutcome>>
                 None => out.push(RetryOutcome::NotFound(id)),
                 Some("failed") | Some("cancelled") => {
                     // A retried job must not collide with a newer queued job of the same key.
+                    // Its dependencies are counted afresh: one that failed and was retried may
+                    // have succeeded meanwhile, which released nobody while this job was ended.
                     tx.prepare_cached(
                         "UPDATE jobs SET state = 'queued', run_at = ?2, failures = 0, rescues = 0,
                              cancel_requested = 0, finished_at = NULL, lease = NULL,
+                             deps_pending = (SELECT count(*) FROM deps d JOIN jobs a ON a.id = d.after_id
+                                 WHERE d.job_id = jobs.id AND a.state <> 'succeeded'),
                              unique_key = CASE WHEN EXISTS (SELECT 1 FROM jobs o
                                  WHERE o.unique_key = jobs.unique_key AND o.id <> jobs.id
                                    AND o.state IN ('queued', 'running')) THEN NULL ELSE unique_key END

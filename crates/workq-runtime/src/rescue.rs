@@ -1,0 +1,44 @@
+//! The sweep: find dead workers on this host, kill what is left of their jobs, rescue the jobs.
+
+use workq_core::WorkerId;
+use workq_store::{Rescued, Store};
+
+use crate::procinfo;
+
+/// What one sweep did.
+#[derive(Debug, Default)]
+pub struct SweepReport {
+    /// Dead workers found, with the reason.
+    pub dead_workers: Vec<(WorkerId, String, String)>,
+    /// Jobs rescued from them.
+    pub rescued: Vec<Rescued>,
+    /// Leftover processes killed.
+    pub killed: usize,
+}
+
+/// Checks every live-registered worker on this host (except `skip`) and rescues the jobs of the
+/// dead ones. Idempotent: any worker or command may run it at any time.
+pub fn sweep(
+    store: &dyn Store,
+    skip: Option<WorkerId>,
+) -> Result<SweepReport, workq_store::StoreError> {
+    let host = procinfo::hostname();
+    let boot = procinfo::boot_id();
+    let mut report = SweepReport::default();
+    for w in store.workers(false)? {
+        if Some(w.id) == skip {
+            continue;
+        }
+        let Some(reason) = procinfo::worker_death(&w, &host, &boot) else {
+            continue;
+        };
+        // Kill leftovers first, so a rescued job never runs beside a survivor of its old attempt.
+        for a in store.running_attempts(w.id)? {
+            report.killed += procinfo::kill_attempt_leftovers(a.job_id, a.attempt);
+        }
+        let rescued = store.rescue_worker(w.id, &reason)?;
+        report.rescued.extend(rescued);
+        report.dead_workers.push((w.id, w.name.clone(), reason));
+    }
+    Ok(report)
+}

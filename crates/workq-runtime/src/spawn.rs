@@ -1,0 +1,165 @@
+//! Starting a job: its own session and process group, the parent-death signal, a log file.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use workq_core::ClaimedJob;
+
+/// A started job process.
+pub struct Started {
+    /// The child handle (to wait on).
+    pub child: Child,
+    /// Its pid, which is also its process group id.
+    pub pid: i32,
+    /// Its kernel start time.
+    pub start_time: u64,
+    /// Its combined stdout/stderr log.
+    pub log_path: PathBuf,
+}
+
+/// Path of the log of one attempt: `<logs>/<job>/<attempt>.log`.
+pub fn log_path(log_dir: &Path, job: i64, attempt: u32) -> PathBuf {
+    log_dir.join(job.to_string()).join(format!("{attempt}.log"))
+}
+
+fn open_log(path: &Path) -> io::Result<File> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+/// Describes why a spawn failed, for the job's `last_error`.
+pub fn describe_spawn_error(job: &ClaimedJob, e: &io::Error) -> String {
+    let program = job.spec.argv.first().map(String::as_str).unwrap_or("");
+    match e.kind() {
+        io::ErrorKind::NotFound => match &job.spec.cwd {
+            Some(cwd) if !Path::new(cwd).is_dir() => {
+                format!("cannot start: working directory {cwd} does not exist")
+            }
+            _ => format!("cannot start: command not found: {program}"),
+        },
+        io::ErrorKind::PermissionDenied => {
+            format!("cannot start {program}: permission denied (is it executable?)")
+        }
+        _ => format!("cannot start {program}: {e}"),
+    }
+}
+
+/// Starts `job` in a new session with stdout and stderr appended to its attempt log.
+///
+/// Must be called from a thread that lives as long as the job: the parent-death signal fires
+/// when the spawning thread exits.
+pub fn spawn_job(job: &ClaimedJob, log_dir: &Path) -> io::Result<Started> {
+    let Some(program) = job.spec.argv.first() else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the job has an empty command",
+        ));
+    };
+    let log_path = log_path(log_dir, job.id, job.attempt);
+    let log = open_log(&log_path)?;
+    let log_err = log.try_clone()?;
+    let mut cmd = Command::new(program);
+    cmd.args(&job.spec.argv[1..])
+        .envs(&job.spec.env)
+        .env("WORKQ_JOB_ID", job.id.to_string())
+        .env("WORKQ_ATTEMPT", job.attempt.to_string())
+        .env("WORKQ_QUEUE", &job.spec.queue)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log))
+        .stderr(Stdio::from(log_err));
+    if let Some(cwd) = &job.spec.cwd {
+        cmd.current_dir(cwd);
+    }
+    // SAFETY: between fork and exec we call only async-signal-safe functions.
+    let parent = unsafe { libc::getpid() };
+    unsafe {
+        cmd.pre_exec(move || child_setup(parent, libc::SIGKILL));
+    }
+    let child = cmd.spawn()?;
+    let pid = child.id() as i32;
+    Ok(Started {
+        child,
+        pid,
+        start_time: crate::procinfo::start_time(pid),
+        log_path,
+    })
+}
+
+/// In the child: own session, die with the parent, default signal mask.
+fn child_setup(parent: libc::pid_t, death_signal: libc::c_int) -> io::Result<()> {
+    // SAFETY: async-signal-safe calls only.
+    unsafe {
+        libc::setsid();
+        #[cfg(target_os = "linux")]
+        {
+            libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                death_signal as libc::c_ulong,
+                0,
+                0,
+                0,
+            );
+            // The parent may have died before prctl took effect.
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = (parent, death_signal);
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+    }
+    Ok(())
+}
+
+/// Sends `sig` to process group `pgid` (no-op if it is gone).
+pub fn signal_group(pgid: i32, sig: libc::c_int) {
+    if pgid > 1 {
+        // SAFETY: signalling a process group we created.
+        unsafe {
+            libc::killpg(pgid, sig);
+        }
+    }
+}
+
+/// Starts a helper process (e.g. an ephemeral worker) that gets `death_signal` when the calling
+/// thread exits, with the default signal mask.
+pub fn spawn_with_death_signal(mut cmd: Command, death_signal: libc::c_int) -> io::Result<Child> {
+    // SAFETY: only async-signal-safe calls run in the child; see `child_setup_keep_session`.
+    let parent = unsafe { libc::getpid() };
+    unsafe {
+        cmd.pre_exec(move || child_setup_keep_session(parent, death_signal));
+    }
+    cmd.spawn()
+}
+
+fn child_setup_keep_session(parent: libc::pid_t, death_signal: libc::c_int) -> io::Result<()> {
+    // SAFETY: async-signal-safe calls only.
+    unsafe {
+        #[cfg(target_os = "linux")]
+        {
+            libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                death_signal as libc::c_ulong,
+                0,
+                0,
+                0,
+            );
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = (parent, death_signal);
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+    }
+    Ok(())
+}

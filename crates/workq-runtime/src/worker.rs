@@ -1,0 +1,653 @@
+//! The worker: claim up to the free slots, run each job as a child process group, finish it,
+//! heartbeat, sweep for dead workers, and drain cleanly on SIGTERM/SIGINT.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitStatus;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant};
+
+use workq_core::{format_duration, ClaimedJob, JobId, Outcome, Timestamp, WorkerId, WorkerState};
+use workq_store::{FinishOutcome, FinishRequest, SpawnRecord, Store, WorkerRegistration};
+
+use crate::logger::Logger;
+use crate::{doorbell, procinfo, rescue, signals, spawn, RuntimeError};
+
+/// How a worker runs.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// Registry name.
+    pub name: String,
+    /// Queues it claims from.
+    pub queues: Vec<String>,
+    /// Jobs run at once.
+    pub slots: u32,
+    /// `run/` for the doorbell socket.
+    pub run_dir: PathBuf,
+    /// `logs/` for job output.
+    pub log_dir: PathBuf,
+    /// On stop: how long running jobs may go on before they are interrupted.
+    pub stop_timeout: Duration,
+    /// Between heartbeats (and sweeps for dead workers).
+    pub heartbeat: Duration,
+    /// Between checks for changes made without ringing the doorbell.
+    pub poll: Duration,
+}
+
+impl WorkerOptions {
+    /// Defaults for a worker named `name` on `queues` with `slots` slots.
+    pub fn new(name: &str, queues: Vec<String>, slots: u32, state_dir: &std::path::Path) -> Self {
+        WorkerOptions {
+            name: name.to_string(),
+            queues,
+            slots,
+            run_dir: state_dir.join("run"),
+            log_dir: state_dir.join("logs"),
+            stop_timeout: Duration::from_secs(10),
+            heartbeat: Duration::from_secs(5),
+            poll: Duration::from_millis(100),
+        }
+    }
+}
+
+/// What a worker did before it stopped.
+#[derive(Debug, Clone)]
+pub struct WorkerSummary {
+    /// Its registry id.
+    pub worker_id: WorkerId,
+    /// Why it stopped.
+    pub reason: String,
+    /// Jobs that succeeded.
+    pub done: u64,
+    /// Jobs that failed or were cancelled.
+    pub failed: u64,
+    /// How long it ran.
+    pub uptime: Duration,
+}
+
+#[derive(Clone)]
+enum Event {
+    Wake,
+    Exited {
+        job: JobId,
+        status: Option<ExitStatus>,
+    },
+    Signal(libc::c_int),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum StopReason {
+    Timeout,
+    Cancel,
+    Interrupt,
+}
+
+struct Running {
+    lease: i64,
+    attempt: u32,
+    pgid: i32,
+    started: Instant,
+    deadline: Option<Instant>,
+    timeout: Option<Duration>,
+    kill_grace: Duration,
+    stopping: Option<(StopReason, Instant)>,
+}
+
+struct Loop<'a> {
+    store: &'a dyn Store,
+    opts: WorkerOptions,
+    log: &'a Logger,
+    id: WorkerId,
+    tx: Sender<Event>,
+    running: HashMap<JobId, Running>,
+    unsent: Vec<FinishRequest>,
+    done: u64,
+    failed: u64,
+    paused_state: WorkerState,
+}
+
+/// Runs a worker on the calling thread until SIGTERM/SIGINT/SIGHUP, then drains and returns.
+///
+/// The caller must have called [`signals::block_terminating`] before starting any thread.
+pub fn run_worker(
+    store: &dyn Store,
+    opts: WorkerOptions,
+    log: &Logger,
+) -> Result<WorkerSummary, RuntimeError> {
+    if opts.slots == 0 {
+        return Err(RuntimeError::Invalid(
+            "a worker needs at least one slot (-w 1 or more)".into(),
+        ));
+    }
+    if opts.queues.is_empty() {
+        return Err(RuntimeError::Invalid(
+            "a worker needs at least one queue".into(),
+        ));
+    }
+    for dir in [&opts.run_dir, &opts.log_dir] {
+        std::fs::create_dir_all(dir).map_err(|source| RuntimeError::Io {
+            what: "cannot create directory",
+            path: dir.clone(),
+            source,
+        })?;
+    }
+    let started = Instant::now();
+    let pid = std::process::id() as i32;
+    let id = store.register_worker(&WorkerRegistration {
+        name: opts.name.clone(),
+        host: procinfo::hostname(),
+        boot_id: procinfo::boot_id(),
+        pid,
+        pid_start_time: procinfo::start_time(pid),
+        queues: opts.queues.clone(),
+        slots: opts.slots,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    })?;
+    let (tx, rx) = mpsc::channel();
+    signals::forward_terminating(tx.clone(), Event::Signal);
+    let bell = doorbell::bind(&opts.run_dir, id, tx.clone(), Event::Wake).map_err(|source| {
+        RuntimeError::Io {
+            what: "cannot create the doorbell socket in",
+            path: opts.run_dir.clone(),
+            source,
+        }
+    })?;
+    if bell.is_none() {
+        log.info(format_args!(
+            "state dir path too long for a unix socket; waking by polling every {:?}",
+            opts.poll
+        ));
+    }
+    log.info(format_args!(
+        "worker {} (id {id}, pid {pid}) started: queues {}, {} slot{}, stop timeout {}",
+        opts.name,
+        opts.queues.join(","),
+        opts.slots,
+        if opts.slots == 1 { "" } else { "s" },
+        format_duration(opts.stop_timeout)
+    ));
+    let mut lp = Loop {
+        store,
+        opts,
+        log,
+        id,
+        tx,
+        running: HashMap::new(),
+        unsent: Vec::new(),
+        done: 0,
+        failed: 0,
+        paused_state: WorkerState::Running,
+    };
+    let reason = lp.run(&rx, bell.as_ref());
+    let uptime = started.elapsed();
+    if let Err(e) = store.worker_stopped(id, &reason) {
+        log.error(format_args!("could not record the stop in the store: {e}"));
+    }
+    drop(bell);
+    log.info(format_args!(
+        "worker {} stopped: {reason}; {} done, {} failed, up {}",
+        lp.opts.name,
+        lp.done,
+        lp.failed,
+        format_duration(uptime)
+    ));
+    Ok(WorkerSummary {
+        worker_id: id,
+        reason,
+        done: lp.done,
+        failed: lp.failed,
+        uptime,
+    })
+}
+
+impl Loop<'_> {
+    fn run(&mut self, rx: &Receiver<Event>, bell: Option<&doorbell::Doorbell>) -> String {
+        self.sweep();
+        if let Err(e) = self.store.heartbeat(self.id, WorkerState::Running) {
+            self.log.error(format_args!("heartbeat failed: {e}"));
+        }
+        let mut dirty = true;
+        let mut next_poll = Instant::now() + self.opts.poll;
+        let mut next_heartbeat = Instant::now() + self.opts.heartbeat;
+        let mut next_scheduled: Option<Instant> = None;
+        let mut drain: Option<(Instant, String)> = None;
+        let mut interrupted_all = false;
+        loop {
+            let now = Instant::now();
+            self.enforce_deadlines(now);
+            if let Some((until, _)) = &drain {
+                if now >= *until && !interrupted_all {
+                    self.interrupt_all(now);
+                    interrupted_all = true;
+                }
+                if self.running.is_empty() && self.unsent.is_empty() {
+                    break;
+                }
+            }
+            if !self.unsent.is_empty() {
+                self.flush_finishes();
+            }
+            if dirty {
+                dirty = false;
+                if let Some(b) = bell {
+                    b.pending.store(false, Ordering::Release);
+                }
+                self.check_cancels();
+                if drain.is_none() {
+                    next_scheduled = self.claim_and_spawn();
+                }
+            }
+            if now >= next_heartbeat {
+                let state = if drain.is_some() {
+                    WorkerState::Draining
+                } else {
+                    self.paused_state
+                };
+                if let Err(e) = self.store.heartbeat(self.id, state) {
+                    self.log.error(format_args!("heartbeat failed: {e}"));
+                }
+                self.sweep();
+                next_heartbeat = now + self.opts.heartbeat;
+            }
+            if now >= next_poll {
+                next_poll = now + self.opts.poll;
+                match self.store.changed() {
+                    Ok(true) => dirty = true,
+                    Ok(false) => {}
+                    Err(e) => self.log.error(format_args!("cannot read the store: {e}")),
+                }
+            }
+            if let Some(at) = next_scheduled {
+                if now >= at {
+                    next_scheduled = None;
+                    dirty = true;
+                }
+            }
+            if dirty {
+                continue;
+            }
+            let mut wake_at = next_poll.min(next_heartbeat);
+            if let Some(at) = next_scheduled {
+                wake_at = wake_at.min(at);
+            }
+            for r in self.running.values() {
+                if let Some(d) = r.deadline {
+                    wake_at = wake_at.min(d);
+                }
+                if let Some((_, kill_at)) = r.stopping {
+                    wake_at = wake_at.min(kill_at);
+                }
+            }
+            if let Some((until, _)) = &drain {
+                if !interrupted_all {
+                    wake_at = wake_at.min(*until);
+                }
+            }
+            if !self.unsent.is_empty() {
+                wake_at = wake_at.min(now + Duration::from_secs(1));
+            }
+            let first = match rx.recv_timeout(wake_at.saturating_duration_since(Instant::now())) {
+                Ok(ev) => ev,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            // Take everything already waiting, so simultaneous exits share one commit.
+            let mut exits = Vec::new();
+            let mut pending = Some(first);
+            while let Some(ev) = pending.take().or_else(|| rx.try_recv().ok()) {
+                match ev {
+                    Event::Wake => dirty = true,
+                    Event::Exited { job, status } => exits.push((job, status)),
+                    Event::Signal(sig) => {
+                        let name = signals::name(sig);
+                        match &drain {
+                            None => {
+                                let until = Instant::now() + self.opts.stop_timeout;
+                                self.log.info(format_args!(
+                                    "{name}: stopping; {} running job(s) get up to {} to finish",
+                                    self.running.len(),
+                                    format_duration(self.opts.stop_timeout)
+                                ));
+                                drain = Some((until, format!("{name} received")));
+                                let _ = self.store.heartbeat(self.id, WorkerState::Draining);
+                            }
+                            Some(_) => {
+                                self.log.info(format_args!(
+                                    "{name} again: stopping now, running jobs go back to the queue"
+                                ));
+                                let now = Instant::now();
+                                if !interrupted_all {
+                                    self.interrupt_all(now);
+                                    interrupted_all = true;
+                                }
+                                for r in self.running.values_mut() {
+                                    if let Some((_, kill_at)) = &mut r.stopping {
+                                        *kill_at = now;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            if !exits.is_empty() {
+                for (job, status) in exits {
+                    self.on_exit(job, status);
+                }
+                self.flush_finishes();
+                dirty = true;
+            }
+        }
+        drain
+            .map(|(_, reason)| reason)
+            .unwrap_or_else(|| "event channel closed".into())
+    }
+
+    fn free_slots(&self) -> u32 {
+        self.opts.slots.saturating_sub(self.running.len() as u32)
+    }
+
+    /// Claims what fits, starts it, records the processes. Returns when to look again for
+    /// scheduled jobs, if any wait.
+    fn claim_and_spawn(&mut self) -> Option<Instant> {
+        let free = self.free_slots();
+        if free == 0 || self.paused_state == WorkerState::Paused {
+            return None;
+        }
+        let claimed = match self.store.claim(self.id, &self.opts.queues, free) {
+            Ok(c) => c,
+            Err(e) => {
+                self.log
+                    .error(format_args!("claim failed (will retry): {e}"));
+                return Some(Instant::now() + Duration::from_millis(500));
+            }
+        };
+        let got = claimed.len() as u32;
+        let mut spawned = Vec::with_capacity(claimed.len());
+        for job in claimed {
+            if let Some(rec) = self.start(job) {
+                spawned.push(rec);
+            }
+        }
+        if let Err(e) = self.store.record_spawn(&spawned) {
+            // The pids only help a later rescue; the jobs themselves are safe.
+            self.log
+                .error(format_args!("could not record job processes: {e}"));
+        }
+        if got < free {
+            match self.store.next_run_at(&self.opts.queues) {
+                Ok(Some(at)) => {
+                    let wait = at.since(self.store.now());
+                    return Some(Instant::now() + wait + Duration::from_millis(1));
+                }
+                Ok(None) => {}
+                Err(e) => self
+                    .log
+                    .error(format_args!("cannot read the schedule: {e}")),
+            }
+        }
+        None
+    }
+
+    fn start(&mut self, job: ClaimedJob) -> Option<SpawnRecord> {
+        match spawn::spawn_job(&job, &self.opts.log_dir) {
+            Ok(started) => {
+                let now = Instant::now();
+                self.log.info(format_args!(
+                    "job {} started (attempt {}, pid {}): {}",
+                    job.id,
+                    job.attempt,
+                    started.pid,
+                    job.spec.command_line()
+                ));
+                let pgid = started.pid;
+                let tx = self.tx.clone();
+                let id = job.id;
+                let mut child = started.child;
+                let waiter = std::thread::Builder::new()
+                    .name(format!("job-{id}"))
+                    .stack_size(64 * 1024)
+                    .spawn(move || {
+                        let status = child.wait().ok();
+                        // Whatever the leader left running in its group ends with it.
+                        spawn::signal_group(pgid, libc::SIGKILL);
+                        let _ = tx.send(Event::Exited { job: id, status });
+                    });
+                if let Err(e) = waiter {
+                    // Without a waiter nobody would reap the job: stop it and retry later.
+                    spawn::signal_group(pgid, libc::SIGKILL);
+                    self.unsent.push(FinishRequest {
+                        job_id: job.id,
+                        lease: job.lease,
+                        outcome: Outcome::Interrupted,
+                        exit_code: None,
+                        signal: None,
+                        error: Some(format!("worker could not watch the job: {e}")),
+                    });
+                    return None;
+                }
+                self.running.insert(
+                    job.id,
+                    Running {
+                        lease: job.lease,
+                        attempt: job.attempt,
+                        pgid,
+                        started: now,
+                        deadline: job.spec.timeout.map(|t| now + t),
+                        timeout: job.spec.timeout,
+                        kill_grace: job.spec.kill_grace,
+                        stopping: None,
+                    },
+                );
+                Some(SpawnRecord {
+                    job_id: job.id,
+                    lease: job.lease,
+                    pid: started.pid,
+                    pgid,
+                    pid_start_time: started.start_time,
+                    log_path: started.log_path.display().to_string(),
+                })
+            }
+            Err(e) => {
+                let msg = spawn::describe_spawn_error(&job, &e);
+                self.log
+                    .info(format_args!("job {} could not start: {msg}", job.id));
+                let path = spawn::log_path(&self.opts.log_dir, job.id, job.attempt);
+                if let Some(dir) = path.parent() {
+                    if std::fs::create_dir_all(dir).is_ok() {
+                        let _ = std::fs::write(&path, format!("workq: {msg}\n"));
+                    }
+                }
+                self.unsent.push(FinishRequest {
+                    job_id: job.id,
+                    lease: job.lease,
+                    outcome: Outcome::SpawnError,
+                    exit_code: None,
+                    signal: None,
+                    error: Some(msg),
+                });
+                None
+            }
+        }
+    }
+
+    fn on_exit(&mut self, job: JobId, status: Option<ExitStatus>) {
+        use std::os::unix::process::ExitStatusExt;
+        let Some(r) = self.running.remove(&job) else {
+            return;
+        };
+        let code = status.and_then(|s| s.code());
+        let signal = status.and_then(|s| s.signal());
+        let elapsed = format_duration(r.started.elapsed());
+        let (outcome, error) = match r.stopping.map(|s| s.0) {
+            Some(StopReason::Timeout) => (
+                Outcome::Timeout,
+                Some(format!(
+                    "timed out after {}",
+                    r.timeout.map(format_duration).unwrap_or_default()
+                )),
+            ),
+            Some(StopReason::Cancel) => {
+                (Outcome::Cancelled, Some("cancelled while running".into()))
+            }
+            Some(StopReason::Interrupt) => (
+                Outcome::Interrupted,
+                Some("interrupted: its worker stopped; queued again".into()),
+            ),
+            None => match (code, signal) {
+                (Some(0), _) => (Outcome::Succeeded, None),
+                (Some(c), _) => (Outcome::Failed, Some(format!("exited with status {c}"))),
+                (None, Some(s)) => (
+                    Outcome::Failed,
+                    Some(format!("killed by signal {s} ({})", signals::name(s))),
+                ),
+                (None, None) => (Outcome::Failed, Some("its exit status was lost".into())),
+            },
+        };
+        self.log.info(format_args!(
+            "job {job} attempt {} ended: {outcome} after {elapsed}{}",
+            r.attempt,
+            error
+                .as_ref()
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default()
+        ));
+        self.unsent.push(FinishRequest {
+            job_id: job,
+            lease: r.lease,
+            outcome,
+            exit_code: code,
+            signal,
+            error,
+        });
+    }
+
+    fn flush_finishes(&mut self) {
+        if self.unsent.is_empty() {
+            return;
+        }
+        match self.store.finish(self.id, &self.unsent) {
+            Ok(outcomes) => {
+                for (req, out) in self.unsent.iter().zip(outcomes) {
+                    match out {
+                        FinishOutcome::Done(workq_core::JobState::Succeeded) => self.done += 1,
+                        FinishOutcome::Done(_) => self.failed += 1,
+                        FinishOutcome::Requeued(at) => {
+                            if req.outcome.counts_as_failure() {
+                                self.log.info(format_args!(
+                                    "job {} will be retried at {}",
+                                    req.job_id,
+                                    at.to_rfc3339()
+                                ));
+                            }
+                        }
+                        FinishOutcome::Stale => self.log.info(format_args!(
+                            "job {}: its result arrived after the job was taken over; ignored",
+                            req.job_id
+                        )),
+                    }
+                }
+                self.unsent.clear();
+            }
+            Err(e) => self.log.error(format_args!(
+                "could not record {} finished job(s), will retry: {e}",
+                self.unsent.len()
+            )),
+        }
+    }
+
+    fn enforce_deadlines(&mut self, now: Instant) {
+        for (id, r) in self.running.iter_mut() {
+            if let Some((_, kill_at)) = r.stopping {
+                if now >= kill_at {
+                    spawn::signal_group(r.pgid, libc::SIGKILL);
+                    r.stopping = r
+                        .stopping
+                        .map(|(why, _)| (why, now + Duration::from_secs(3600)));
+                }
+                continue;
+            }
+            if let Some(d) = r.deadline {
+                if now >= d {
+                    self.log.info(format_args!(
+                        "job {id} timed out after {}: sending SIGTERM, SIGKILL in {}",
+                        r.timeout.map(format_duration).unwrap_or_default(),
+                        format_duration(r.kill_grace)
+                    ));
+                    spawn::signal_group(r.pgid, libc::SIGTERM);
+                    r.stopping = Some((StopReason::Timeout, now + r.kill_grace));
+                    r.deadline = None;
+                }
+            }
+        }
+    }
+
+    fn interrupt_all(&mut self, now: Instant) {
+        for (id, r) in self.running.iter_mut() {
+            if r.stopping.is_none() {
+                self.log.info(format_args!(
+                    "job {id}: interrupting (SIGTERM, SIGKILL in {}); it goes back to the queue",
+                    format_duration(r.kill_grace)
+                ));
+                spawn::signal_group(r.pgid, libc::SIGTERM);
+                r.stopping = Some((StopReason::Interrupt, now + r.kill_grace));
+            }
+        }
+    }
+
+    fn check_cancels(&mut self) {
+        if self.running.is_empty() {
+            return;
+        }
+        let requests = match self.store.cancel_requests(self.id) {
+            Ok(r) => r,
+            Err(e) => {
+                self.log
+                    .error(format_args!("cannot read cancel requests: {e}"));
+                return;
+            }
+        };
+        let now = Instant::now();
+        for (id, lease) in requests {
+            if let Some(r) = self.running.get_mut(&id) {
+                if r.lease == lease && r.stopping.is_none() {
+                    self.log.info(format_args!(
+                        "job {id}: cancel requested, sending SIGTERM (SIGKILL in {})",
+                        format_duration(r.kill_grace)
+                    ));
+                    spawn::signal_group(r.pgid, libc::SIGTERM);
+                    r.stopping = Some((StopReason::Cancel, now + r.kill_grace));
+                }
+            }
+        }
+    }
+
+    fn sweep(&self) {
+        match rescue::sweep(self.store, Some(self.id)) {
+            Ok(report) => {
+                for (id, name, reason) in &report.dead_workers {
+                    self.log
+                        .info(format_args!("worker {name} (id {id}) is dead: {reason}"));
+                }
+                for r in &report.rescued {
+                    self.log.info(format_args!(
+                        "rescued job {} (attempt {} lost): now {}",
+                        r.job_id, r.attempt, r.new_state
+                    ));
+                }
+                if !report.rescued.is_empty() {
+                    doorbell::ring_all(&self.opts.run_dir);
+                }
+            }
+            Err(e) => self
+                .log
+                .error(format_args!("sweep for dead workers failed: {e}")),
+        }
+    }
+}
+
+/// Time since `t` in whole seconds, for uptime displays.
+pub fn uptime_secs(t: Timestamp, now: Timestamp) -> u64 {
+    now.since(t).as_secs()
+}

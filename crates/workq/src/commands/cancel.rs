@@ -1,0 +1,93 @@
+//! `workq cancel`: stop queued or running jobs.
+
+use std::time::{Duration, Instant};
+
+use workq::CancelOutcome;
+
+use crate::context::Context;
+use crate::error::{code, CliError, CmdResult};
+
+/// Stop jobs: queued ones at once, running ones by stopping their whole process group
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Job ids
+    #[arg(required = true)]
+    ids: Vec<i64>,
+    /// Return without waiting for running jobs to stop
+    #[arg(long)]
+    no_wait: bool,
+}
+
+pub fn run(ctx: &Context, a: Args) -> CmdResult {
+    let Some(client) = ctx.client_if_exists()? else {
+        return Err(CliError::new(
+            code::NOT_FOUND,
+            format!("job {} not found", a.ids[0]),
+        ));
+    };
+    let out = client.cancel(&a.ids)?;
+    let mut exit = 0;
+    let mut results = Vec::new();
+    let mut pending = Vec::new();
+    for o in &out {
+        match *o {
+            CancelOutcome::Cancelled(id) => results.push((
+                id,
+                "cancelled".to_string(),
+                "it had not started".to_string(),
+            )),
+            CancelOutcome::Requested(id, _) => pending.push(id),
+            CancelOutcome::AlreadyDone(id, st) => {
+                results.push((id, st.to_string(), format!("it had already {st}")))
+            }
+            CancelOutcome::NotFound(id) => {
+                exit = code::NOT_FOUND;
+                results.push((id, "not_found".into(), "no such job".into()));
+            }
+        }
+    }
+    if !pending.is_empty() && !a.no_wait {
+        let grace = pending
+            .iter()
+            .filter_map(|id| client.get(*id).ok())
+            .map(|j| j.spec.kill_grace)
+            .max()
+            .unwrap_or(Duration::from_secs(10));
+        let deadline = Instant::now() + grace + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            let jobs = client.jobs(&pending)?;
+            if jobs.iter().all(|j| j.state.is_terminal()) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+    for id in pending {
+        let j = client.get(id)?;
+        let detail = if j.state.is_terminal() {
+            "it was running; its process group was stopped".to_string()
+        } else {
+            format!(
+                "cancel requested; worker {} has not stopped it yet",
+                j.worker_name.as_deref().unwrap_or("?")
+            )
+        };
+        results.push((
+            id,
+            j.display_state(workq_core::Timestamp::now()).to_string(),
+            detail,
+        ));
+    }
+    if ctx.json {
+        let arr: Vec<_> = results
+            .iter()
+            .map(|(id, st, d)| serde_json::json!({"id": id, "state": st, "detail": d}))
+            .collect();
+        println!("{}", serde_json::Value::Array(arr));
+    } else if !ctx.quiet {
+        for (id, st, d) in &results {
+            println!("job {id}: {st} ({d})");
+        }
+    }
+    Ok(exit)
+}

@@ -1,0 +1,126 @@
+//! One file per subcommand; clap types stay in this module.
+
+mod cancel;
+mod follow;
+mod init;
+mod list;
+mod logs;
+mod retry;
+mod show;
+mod status;
+mod submit;
+mod wait;
+mod worker;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::context::{ColorChoice, Context};
+use crate::error::{CliError, CmdResult};
+
+/// workq: a durable background job queue with worker management.
+///
+/// Submit shell commands as jobs; workers run them as child processes, retry them, time them out,
+/// and survive crashes without losing a job. State lives in .workq/workq.db (SQLite).
+#[derive(Parser, Debug)]
+#[command(
+    name = "workq",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+#[command(
+    after_help = "Quick start:\n  workq submit --wait -- echo hello     run one job now\n  workq worker start -w 4 &             start a worker with 4 slots\n  workq submit -- ./long-task.sh         queue a job, print its id\n  workq status                            queues and workers at a glance"
+)]
+pub struct Cli {
+    /// State directory [default: nearest .workq/ at or above the current directory, else ./.workq]
+    #[arg(long, global = true, env = "WORKQ_STATE_DIR", value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Store URL (sqlite://PATH) [default: <state-dir>/workq.db]
+    #[arg(long, global = true, env = "WORKQ_STORE", value_name = "URL")]
+    store: Option<String>,
+    /// Print JSON (stable shapes, see README)
+    #[arg(long, global = true)]
+    json: bool,
+    /// More detail
+    #[arg(short, long, global = true, conflicts_with = "quiet")]
+    verbose: bool,
+    /// Only errors
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// Colour output (NO_COLOR is honoured by auto)
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "auto",
+        value_name = "WHEN"
+    )]
+    color: ColorChoice,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create .workq/ with a commented config.toml
+    Init(init::Args),
+    /// Queue a job (or one job per line with --lines)
+    Submit(Box<submit::Args>),
+    /// List jobs, newest first
+    List(list::Args),
+    /// Show one job with its attempts
+    Show(show::Args),
+    /// Print a job's output
+    Logs(logs::Args),
+    /// Block until jobs finish
+    Wait(wait::Args),
+    /// Stop queued or running jobs
+    Cancel(cancel::Args),
+    /// Queue failed or cancelled jobs again
+    Retry(retry::Args),
+    /// Queues and workers at a glance
+    Status(status::Args),
+    /// Run a worker
+    #[command(subcommand)]
+    Worker(worker::Command),
+}
+
+/// Runs the parsed command line; returns the exit code.
+pub fn run(cli: Cli) -> CmdResult {
+    let ctx = Context::new(
+        cli.state_dir,
+        cli.store,
+        cli.json,
+        cli.verbose,
+        cli.quiet,
+        cli.color,
+    )?;
+    match cli.command {
+        Command::Init(a) => init::run(&ctx, a),
+        Command::Submit(a) => submit::run(&ctx, *a),
+        Command::List(a) => list::run(&ctx, a),
+        Command::Show(a) => show::run(&ctx, a),
+        Command::Logs(a) => logs::run(&ctx, a),
+        Command::Wait(a) => wait::run(&ctx, a),
+        Command::Cancel(a) => cancel::run(&ctx, a),
+        Command::Retry(a) => retry::run(&ctx, a),
+        Command::Status(a) => status::run(&ctx, a),
+        Command::Worker(c) => worker::run(&ctx, c),
+    }
+}
+
+/// Parses `K=V`, naming the flag in the error.
+pub(crate) fn parse_kv(flag: &str, s: &str) -> Result<(String, String), CliError> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(CliError::usage(format!("{flag} {s:?}: expected KEY=VALUE"))
+            .hint(format!("for example: {flag} participant=01"))),
+    }
+}
+
+/// Parses a duration option, naming the flag in the error.
+pub(crate) fn parse_dur(flag: &str, s: &str) -> Result<std::time::Duration, CliError> {
+    workq_core::parse_duration(s).map_err(|e| CliError::usage(format!("{flag}: {e}")))
+}

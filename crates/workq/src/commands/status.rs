@@ -1,0 +1,159 @@
+//! `workq status`: queues and workers at a glance.
+
+use std::time::Duration;
+
+use workq_core::{format_duration, Timestamp};
+use workq_runtime::procinfo;
+
+use super::follow::Interrupts;
+use crate::context::Context;
+use crate::error::CmdResult;
+use crate::render::{self, table::Table};
+
+/// Heartbeat age past which a live worker is shown as hung.
+const HUNG_AFTER: Duration = Duration::from_secs(60);
+
+/// Queues (queued, scheduled, running, succeeded, failed, cancelled) and live workers
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Redraw every second until Ctrl-C
+    #[arg(short, long)]
+    watch: bool,
+}
+
+pub fn run(ctx: &Context, a: Args) -> CmdResult {
+    let interrupts = a.watch.then(Interrupts::install);
+    let Some(client) = ctx.client_if_exists()? else {
+        if ctx.json {
+            println!("{}", serde_json::json!({"queues": [], "workers": []}));
+        }
+        return Ok(0);
+    };
+    loop {
+        let text = render_once(ctx, &client)?;
+        if a.watch && ctx.tty {
+            print!("\x1b[H\x1b[2J{text}");
+        } else {
+            print!("{text}");
+        }
+        let Some(interrupts) = &interrupts else {
+            return Ok(0);
+        };
+        for _ in 0..20 {
+            std::thread::sleep(Duration::from_millis(50));
+            if interrupts.received().is_some() {
+                return Ok(0);
+            }
+        }
+    }
+}
+
+fn render_once(ctx: &Context, client: &workq::Client) -> Result<String, crate::error::CliError> {
+    let store = client.store();
+    let stats = store.queue_stats()?;
+    let workers = store.workers(false)?;
+    let now = Timestamp::now();
+    let host = procinfo::hostname();
+    let boot = procinfo::boot_id();
+    let states: Vec<&str> = workers
+        .iter()
+        .map(|w| procinfo::display_state(w, &host, &boot, now, HUNG_AFTER))
+        .collect();
+    if ctx.json {
+        let queues: Vec<_> = stats
+            .iter()
+            .map(|q| {
+                let serving = workers
+                    .iter()
+                    .filter(|w| w.queues.contains(&q.queue))
+                    .count();
+                serde_json::json!({
+                    "queue": q.queue, "queued": q.queued, "scheduled": q.scheduled,
+                    "running": q.running, "succeeded": q.succeeded, "failed": q.failed,
+                    "cancelled": q.cancelled, "paused": q.paused, "workers": serving,
+                    "mean_duration_secs": q.mean_duration_ms.map(|m| m / 1000.0),
+                })
+            })
+            .collect();
+        let ws: Vec<_> = workers
+            .iter()
+            .zip(&states)
+            .map(|(w, s)| render::json::worker(w, s, now))
+            .collect();
+        return Ok(format!(
+            "{}\n",
+            serde_json::json!({"queues": queues, "workers": ws})
+        ));
+    }
+    let mut out = String::new();
+    let mut t = Table::new(&[
+        "QUEUE",
+        "QUEUED",
+        "SCHEDULED",
+        "RUNNING",
+        "SUCCEEDED",
+        "FAILED",
+        "CANCELLED",
+        "PAUSED",
+        "WORKERS",
+        "MEAN",
+    ]);
+    for q in &stats {
+        let serving = workers
+            .iter()
+            .filter(|w| w.queues.contains(&q.queue))
+            .count();
+        t.row(vec![
+            q.queue.clone(),
+            q.queued.to_string(),
+            q.scheduled.to_string(),
+            q.running.to_string(),
+            q.succeeded.to_string(),
+            ctx.paint(&q.failed.to_string(), if q.failed > 0 { "31" } else { "" }),
+            q.cancelled.to_string(),
+            if q.paused { "yes".into() } else { "no".into() },
+            serving.to_string(),
+            q.mean_duration_ms
+                .map(|m| format_duration(Duration::from_millis(m.max(0.0) as u64)))
+                .unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    if t.is_empty() && ctx.tty {
+        out.push_str("no jobs yet\n");
+    } else {
+        out.push_str(&t.render(ctx.tty));
+    }
+    if ctx.tty {
+        out.push('\n');
+    }
+    let mut wt = Table::new(&[
+        "WORKER", "ID", "HOST", "PID", "STATE", "SLOTS", "RUNNING", "DONE", "FAILED", "UPTIME",
+        "QUEUES",
+    ]);
+    for (w, s) in workers.iter().zip(&states) {
+        wt.row(vec![
+            w.name.clone(),
+            w.id.to_string(),
+            w.host.clone(),
+            w.pid.to_string(),
+            ctx.paint(s, render::state_color(s)),
+            w.slots.to_string(),
+            w.running_jobs.to_string(),
+            w.jobs_done.to_string(),
+            w.jobs_failed.to_string(),
+            format_duration(now.since(w.started_at)),
+            w.queues.join(","),
+        ]);
+    }
+    if wt.is_empty() {
+        if ctx.tty {
+            out.push_str("no workers running (start one with: workq worker start)\n");
+        }
+    } else {
+        if !ctx.tty {
+            out.push_str("# workers\n");
+        }
+        out.push_str(&wt.render(ctx.tty));
+    }
+    Ok(out)
+}

@@ -1,0 +1,376 @@
+//! `workq submit`: queue one job, or one per line of a file.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use workq::{JobSpec, Submitted};
+use workq_core::{JobState, Timestamp};
+
+use super::follow::{job_exit_status, Interrupts, LogTail};
+use super::{parse_dur, parse_kv};
+use crate::context::Context;
+use crate::error::{code, CliError, CmdResult};
+
+/// Queue a job: workq submit [OPTIONS] -- COMMAND [ARGS]...
+#[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Examples:\n  workq submit -- ./process.sh sub-01\n  workq submit -Q gpu -p 10 --retries 2 --timeout 2h -- python train.py\n  workq submit --shell -- 'make -j4 && make test'\n  workq submit --lines jobs.txt          # one shell command per line\n  workq submit --wait -- echo hello      # run now, print output, exit with its status"
+)]
+pub struct Args {
+    /// Queue
+    #[arg(short = 'Q', long, default_value = "default")]
+    queue: String,
+    /// Priority: higher runs first
+    #[arg(short, long, default_value_t = 0, allow_negative_numbers = true)]
+    priority: i32,
+    /// Extra attempts after a failure
+    #[arg(long, default_value_t = 0)]
+    retries: u32,
+    /// First retry delay, doubling after each further failure (e.g. 10s, 5m)
+    #[arg(long, default_value = "10s", value_name = "DUR")]
+    backoff: String,
+    /// Kill the job after this long (SIGTERM, then SIGKILL after --kill-grace)
+    #[arg(long, value_name = "DUR")]
+    timeout: Option<String>,
+    /// Between SIGTERM and SIGKILL when the job is stopped
+    #[arg(long, default_value = "10s", value_name = "DUR")]
+    kill_grace: String,
+    /// Start no sooner than this long from now
+    #[arg(long, value_name = "DUR", conflicts_with = "at")]
+    delay: Option<String>,
+    /// Start no sooner than this time (RFC 3339, or local "2026-11-24 09:00")
+    #[arg(long, value_name = "TIME")]
+    at: Option<String>,
+    /// Run only after this job succeeded (repeatable)
+    #[arg(long, value_name = "ID")]
+    after: Vec<i64>,
+    /// At most one queued-or-running job with this key
+    #[arg(long, value_name = "KEY")]
+    unique: Option<String>,
+    /// Submitting again with the same key returns the same job
+    #[arg(long, value_name = "KEY")]
+    idempotency_key: Option<String>,
+    /// Label for filtering (repeatable)
+    #[arg(long = "label", value_name = "K=V")]
+    labels: Vec<String>,
+    /// Environment variable for the job (repeatable)
+    #[arg(short = 'e', long = "env", value_name = "K=V")]
+    env: Vec<String>,
+    /// Working directory [default: the current directory]
+    #[arg(short = 'C', long = "cwd", value_name = "DIR")]
+    cwd: Option<PathBuf>,
+    /// Run the command as one string with `sh -c`
+    #[arg(long)]
+    shell: bool,
+    /// Wait for the job, print its output and exit with its status
+    #[arg(long)]
+    wait: bool,
+    /// One job per non-empty line of FILE (or - for stdin), run with `sh -c`, in one transaction
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["wait", "shell", "unique", "idempotency_key"])]
+    lines: Option<String>,
+    /// The command and its arguments (after --)
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
+    command: Vec<String>,
+}
+
+fn template(ctx: &Context, a: &Args) -> Result<JobSpec, CliError> {
+    let _ = ctx;
+    let mut spec = JobSpec::new(a.queue.clone(), Vec::new());
+    if a.queue.trim().is_empty() {
+        return Err(CliError::usage("-Q/--queue: the queue name is empty"));
+    }
+    spec.priority = a.priority;
+    spec.retries = a.retries;
+    spec.backoff = parse_dur("--backoff", &a.backoff)?;
+    spec.kill_grace = parse_dur("--kill-grace", &a.kill_grace)?;
+    if let Some(t) = &a.timeout {
+        if !matches!(t.as_str(), "none" | "0") {
+            spec.timeout = Some(parse_dur("--timeout", t)?);
+        }
+    }
+    let now = Timestamp::now();
+    if let Some(d) = &a.delay {
+        spec.run_at = Some(now.plus(parse_dur("--delay", d)?));
+    }
+    if let Some(at) = &a.at {
+        spec.run_at =
+            Some(Timestamp::parse_at(at).map_err(|e| CliError::usage(format!("--at: {e}")))?);
+    }
+    spec.after = a.after.clone();
+    spec.unique_key = a.unique.clone();
+    spec.idempotency_key = a.idempotency_key.clone();
+    let mut labels = BTreeMap::new();
+    for l in &a.labels {
+        let (k, v) = parse_kv("--label", l)?;
+        labels.insert(k, v);
+    }
+    spec.labels = labels;
+    for e in &a.env {
+        let (k, v) = parse_kv("-e/--env", e)?;
+        spec.env.insert(k, v);
+    }
+    let cwd = std::env::current_dir().map_err(|e| {
+        CliError::new(
+            code::UNAVAILABLE,
+            format!("cannot read the current directory: {e}"),
+        )
+    })?;
+    let dir = match &a.cwd {
+        Some(d) if d.is_absolute() => d.clone(),
+        Some(d) => cwd.join(d),
+        None => cwd,
+    };
+    if a.cwd.is_some() && !dir.is_dir() {
+        return Err(CliError::new(
+            code::NOT_FOUND,
+            format!("-C {}: no such directory", dir.display()),
+        ));
+    }
+    spec.cwd = Some(dir.display().to_string());
+    Ok(spec)
+}
+
+fn read_lines(source: &str) -> Result<Vec<String>, CliError> {
+    let reader: Box<dyn BufRead> = if source == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        let f = std::fs::File::open(source).map_err(|e| {
+            let c = if e.kind() == std::io::ErrorKind::NotFound {
+                code::NOT_FOUND
+            } else {
+                code::USAGE
+            };
+            CliError::new(c, format!("--lines {source}: {e}"))
+        })?;
+        Box::new(std::io::BufReader::with_capacity(1 << 16, f))
+    };
+    let mut out = Vec::new();
+    for (n, line) in reader.split(b'\n').enumerate() {
+        let bytes = line.map_err(|e| {
+            CliError::usage(format!("--lines {source}: cannot read line {}: {e}", n + 1))
+        })?;
+        let text = String::from_utf8(bytes).map_err(|_| {
+            CliError::usage(format!(
+                "--lines {source}: line {} is not valid UTF-8",
+                n + 1
+            ))
+        })?;
+        let trimmed = text.trim_end_matches('\r');
+        if !trimmed.trim().is_empty() {
+            out.push(trimmed.to_string());
+        }
+    }
+    Ok(out)
+}
+
+pub fn run(ctx: &Context, a: Args) -> CmdResult {
+    let base = template(ctx, &a)?;
+    if let Some(source) = &a.lines {
+        if !a.command.is_empty() {
+            return Err(CliError::usage(
+                "--lines takes the commands from the file: give no COMMAND after it",
+            ));
+        }
+        let lines = read_lines(source)?;
+        if lines.is_empty() {
+            return Err(CliError::usage(format!(
+                "--lines {source}: no commands (every line is empty)"
+            )));
+        }
+        let specs: Vec<JobSpec> = lines
+            .into_iter()
+            .map(|l| JobSpec {
+                argv: vec!["sh".into(), "-c".into(), l],
+                ..base.clone()
+            })
+            .collect();
+        let client = ctx.client()?;
+        let out = client.submit_many(&specs)?;
+        let ids: Vec<i64> = out.iter().map(|s| s.id()).collect();
+        if ctx.json {
+            let arr: Vec<_> = ids
+                .iter()
+                .map(|id| serde_json::json!({"id": id, "queue": base.queue, "state": "queued"}))
+                .collect();
+            println!("{}", serde_json::Value::Array(arr));
+        } else if ctx.tty {
+            println!(
+                "queued {} jobs on {}: ids {}–{}",
+                ids.len(),
+                base.queue,
+                ids.first().copied().unwrap_or(0),
+                ids.last().copied().unwrap_or(0)
+            );
+        } else if !ctx.quiet {
+            let mut stdout = std::io::stdout().lock();
+            for id in &ids {
+                let _ = writeln!(stdout, "{id}");
+            }
+        }
+        return Ok(0);
+    }
+    if a.command.is_empty() {
+        return Err(CliError::usage("no command given")
+            .hint("put the command after --, e.g. workq submit -- echo hello"));
+    }
+    let mut spec = base;
+    spec.argv = if a.shell {
+        vec!["sh".into(), "-c".into(), a.command.join(" ")]
+    } else {
+        a.command.clone()
+    };
+    if spec.argv[0].is_empty() {
+        return Err(CliError::usage("the command is empty"));
+    }
+    // Signals must be blocked before any thread or child exists (the ephemeral worker).
+    let interrupts = a.wait.then(Interrupts::install);
+    let client = ctx.client()?;
+    let submitted = client.submit(spec.clone())?;
+    let id = submitted.id();
+    match submitted {
+        Submitted::Duplicate(existing) => {
+            return Err(CliError::new(
+                code::CONFLICT,
+                format!(
+                    "job {existing} with unique key {:?} is already queued or running; nothing was submitted",
+                    spec.unique_key.unwrap_or_default()
+                ),
+            )
+            .hint(format!("follow it with: workq wait {existing}")));
+        }
+        Submitted::Existing(_) if !ctx.quiet && !ctx.json => {
+            eprintln!("workq: idempotency key seen before: this is job {id}");
+        }
+        _ => {}
+    }
+    if !a.wait {
+        if ctx.json {
+            let job = client.get(id)?;
+            println!(
+                "{}",
+                serde_json::json!({"id": id, "queue": job.spec.queue, "state": job.display_state(Timestamp::now())})
+            );
+        } else {
+            println!("{id}");
+        }
+        return Ok(0);
+    }
+    let interrupts = interrupts.unwrap_or_else(Interrupts::install);
+    wait_for_one(ctx, &client, id, &spec.queue, &interrupts)
+}
+
+/// Waits for job `id`, streaming its output; starts a temporary worker if none serves `queue`.
+fn wait_for_one(
+    ctx: &Context,
+    client: &workq::Client,
+    id: i64,
+    queue: &str,
+    interrupts: &Interrupts,
+) -> CmdResult {
+    let mut ephemeral = None;
+    if client.workers_serving(queue)?.is_empty() {
+        let exe = std::env::current_exe().map_err(|e| {
+            CliError::new(
+                code::UNAVAILABLE,
+                format!("cannot find the workq executable to start a worker: {e}"),
+            )
+        })?;
+        let args = vec![
+            "--state-dir".to_string(),
+            ctx.state_dir.display().to_string(),
+            "--store".to_string(),
+            format!("sqlite://{}", ctx.db_path.display()),
+            "-q".to_string(),
+            "worker".to_string(),
+            "start".to_string(),
+            format!("temp-{}", std::process::id()),
+            "-Q".to_string(),
+            queue.to_string(),
+            "--stop-timeout".to_string(),
+            "0s".to_string(),
+        ];
+        let w = workq_runtime::ephemeral::EphemeralWorker::start(&exe, &args).map_err(|e| {
+            CliError::new(
+                code::UNAVAILABLE,
+                format!("cannot start a temporary worker: {e}"),
+            )
+        })?;
+        if ctx.verbose {
+            eprintln!(
+                "workq: no worker serves queue {queue}; started a temporary one (pid {})",
+                w.pid().unwrap_or(0)
+            );
+        }
+        ephemeral = Some(w);
+    }
+    if !ctx.quiet && !ctx.json && ctx.err_tty {
+        eprintln!("workq: job {id} queued; waiting (Ctrl-C to stop waiting)");
+    }
+    let mut tail = LogTail::new(&client.log_dir(), 0);
+    let mut stdout = std::io::stdout();
+    loop {
+        let job = client.get(id)?;
+        if !ctx.json && !ctx.quiet {
+            tail.pump(&job, &mut stdout, true);
+        }
+        if job.state.is_terminal() {
+            drop(ephemeral.take());
+            let attempts = client.store().attempts(id)?;
+            let signal = attempts.last().and_then(|a| a.signal);
+            if ctx.json {
+                let mut v = crate::render::json::job(&job, Timestamp::now());
+                v["attempts"] = attempts.iter().map(crate::render::json::attempt).collect();
+                println!("{v}");
+            } else if job.state != JobState::Succeeded && !ctx.quiet {
+                eprintln!(
+                    "workq: job {id} {}: {}",
+                    job.state,
+                    job.last_error.as_deref().unwrap_or("no details")
+                );
+            }
+            return Ok(job_exit_status(&job, signal));
+        }
+        if let Some(sig) = interrupts.received() {
+            let had_temp = ephemeral.is_some();
+            drop(ephemeral.take());
+            let job = client.get(id)?;
+            if !ctx.json && !ctx.quiet {
+                tail.pump(&job, &mut stdout, false);
+            }
+            let _ = sig;
+            if job.state.is_terminal() {
+                eprintln!("workq: interrupted; job {id} had already {}", job.state);
+            } else if had_temp {
+                eprintln!(
+                    "workq: interrupted; job {id} is {} again and no worker is running it: cancel it with `workq cancel {id}` or run it with `workq worker start -Q {queue}`",
+                    job.state
+                );
+            } else {
+                eprintln!(
+                    "workq: stopped waiting; job {id} is {} (follow it with `workq logs -f {id}`)",
+                    job.state
+                );
+            }
+            return Ok(code::INTERRUPTED);
+        }
+        if let Some(w) = ephemeral.as_mut() {
+            if w.exited() {
+                ephemeral = None;
+                if client.workers_serving(queue)?.is_empty() {
+                    return Err(CliError::new(
+                        code::UNAVAILABLE,
+                        format!("the temporary worker for queue {queue} exited before job {id} finished"),
+                    )
+                    .hint("run `workq worker start` to see why"));
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -1,0 +1,164 @@
+//! `workq wait`: block until jobs finish.
+
+use std::time::{Duration, Instant};
+
+use workq::ListFilter;
+use workq_core::{JobState, Timestamp};
+
+use super::follow::Interrupts;
+use super::parse_dur;
+use crate::context::Context;
+use crate::error::{code, CliError, CmdResult};
+use crate::render::progress::{Counts, Progress};
+
+/// Block until jobs finish: exit 0 if all succeeded, 1 if any failed, 124 on timeout
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Job ids
+    ids: Vec<i64>,
+    /// Every job not yet finished
+    #[arg(long, conflicts_with_all = ["ids", "queue"])]
+    all: bool,
+    /// Every unfinished job of this queue
+    #[arg(short = 'Q', long, conflicts_with = "ids")]
+    queue: Option<String>,
+    /// Give up after this long (exit 124)
+    #[arg(long, value_name = "DUR")]
+    timeout: Option<String>,
+}
+
+pub fn run(ctx: &Context, a: Args) -> CmdResult {
+    if a.ids.is_empty() && !a.all && a.queue.is_none() {
+        return Err(
+            CliError::usage("nothing to wait for").hint("give job ids, --all, or --queue Q")
+        );
+    }
+    let timeout = a
+        .timeout
+        .as_deref()
+        .map(|t| parse_dur("--timeout", t))
+        .transpose()?;
+    let interrupts = Interrupts::install();
+    let Some(client) = ctx.client_if_exists()? else {
+        if a.ids.is_empty() {
+            return Ok(0);
+        }
+        return Err(CliError::new(
+            code::NOT_FOUND,
+            format!("job {} not found", a.ids[0]),
+        ));
+    };
+    let ids: Vec<i64> = if a.ids.is_empty() {
+        client
+            .list(&ListFilter {
+                states: vec![JobState::Queued, JobState::Running],
+                queue: a.queue.clone(),
+                ..ListFilter::default()
+            })?
+            .into_iter()
+            .map(|j| j.id)
+            .collect()
+    } else {
+        a.ids.clone()
+    };
+    // Fails with exit 3 on an unknown id before waiting.
+    let mut jobs = client.jobs(&ids)?;
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let mut bar = Progress::new(ctx.err_tty && !ctx.quiet && !ctx.json);
+    let mut warned = false;
+    let started = Instant::now();
+    let mut last_read = Instant::now();
+    loop {
+        let counts = Counts {
+            succeeded: jobs
+                .iter()
+                .filter(|j| j.state == JobState::Succeeded)
+                .count(),
+            failed: jobs
+                .iter()
+                .filter(|j| matches!(j.state, JobState::Failed | JobState::Cancelled))
+                .count(),
+            running: jobs.iter().filter(|j| j.state == JobState::Running).count(),
+            total: jobs.len(),
+        };
+        bar.draw(counts);
+        if counts.succeeded + counts.failed == counts.total {
+            bar.finish();
+            return Ok(report(ctx, &jobs));
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            bar.finish();
+            if !ctx.quiet {
+                eprintln!(
+                    "workq: timed out: {} of {} job(s) still unfinished",
+                    counts.total - counts.succeeded - counts.failed,
+                    counts.total
+                );
+            }
+            if ctx.json {
+                report(ctx, &jobs);
+            }
+            return Ok(code::TIMEOUT);
+        }
+        if interrupts.received().is_some() {
+            bar.finish();
+            return Ok(code::INTERRUPTED);
+        }
+        if !warned
+            && started.elapsed() > Duration::from_secs(2)
+            && counts.running == 0
+            && !ctx.quiet
+        {
+            let queues: std::collections::BTreeSet<&str> = jobs
+                .iter()
+                .filter(|j| j.state == JobState::Queued)
+                .map(|j| j.spec.queue.as_str())
+                .collect();
+            for q in queues {
+                if client.workers_serving(q)?.is_empty() {
+                    bar.finish();
+                    eprintln!("workq: no worker serves queue {q}; start one with: workq worker start -Q {q}");
+                }
+            }
+            warned = true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        if client.store().changed()? || last_read.elapsed() > Duration::from_secs(1) {
+            jobs = client.jobs(&ids)?;
+            last_read = Instant::now();
+        }
+    }
+}
+
+fn report(ctx: &Context, jobs: &[workq::Job]) -> u8 {
+    let now = Timestamp::now();
+    if ctx.json {
+        let arr: Vec<_> = jobs
+            .iter()
+            .map(|j| crate::render::json::job(j, now))
+            .collect();
+        println!("{}", serde_json::Value::Array(arr));
+    } else if !ctx.quiet {
+        let failed: Vec<_> = jobs
+            .iter()
+            .filter(|j| j.state != JobState::Succeeded)
+            .collect();
+        if failed.is_empty() {
+            eprintln!("workq: {} job(s) succeeded", jobs.len());
+        } else {
+            for j in &failed {
+                eprintln!(
+                    "workq: job {} {}: {}",
+                    j.id,
+                    j.state,
+                    j.last_error.as_deref().unwrap_or("no details")
+                );
+            }
+        }
+    }
+    if jobs.iter().all(|j| j.state == JobState::Succeeded) {
+        0
+    } else {
+        code::JOB_FAILED
+    }
+}

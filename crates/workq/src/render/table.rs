@@ -1,0 +1,128 @@
+//! A minimal aligned table; the last column is cut to the terminal width.
+
+/// Rows under a header.
+pub struct Table {
+    header: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+fn visible_len(s: &str) -> usize {
+    // Skip ANSI colour sequences when measuring.
+    let mut n = 0;
+    let mut in_esc = false;
+    for c in s.chars() {
+        if in_esc {
+            if c == 'm' {
+                in_esc = false;
+            }
+        } else if c == '\x1b' {
+            in_esc = true;
+        } else {
+            n += 1;
+        }
+    }
+    n
+}
+
+fn terminal_width() -> usize {
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .or_else(|| {
+            // SAFETY: TIOCGWINSZ fills the winsize struct we pass.
+            let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+            let rc = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) };
+            (rc == 0 && ws.ws_col > 0).then_some(ws.ws_col as usize)
+        })
+        .unwrap_or(120)
+}
+
+impl Table {
+    /// A table with these column names.
+    pub fn new(header: &[&str]) -> Self {
+        Table {
+            header: header.iter().map(|s| s.to_string()).collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    /// Adds a row.
+    pub fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    /// True if no rows were added.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Renders: aligned with a header on a terminal, tab-separated without one otherwise.
+    pub fn render(&self, tty: bool) -> String {
+        let mut out = String::new();
+        if !tty {
+            for r in &self.rows {
+                out.push_str(&r.join("\t"));
+                out.push('\n');
+            }
+            return out;
+        }
+        let cols = self.header.len();
+        let mut widths: Vec<usize> = self.header.iter().map(|h| h.len()).collect();
+        for r in &self.rows {
+            for (i, c) in r.iter().enumerate().take(cols) {
+                widths[i] = widths[i].max(visible_len(c));
+            }
+        }
+        let budget = terminal_width();
+        let line = |cells: &[String], out: &mut String| {
+            let mut used = 0;
+            for (i, c) in cells.iter().enumerate() {
+                let last = i + 1 == cells.len();
+                if last {
+                    let room = budget.saturating_sub(used).max(10);
+                    if visible_len(c) > room && !c.contains('\x1b') {
+                        let cut: String = c.chars().take(room.saturating_sub(1)).collect();
+                        out.push_str(&cut);
+                        out.push('…');
+                    } else {
+                        out.push_str(c);
+                    }
+                } else {
+                    out.push_str(c);
+                    let pad = widths[i].saturating_sub(visible_len(c)) + 2;
+                    out.push_str(&" ".repeat(pad));
+                    used += widths[i] + 2;
+                }
+            }
+            while out.ends_with(' ') {
+                out.pop();
+            }
+            out.push('\n');
+        };
+        line(&self.header, &mut out);
+        for r in &self.rows {
+            line(r, &mut out);
+        }
+        out
+    }
+
+    /// Prints to standard output.
+    pub fn print(&self, tty: bool) {
+        print!("{}", self.render(tty));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aligns_and_tabs() {
+        let mut t = Table::new(&["ID", "STATE"]);
+        t.row(vec!["1".into(), "queued".into()]);
+        t.row(vec!["100".into(), "\x1b[32mok\x1b[0m".into()]);
+        assert_eq!(t.render(false), "1\tqueued\n100\t\x1b[32mok\x1b[0m\n");
+        let r = t.render(true);
+        assert!(r.starts_with("ID   STATE\n1    queued\n"), "{r}");
+    }
+}
