@@ -49,6 +49,15 @@ impl Client {
 
     /// Opens the SQLite database `db`, with `state_dir` holding logs and sockets.
     pub fn open_at(state_dir: &Path, db: &Path) -> Result<Client, Error> {
+        Client::open_with_lock_timeout(state_dir, db, SqliteOptions::default().lock_timeout)
+    }
+
+    /// Like [`Client::open_at`], waiting at most `lock_timeout` for a locked database.
+    pub fn open_with_lock_timeout(
+        state_dir: &Path,
+        db: &Path,
+        lock_timeout: Duration,
+    ) -> Result<Client, Error> {
         for dir in [
             state_dir.to_path_buf(),
             state_dir.join("run"),
@@ -68,6 +77,7 @@ impl Client {
         let opts = SqliteOptions {
             clock: Arc::new(workq_store::SystemClock),
             host: procinfo::hostname(),
+            lock_timeout,
             ..SqliteOptions::default()
         };
         let store = SqliteStore::open(db, opts)?;

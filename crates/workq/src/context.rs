@@ -25,6 +25,8 @@ pub struct Context {
     pub tty: bool,
     /// Standard error is a terminal.
     pub err_tty: bool,
+    /// How long a command waits for a locked database (`WORKQ_LOCK_TIMEOUT`, default 10s).
+    pub lock_timeout: std::time::Duration,
 }
 
 /// Colour choice.
@@ -72,7 +74,13 @@ impl Context {
             ColorChoice::Never => false,
             ColorChoice::Auto => tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
         };
+        let lock_timeout = match std::env::var("WORKQ_LOCK_TIMEOUT") {
+            Ok(v) if !v.is_empty() => workq_core::parse_duration(&v)
+                .map_err(|e| CliError::usage(format!("WORKQ_LOCK_TIMEOUT: {e}")))?,
+            _ => std::time::Duration::from_secs(10),
+        };
         Ok(Context {
+            lock_timeout,
             state_dir,
             db_path,
             found,
@@ -93,7 +101,11 @@ impl Context {
     /// Opens the store, creating the state dir on first use with a one-line notice.
     pub fn client(&self) -> Result<workq::Client, CliError> {
         let fresh = !self.state_dir.exists();
-        let client = workq::Client::open_at(&self.state_dir, &self.db_path)?;
+        let client = workq::Client::open_with_lock_timeout(
+            &self.state_dir,
+            &self.db_path,
+            self.lock_timeout,
+        )?;
         if fresh && !self.quiet {
             eprintln!("workq: created {}", self.state_dir.display());
         }
