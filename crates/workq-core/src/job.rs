@@ -313,6 +313,9 @@ pub struct Attempt {
     pub error: Option<String>,
     /// Combined stdout/stderr log file.
     pub log_path: Option<String>,
+    /// The attempt's fencing lease, also in the job's environment as `WORKQ_LEASE`, which makes
+    /// the process marker unique across every store on the host.
+    pub lease: i64,
 }
 
 /// A job handed to a worker by a claim, with the fencing lease every later write must present.

@@ -69,22 +69,37 @@ pub fn worker_death(w: &WorkerRecord, my_host: &str, my_boot: &str) -> Option<St
     None
 }
 
-/// True if `pid`'s environment carries the marker of attempt `attempt` of job `job`.
-pub fn has_marker(pid: i32, job: JobId, attempt: u32) -> bool {
+/// The environment marker of one attempt. The lease is random per attempt, so the marker of a
+/// job in one store never matches a job with the same id and attempt in another store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Marker {
+    /// The job.
+    pub job: JobId,
+    /// The attempt number.
+    pub attempt: u32,
+    /// The attempt's lease.
+    pub lease: i64,
+}
+
+/// True if `pid`'s environment carries `marker` (all of job id, attempt and lease).
+pub fn has_marker(pid: i32, marker: Marker) -> bool {
     let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
         return false;
     };
-    let id = format!("WORKQ_JOB_ID={job}");
-    let at = format!("WORKQ_ATTEMPT={attempt}");
-    let mut found = (false, false);
+    let wanted = [
+        format!("WORKQ_JOB_ID={}", marker.job),
+        format!("WORKQ_ATTEMPT={}", marker.attempt),
+        format!("WORKQ_LEASE={}", marker.lease),
+    ];
+    let mut found = [false; 3];
     for var in env.split(|&b| b == 0) {
-        if var == id.as_bytes() {
-            found.0 = true;
-        } else if var == at.as_bytes() {
-            found.1 = true;
+        for (i, w) in wanted.iter().enumerate() {
+            if var == w.as_bytes() {
+                found[i] = true;
+            }
         }
     }
-    found.0 && found.1
+    found.iter().all(|f| *f)
 }
 
 /// Every live process on this host as (pid, pgid).
@@ -100,16 +115,16 @@ fn all_processes() -> Vec<(i32, i32)> {
 /// Kills every process left over from one attempt: the members of its process group and any
 /// other process carrying its marker. A process without the marker is never signalled.
 /// Returns how many processes were signalled.
-pub fn kill_attempt_leftovers(job: JobId, attempt: u32) -> usize {
+pub fn kill_attempt_leftovers(marker: Marker) -> usize {
     let me = std::process::id() as i32;
     let mut killed = 0;
     for (pid, pgid) in all_processes() {
-        if pid == me || !has_marker(pid, job, attempt) {
+        if pid == me || !has_marker(pid, marker) {
             continue;
         }
         // SAFETY: signalling a process (and its group) that carries this attempt's marker.
         unsafe {
-            if pgid > 1 && pgid != me && has_marker_in_leader(pgid, job, attempt) {
+            if pgid > 1 && pgid != me && has_marker(pgid, marker) {
                 libc::killpg(pgid, libc::SIGKILL);
             }
             libc::kill(pid, libc::SIGKILL);
@@ -117,11 +132,6 @@ pub fn kill_attempt_leftovers(job: JobId, attempt: u32) -> usize {
         killed += 1;
     }
     killed
-}
-
-fn has_marker_in_leader(pgid: i32, job: JobId, attempt: u32) -> bool {
-    // The group leader may be gone already; then the members are killed one by one.
-    has_marker(pgid, job, attempt)
 }
 
 /// Members of process group `pgid` still alive (excluding zombies).

@@ -34,7 +34,11 @@ pub fn sweep(
         };
         // Kill leftovers first, so a rescued job never runs beside a survivor of its old attempt.
         for a in store.running_attempts(w.id)? {
-            report.killed += procinfo::kill_attempt_leftovers(a.job_id, a.attempt);
+            report.killed += procinfo::kill_attempt_leftovers(procinfo::Marker {
+                job: a.job_id,
+                attempt: a.attempt,
+                lease: a.lease,
+            });
         }
         let rescued = store.rescue_worker(w.id, &reason)?;
         report.rescued.extend(rescued);

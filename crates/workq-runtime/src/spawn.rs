@@ -69,6 +69,7 @@ pub fn spawn_job(job: &ClaimedJob, log_dir: &Path) -> io::Result<Started> {
         .env("WORKQ_JOB_ID", job.id.to_string())
         .env("WORKQ_ATTEMPT", job.attempt.to_string())
         .env("WORKQ_QUEUE", &job.spec.queue)
+        .env("WORKQ_LEASE", job.lease.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::from(log))
         .stderr(Stdio::from(log_err));

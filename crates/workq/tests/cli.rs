@@ -78,7 +78,15 @@ impl Project {
     fn wait_job(&self, id: i64, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let j = self.job(id);
+            // The job may not exist yet when a concurrently started command submits it.
+            let out = self.run(&["--json", "show", &id.to_string()]);
+            let j: Value = if out.status.success() {
+                serde_json::from_slice(&out.stdout).expect("valid JSON")
+            } else {
+                let err = String::from_utf8_lossy(&out.stderr);
+                assert_eq!(out.status.code(), Some(3), "{err}");
+                Value::Null
+            };
             if pred(&j) {
                 return j;
             }
@@ -160,13 +168,25 @@ impl Worker {
 
 impl Drop for Worker {
     fn drop(&mut self) {
+        // Gracefully first, so its jobs' whole process groups are stopped too.
+        if let Ok(None) = self.child.try_wait() {
+            self.signal(libc::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
-/// Pids of live processes carrying the marker of attempt `attempt` of job `job`.
-fn marked_processes(job: i64, attempt: u32) -> Vec<i32> {
+/// Pids of live processes carrying the marker of attempt `attempt` of job `job` and running in
+/// `root` (other tests' projects on this host have jobs with the same ids).
+fn marked_processes(root: &Path, job: i64, attempt: u32) -> Vec<i32> {
     let id = format!("WORKQ_JOB_ID={job}");
     let at = format!("WORKQ_ATTEMPT={attempt}");
     let mut out = Vec::new();
@@ -174,6 +194,11 @@ fn marked_processes(job: i64, attempt: u32) -> Vec<i32> {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
             continue;
         };
+        let in_root =
+            std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|c| c.starts_with(root));
+        if !in_root {
+            continue;
+        }
         let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
             continue;
         };
@@ -197,13 +222,13 @@ fn state_of(j: &Value) -> &str {
     j["state"].as_str().unwrap_or("")
 }
 
-fn wait_gone(job: i64, attempt: u32) {
+fn wait_gone(root: &Path, job: i64, attempt: u32) {
     let deadline = Instant::now() + Duration::from_secs(15);
-    while !marked_processes(job, attempt).is_empty() {
+    while !marked_processes(root, job, attempt).is_empty() {
         assert!(
             Instant::now() < deadline,
             "processes of job {job} attempt {attempt} survive: {:?}",
-            marked_processes(job, attempt)
+            marked_processes(root, job, attempt)
         );
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -307,7 +332,7 @@ fn submit_wait_interrupted_leaves_no_worker_and_requeues_the_job() {
         !process_alive(worker_pid),
         "temporary worker {worker_pid} survived"
     );
-    wait_gone(1, 1);
+    wait_gone(p.path(), 1, 1);
     let after = p.job(1);
     assert_eq!(state_of(&after), "queued", "{after}");
     assert_eq!(after["attempts"][0]["outcome"], "interrupted");
@@ -323,15 +348,43 @@ fn kill_9_of_a_worker_mid_job_is_rescued_on_attempt_2() {
     p.wait_job(id, "running", |j| {
         state_of(j) == "running" && j["attempts"][0]["pid"].is_i64()
     });
-    assert!(!marked_processes(id, 1).is_empty());
+    assert!(!marked_processes(p.path(), id, 1).is_empty());
     w1.signal(libc::SIGKILL);
     w1.wait_exit();
     // A new worker sweeps the dead one, kills what is left of attempt 1 and runs attempt 2.
     let _w2 = p.worker("w2", 1);
     let j = p.wait_job(id, "on attempt 2", |j| j["attempt"] == 2);
     assert_eq!(j["attempts"][0]["outcome"], "lost", "{j}");
-    wait_gone(id, 1);
+    wait_gone(p.path(), id, 1);
     p.ok(&["cancel", &id.to_string()]);
+}
+
+#[test]
+fn a_rescue_never_touches_another_projects_job_with_the_same_id() {
+    let a = Project::new();
+    let b = Project::new();
+    let mut wa = a.worker("a", 1);
+    let _wb = b.worker("b", 1);
+    let ja = a.submit(&["--shell", "--", "sleep 30 & wait"]);
+    let jb = b.submit(&["--shell", "--", "sleep 30 & wait"]);
+    assert_eq!((ja, jb), (1, 1), "both projects have a job 1, attempt 1");
+    for p in [&a, &b] {
+        p.wait_job(1, "running", |j| {
+            state_of(j) == "running" && j["attempts"][0]["pid"].is_i64()
+        });
+    }
+    wa.signal(libc::SIGKILL);
+    wa.wait_exit();
+    let _wa2 = a.worker("a2", 1);
+    a.wait_job(1, "rescued", |j| j["attempt"] == 2);
+    wait_gone(a.path(), 1, 1);
+    assert_eq!(state_of(&b.job(1)), "running");
+    assert!(
+        !marked_processes(b.path(), 1, 1).is_empty(),
+        "project B's job was killed by project A's rescue"
+    );
+    a.ok(&["cancel", "1"]);
+    b.ok(&["cancel", "1"]);
 }
 
 #[test]
@@ -352,7 +405,7 @@ fn a_killed_workers_short_job_succeeds_on_attempt_2() {
     assert_eq!(j["attempt"], 2);
     assert_eq!(j["attempts"][0]["outcome"], "lost");
     assert_eq!(j["attempts"][1]["outcome"], "succeeded");
-    assert!(marked_processes(id, 1).is_empty());
+    assert!(marked_processes(p.path(), id, 1).is_empty());
     assert_eq!(p.ok(&["logs", &id.to_string()]), "ok\n");
 }
 
@@ -365,14 +418,14 @@ fn cancel_stops_a_running_jobs_whole_process_tree() {
         state_of(j) == "running" && j["attempts"][0]["pid"].is_i64()
     });
     let deadline = Instant::now() + Duration::from_secs(10);
-    while marked_processes(id, 1).len() < 3 {
+    while marked_processes(p.path(), id, 1).len() < 3 {
         assert!(Instant::now() < deadline, "job tree did not start");
         std::thread::sleep(Duration::from_millis(10));
     }
     let out = p.ok(&["cancel", &id.to_string()]);
     assert!(out.contains("cancelled"), "{out}");
     assert_eq!(state_of(&p.job(id)), "cancelled");
-    wait_gone(id, 1);
+    wait_gone(p.path(), id, 1);
 }
 
 #[test]
@@ -394,7 +447,7 @@ fn timeout_kills_a_job_that_ignores_sigterm() {
         "{j}"
     );
     assert_eq!(j["attempts"][0]["outcome"], "timeout");
-    wait_gone(id, 1);
+    wait_gone(p.path(), id, 1);
 }
 
 #[test]
@@ -447,7 +500,7 @@ fn sigterm_drains_then_requeues_running_jobs_as_interrupted() {
     let j = p.job(slow);
     assert_eq!(state_of(&j), "queued", "{j}");
     assert_eq!(j["attempts"][0]["outcome"], "interrupted");
-    wait_gone(slow, 1);
+    wait_gone(p.path(), slow, 1);
     let log = w.log_text();
     assert!(log.contains("stopped: SIGTERM received; 1 done"), "{log}");
 }
@@ -677,6 +730,7 @@ fn bad_input_gets_clear_errors_and_exit_codes() {
         (&["show", "42"], 3, "job 42 not found"),
         (&["logs", "42"], 3, "job 42 not found"),
         (&["submit"], 2, "no command given"),
+        (&["submit", "--bogus", "--", "true"], 2, "--bogus"),
         (
             &["submit", "--timeout", "soon", "--", "true"],
             2,
@@ -904,7 +958,7 @@ fn chaos_kill_9_workers_at_random() {
     // Any attempt without an end line was killed: none may still be running.
     for ((id, attempt), (_, end)) in &runs {
         if end.is_none() {
-            wait_gone(*id, *attempt);
+            wait_gone(p.path(), *id, *attempt);
         }
     }
     eprintln!(

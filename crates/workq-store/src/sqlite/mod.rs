@@ -87,10 +87,6 @@ pub struct SqliteStore {
     rng: AtomicU64,
 }
 
-// SAFETY-free: Connection is Send; the Cells are only touched through &self on one thread at a
-// time because SqliteStore is not Sync.
-unsafe impl Send for SqliteStore {}
-
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and brings its schema up to date.
     pub fn open(path: &Path, opts: SqliteOptions) -> Result<SqliteStore> {

@@ -110,7 +110,7 @@ pub(crate) fn job_from_row(r: &Row<'_>) -> rusqlite::Result<Job> {
 pub(crate) const ATTEMPT_COLUMNS: &str =
     "a.job_id, a.attempt, a.worker_id, a.host, a.pid, a.pgid, \
      a.pid_start_time, a.started_at, a.ended_at, a.outcome, a.exit_code, a.signal, a.error, \
-     a.log_path, (SELECT w.name FROM workers w WHERE w.id = a.worker_id)";
+     a.log_path, (SELECT w.name FROM workers w WHERE w.id = a.worker_id), a.lease";
 
 /// Reads an [`Attempt`] from [`ATTEMPT_COLUMNS`].
 pub(crate) fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<Attempt> {
@@ -131,6 +131,7 @@ pub(crate) fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<Attempt> {
         error: r.get(12)?,
         log_path: r.get(13)?,
         worker_name: r.get(14)?,
+        lease: r.get(15)?,
     })
 }
 

@@ -71,11 +71,7 @@ pub struct Args {
     #[arg(long, value_name = "FILE", conflicts_with_all = ["wait", "shell", "unique", "idempotency_key"])]
     lines: Option<String>,
     /// The command and its arguments (after --)
-    #[arg(
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        value_name = "COMMAND"
-    )]
+    #[arg(trailing_var_arg = true, value_name = "COMMAND")]
     command: Vec<String>,
 }
 
