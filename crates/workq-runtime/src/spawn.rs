@@ -92,7 +92,7 @@ pub fn spawn_job(job: &ClaimedJob, log_dir: &Path) -> io::Result<Started> {
     // SAFETY: between fork and exec we call only async-signal-safe functions.
     let parent = unsafe { libc::getpid() };
     unsafe {
-        cmd.pre_exec(move || child_setup(parent, libc::SIGKILL));
+        cmd.pre_exec(move || child_setup(true, parent, libc::SIGKILL));
     }
     let child = cmd.spawn()?;
     let pid = child.id() as i32;
@@ -104,11 +104,17 @@ pub fn spawn_job(job: &ClaimedJob, log_dir: &Path) -> io::Result<Started> {
     })
 }
 
-/// In the child: own session, die with the parent, default signal mask.
-fn child_setup(parent: libc::pid_t, death_signal: libc::c_int) -> io::Result<()> {
+/// In the child: optionally a new session, die with the parent, default signal mask.
+fn child_setup(
+    new_session: bool,
+    parent: libc::pid_t,
+    death_signal: libc::c_int,
+) -> io::Result<()> {
     // SAFETY: async-signal-safe calls only.
     unsafe {
-        libc::setsid();
+        if new_session {
+            libc::setsid();
+        }
         #[cfg(target_os = "linux")]
         {
             libc::prctl(
@@ -145,35 +151,10 @@ pub fn signal_group(pgid: i32, sig: libc::c_int) {
 /// Starts a helper process (e.g. an ephemeral worker) that gets `death_signal` when the calling
 /// thread exits, with the default signal mask.
 pub fn spawn_with_death_signal(mut cmd: Command, death_signal: libc::c_int) -> io::Result<Child> {
-    // SAFETY: only async-signal-safe calls run in the child; see `child_setup_keep_session`.
+    // SAFETY: only async-signal-safe calls run in the child; see `child_setup`.
     let parent = unsafe { libc::getpid() };
     unsafe {
-        cmd.pre_exec(move || child_setup_keep_session(parent, death_signal));
+        cmd.pre_exec(move || child_setup(false, parent, death_signal));
     }
     cmd.spawn()
-}
-
-fn child_setup_keep_session(parent: libc::pid_t, death_signal: libc::c_int) -> io::Result<()> {
-    // SAFETY: async-signal-safe calls only.
-    unsafe {
-        #[cfg(target_os = "linux")]
-        {
-            libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                death_signal as libc::c_ulong,
-                0,
-                0,
-                0,
-            );
-            if libc::getppid() != parent {
-                libc::_exit(1);
-            }
-        }
-        #[cfg(not(target_os = "linux"))]
-        let _ = (parent, death_signal);
-        let mut empty: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut empty);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-    }
-    Ok(())
 }
