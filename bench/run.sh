@@ -1,0 +1,307 @@
+#!/usr/bin/env bash
+# workq benchmarks, one command:   bash bench/run.sh
+#
+# Builds the release binary, then in a fresh temporary directory measures:
+#   (a) 1000 x `/bin/true` through one worker with 2 slots (submit --lines + wait --all)
+#       against `xargs -P2` running the same 1000 `sh -c` commands; median of 3 each
+#   (b) wall time of one `workq submit -- true` (no worker running, and with an idle worker)
+#   (c) submit-to-start latency on an idle worker, p50/p95, against running the same job directly
+#   (d) RSS of an idle worker
+#   (e) claim+finish cost with 1,000 and 1,000,000 jobs queued (cargo bench, workq-store)
+# plus the machine: nproc and the disk's synchronous-write rate in the temp directory.
+#
+# Environment: SAMPLES (default 50) for (b) and (c); REPS (default 3) for (a);
+# SKIP_STORE_BENCH=1 skips (e). Needs bash >= 5 (EPOCHREALTIME), coreutils, awk, dd, xargs.
+# Everything it starts is stopped on exit and the temporary directory is removed.
+
+set -euo pipefail
+export LC_ALL=C
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+SAMPLES=${SAMPLES:-50}
+REPS=${REPS:-3}
+NJOBS=1000
+
+# ---------------------------------------------------------------- helpers
+
+WORKER_PIDS=()
+TMP=""
+
+cleanup() {
+    local rc=$?
+    set +e
+    local pid
+    for pid in "${WORKER_PIDS[@]}"; do
+        if kill -0 "$pid" 2>/dev/null; then
+            kill -TERM "$pid" 2>/dev/null
+            for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+            kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
+            wait "$pid" 2>/dev/null
+        fi
+    done
+    if [[ $rc -ne 0 && -n "$TMP" && -d "$TMP" ]]; then
+        echo "bench/run.sh failed (exit $rc); last lines of the logs:" >&2
+        tail -n 20 "$TMP"/*.log >&2 2>/dev/null
+    fi
+    [[ -n "$TMP" ]] && rm -rf "$TMP"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Microseconds since the epoch, without forking (bash 5).
+now_us() { local t=$EPOCHREALTIME; echo "${t/./}"; }
+
+# Median / percentile of numbers on stdin (nearest rank on the sorted list).
+pctl() { sort -g | awk -v p="$1" '{v[NR]=$1} END {i=int((NR-1)*p+0.5)+1; print v[i]}'; }
+median() { pctl 0.5; }
+# Float arithmetic.
+calc() { awk "BEGIN { printf \"%.${2:-2}f\", $1 }"; }
+verdict() { if awk "BEGIN { exit !($1) }"; then echo "met"; else echo "NOT met"; fi; }
+
+wq() { "$WORKQ" --state-dir "$1" "${@:2}"; }
+
+# start_worker STATE_DIR NAME SLOTS: starts a worker in the background, waits until it is
+# registered, and sets WPID.
+start_worker() {
+    local dir=$1 name=$2 slots=$3
+    "$WORKQ" --state-dir "$dir" worker start "$name" -w "$slots" 2>>"$TMP/worker-$name.log" &
+    WPID=$!
+    WORKER_PIDS+=("$WPID")
+    local i
+    for i in $(seq 200); do
+        if wq "$dir" --json status 2>/dev/null | grep -q "\"pid\":$WPID[,}]"; then
+            return 0
+        fi
+        kill -0 "$WPID" 2>/dev/null || { echo "worker $name exited early" >&2; return 1; }
+        sleep 0.05
+    done
+    echo "worker $name did not register within 10 s" >&2
+    return 1
+}
+
+stop_worker() {
+    local pid=$1 rc=0
+    kill -TERM "$pid"
+    wait "$pid" || rc=$?
+    [[ $rc -eq 0 ]] || echo "warning: worker $pid exited with $rc after SIGTERM" >&2
+}
+
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+
+# ---------------------------------------------------------------- build
+
+echo "== building (cargo build --release -p workq; cargo bench --no-run)"
+cargo build --release -p workq
+if [[ -z "${SKIP_STORE_BENCH:-}" ]]; then
+    cargo bench -p workq-store --bench claim --no-run
+fi
+WORKQ="${CARGO_TARGET_DIR:-$ROOT/target}/release/workq"
+[[ -x "$WORKQ" ]] || { echo "no binary at $WORKQ" >&2; exit 1; }
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/workq-bench.XXXXXX")
+
+# ---------------------------------------------------------------- machine
+
+NPROC=$(nproc)
+CPU=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo 2>/dev/null || echo unknown)
+FS=$(df -T "$TMP" | awk 'NR==2 {print $2}')
+t0=$(now_us)
+dd if=/dev/zero of="$TMP/fsync.test" bs=4k count=1000 oflag=dsync status=none
+t1=$(now_us)
+rm -f "$TMP/fsync.test"
+FSYNC_RATE=$(calc "1000 / (($t1 - $t0) / 1e6)" 0)
+LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
+
+echo
+echo "== machine"
+echo "cpus (nproc):          $NPROC ($CPU)"
+echo "temp dir:              $TMP ($FS)"
+echo "sync 4 KiB writes:     $FSYNC_RATE /s (dd bs=4k count=1000 oflag=dsync)"
+echo "load average at start: $LOAD"
+echo "workq:                 $("$WORKQ" --version 2>/dev/null || echo "$WORKQ")"
+
+# ---------------------------------------------------------------- (a) throughput
+
+echo
+echo "== (a) $NJOBS x /bin/true, 2 slots: workq (submit --lines + wait --all) vs xargs -P2"
+A=$TMP/a
+LINES=$TMP/lines.txt
+yes /bin/true | head -n "$NJOBS" >"$LINES" || true
+[[ $(wc -l <"$LINES") -eq $NJOBS ]]
+start_worker "$A" throughput 2
+A_WORKER=$WPID
+WQ_TIMES=()
+XA_TIMES=()
+# CPU accounting, to see where the time goes: user+system seconds of the submit and wait
+# processes (bash `time`), of the worker itself and of the jobs it reaped (/proc/PID/stat).
+TIMEFORMAT='%U %S'
+TICK=$(getconf CLK_TCK)
+proc_cpu() { awk -v t="$TICK" '{ printf "%.3f %.3f\n", ($14 + $15) / t, ($16 + $17) / t }' "/proc/$1/stat"; }
+read -r W_SELF0 W_KIDS0 < <(proc_cpu "$A_WORKER")
+: >"$TMP/cpu-submit" ; : >"$TMP/cpu-wait" ; : >"$TMP/cpu-xargs"
+for r in $(seq "$REPS"); do
+    # Interleaved so that a disturbance hits both sides alike.
+    t0=$(now_us)
+    { time wq "$A" submit --lines "$LINES" >/dev/null 2>>"$TMP/cli.log" ; } 2>>"$TMP/cpu-submit"
+    { time wq "$A" wait --all 2>>"$TMP/cli.log" ; } 2>>"$TMP/cpu-wait"
+    t1=$(now_us)
+    WQ_TIMES+=("$(calc "($t1 - $t0) / 1e6" 3)")
+
+    t0=$(now_us)
+    { time xargs -P2 -I{} sh -c {} <"$LINES" ; } 2>>"$TMP/cpu-xargs"
+    t1=$(now_us)
+    XA_TIMES+=("$(calc "($t1 - $t0) / 1e6" 3)")
+    echo "run $r: workq ${WQ_TIMES[-1]} s, xargs ${XA_TIMES[-1]} s"
+done
+unset TIMEFORMAT
+read -r W_SELF1 W_KIDS1 < <(proc_cpu "$A_WORKER")
+A_WQ=$(printf '%s\n' "${WQ_TIMES[@]}" | median)
+A_XA=$(printf '%s\n' "${XA_TIMES[@]}" | median)
+A_RATIO=$(calc "$A_WQ / $A_XA" 2)
+A_RSS_AFTER=$(rss_kib "$A_WORKER")
+per_job_ms() { awk -v n=$((NJOBS * REPS)) '{ s += $1 + $2 } END { printf "%.2f", s * 1000 / n }' "$1"; }
+A_CPU_WORKER=$(calc "($W_SELF1 - $W_SELF0) * 1000 / ($NJOBS * $REPS)" 2)
+A_CPU_JOBS=$(calc "($W_KIDS1 - $W_KIDS0) * 1000 / ($NJOBS * $REPS)" 2)
+A_CPU_SUBMIT=$(per_job_ms "$TMP/cpu-submit")
+A_CPU_WAIT=$(per_job_ms "$TMP/cpu-wait")
+A_CPU_XARGS=$(per_job_ms "$TMP/cpu-xargs")
+SUCCEEDED=$(wq "$A" --json status | grep -o '"succeeded":[0-9]*' | head -1 | cut -d: -f2)
+[[ "$SUCCEEDED" -eq $((NJOBS * REPS)) ]] || { echo "expected $((NJOBS * REPS)) succeeded jobs, status says $SUCCEEDED" >&2; exit 1; }
+stop_worker "$A_WORKER"
+echo "median: workq $A_WQ s ($(calc "$NJOBS / $A_WQ" 0) jobs/s), xargs $A_XA s ($(calc "$NJOBS / $A_XA" 0) jobs/s), ratio $A_RATIO (target <= 1.15)"
+echo "(workq time = submit start to wait --all exit; wait polls every 50 ms)"
+echo "CPU per job (user+sys, ms; $NPROC cpus, 2 slots): workq: worker $A_CPU_WORKER + jobs $A_CPU_JOBS + submit $A_CPU_SUBMIT + wait $A_CPU_WAIT = $(calc "$A_CPU_WORKER + $A_CPU_JOBS + $A_CPU_SUBMIT + $A_CPU_WAIT" 2); xargs (incl. its sh children): $A_CPU_XARGS"
+
+# ---------------------------------------------------------------- (b) submit wall time
+
+echo
+echo "== (b) one 'workq submit -- true', $SAMPLES calls each"
+B=$TMP/b
+wq "$B" submit -- true >/dev/null 2>>"$TMP/cli.log"   # creates the store; not timed
+# Every loop is paced 50 ms apart (one-off calls; back-to-back calls come out ~0.5 ms faster).
+B_SPAWN=()
+for _ in $(seq "$SAMPLES"); do
+    t0=$(now_us); /bin/true; t1=$(now_us)
+    B_SPAWN+=("$((t1 - t0))")
+    sleep 0.05
+done
+B_NOWORKER=()
+for _ in $(seq "$SAMPLES"); do
+    t0=$(now_us)
+    wq "$B" submit -- true >/dev/null 2>>"$TMP/cli.log"
+    t1=$(now_us)
+    B_NOWORKER+=("$((t1 - t0))")
+    sleep 0.05
+done
+start_worker "$B" latency 1
+B_WORKER=$WPID
+wq "$B" wait --all 2>>"$TMP/cli.log"    # drain the jobs queued above
+sleep 0.5
+B_WITHWORKER=()
+for _ in $(seq "$SAMPLES"); do
+    t0=$(now_us)
+    wq "$B" submit -- true >/dev/null 2>>"$TMP/cli.log"
+    t1=$(now_us)
+    B_WITHWORKER+=("$((t1 - t0))")
+    sleep 0.05    # let the worker run it: each submit meets an idle worker
+done
+wq "$B" wait --all 2>>"$TMP/cli.log"
+B_SPAWN_MS=$(printf '%s\n' "${B_SPAWN[@]}" | median | awk '{printf "%.2f", $1/1000}')
+B_NOW_MS=$(printf '%s\n' "${B_NOWORKER[@]}" | median | awk '{printf "%.2f", $1/1000}')
+B_NOW_P95=$(printf '%s\n' "${B_NOWORKER[@]}" | pctl 0.95 | awk '{printf "%.2f", $1/1000}')
+B_WW_MS=$(printf '%s\n' "${B_WITHWORKER[@]}" | median | awk '{printf "%.2f", $1/1000}')
+B_WW_P95=$(printf '%s\n' "${B_WITHWORKER[@]}" | pctl 0.95 | awk '{printf "%.2f", $1/1000}')
+echo "no worker running:        median $B_NOW_MS ms, p95 $B_NOW_P95 ms (target median <= 3 ms)"
+echo "one idle worker (rings):  median $B_WW_MS ms, p95 $B_WW_P95 ms"
+echo "baseline fork+exec of /bin/true from bash: median $B_SPAWN_MS ms"
+
+# ---------------------------------------------------------------- (c) submit-to-start latency
+
+echo
+echo "== (c) submit-to-start latency on an idle worker (1 slot), $SAMPLES jobs"
+# The job stamps the time it started running. Measured from just before the submit process is
+# forked, so it includes submit's own runtime, the worker's claim and spawn, and sh + date
+# start-up. The baseline runs the same command directly, so the difference is the queue.
+C_LAT=()
+C_POST=()
+C_SUB=()
+for i in $(seq "$SAMPLES"); do
+    f=$TMP/c.$i
+    t0=$(now_us)
+    wq "$B" submit -- sh -c "date +%s%N > $f" >/dev/null 2>>"$TMP/cli.log"
+    t1=$(now_us)
+    for _ in $(seq 2000); do [[ -s $f ]] && break; sleep 0.005; done
+    [[ -s $f ]] || { echo "job $i did not run within 10 s" >&2; exit 1; }
+    started_ns=$(<"$f")
+    C_LAT+=("$((started_ns / 1000 - t0))")
+    C_POST+=("$((started_ns / 1000 - t1))")
+    C_SUB+=("$((t1 - t0))")
+    sleep 0.1    # the worker finishes the job and goes idle again
+done
+C_BASE=()
+for i in $(seq "$SAMPLES"); do
+    f=$TMP/cb.$i
+    t0=$(now_us)
+    sh -c "date +%s%N > $f"
+    started_ns=$(<"$f")
+    C_BASE+=("$((started_ns / 1000 - t0))")
+done
+ms() { awk '{printf "%.2f", $1/1000}'; }
+C_P50=$(printf '%s\n' "${C_LAT[@]}" | median | ms)
+C_P95=$(printf '%s\n' "${C_LAT[@]}" | pctl 0.95 | ms)
+C_MAX=$(printf '%s\n' "${C_LAT[@]}" | pctl 1 | ms)
+C_SUB50=$(printf '%s\n' "${C_SUB[@]}" | median | ms)
+C_POST50=$(printf '%s\n' "${C_POST[@]}" | median | ms)
+C_POST95=$(printf '%s\n' "${C_POST[@]}" | pctl 0.95 | ms)
+C_B50=$(printf '%s\n' "${C_BASE[@]}" | median | ms)
+C_B95=$(printf '%s\n' "${C_BASE[@]}" | pctl 0.95 | ms)
+echo "submit-to-start:        p50 $C_P50 ms, p95 $C_P95 ms, max $C_MAX ms (target p50 <= 5 ms)"
+echo "  of which submit call: p50 $C_SUB50 ms; submit exit -> job start: p50 $C_POST50 ms, p95 $C_POST95 ms"
+echo "baseline sh -c 'date' run directly: p50 $C_B50 ms, p95 $C_B95 ms"
+echo "queue overhead (p50 difference): $(calc "$C_P50 - $C_B50" 2) ms"
+B_RSS_AFTER=$(rss_kib "$B_WORKER")
+stop_worker "$B_WORKER"
+
+# ---------------------------------------------------------------- (d) idle RSS
+
+echo
+echo "== (d) idle worker RSS"
+D=$TMP/d
+start_worker "$D" idle 2
+sleep 1
+D_RSS=$(rss_kib "$WPID")
+D_HWM=$(awk '/^VmHWM:/ {print $2}' "/proc/$WPID/status")
+D_THREADS=$(awk '/^Threads:/ {print $2}' "/proc/$WPID/status")
+stop_worker "$WPID"
+D_MIB=$(calc "$D_RSS / 1024" 1)
+echo "fresh worker, 1 s idle: VmRSS $D_MIB MiB (peak $(calc "$D_HWM / 1024" 1) MiB, $D_THREADS threads) (target <= 10 MiB)"
+echo "after work, idle: 2-slot worker after $((NJOBS * REPS)) jobs $(calc "$A_RSS_AFTER / 1024" 1) MiB; 1-slot worker after $((2 * SAMPLES)) jobs $(calc "$B_RSS_AFTER / 1024" 1) MiB"
+
+# ---------------------------------------------------------------- (e) store claim cost
+
+E_RATIO=""
+if [[ -z "${SKIP_STORE_BENCH:-}" ]]; then
+    echo
+    echo "== (e) claim+finish cost vs backlog (cargo bench -p workq-store --bench claim)"
+    TMPDIR=$TMP cargo bench -q -p workq-store --bench claim 2>>"$TMP/cargo.log" | tee "$TMP/claim.out"
+    E_SMALL=$(awk '/^RESULT n=1000 / {for (i=1;i<=NF;i++) if ($i ~ /^mean_us=/) {sub("mean_us=","",$i); print $i}}' "$TMP/claim.out")
+    E_LARGE=$(awk '/^RESULT n=1000000 / {for (i=1;i<=NF;i++) if ($i ~ /^mean_us=/) {sub("mean_us=","",$i); print $i}}' "$TMP/claim.out")
+    E_RATIO=$(awk '/^RESULT ratio_mean=/ {split($2,a,"="); print a[2]}' "$TMP/claim.out")
+fi
+
+# ---------------------------------------------------------------- summary
+
+echo
+echo "== summary (nproc $NPROC, $FSYNC_RATE sync writes/s, load at start $LOAD, at end $(cut -d' ' -f1-3 /proc/loadavg))"
+printf '%-44s %-30s %-12s %s\n' "figure" "measured" "target" "verdict"
+printf '%-44s %-30s %-12s %s\n' "(a) 1000 jobs, 2 slots: workq / xargs -P2" "${A_RATIO}x ($A_WQ s / $A_XA s)" "<= 1.15" "$(verdict "$A_RATIO <= 1.15")"
+printf '%-44s %-30s %-12s %s\n' "(b) submit -- true, median, no worker" "$B_NOW_MS ms" "<= 3 ms" "$(verdict "$B_NOW_MS <= 3")"
+printf '%-44s %-30s %-12s %s\n' "(b) submit -- true, median, idle worker" "$B_WW_MS ms" "<= 3 ms" "$(verdict "$B_WW_MS <= 3")"
+printf '%-44s %-30s %-12s %s\n' "(c) submit-to-start p50 (p95)" "$C_P50 ms ($C_P95 ms)" "p50 <= 5 ms" "$(verdict "$C_P50 <= 5")"
+printf '%-44s %-30s %-12s %s\n' "(d) idle worker RSS" "$D_MIB MiB" "<= 10 MiB" "$(verdict "$D_MIB <= 10")"
+if [[ -n "$E_RATIO" ]]; then
+    printf '%-44s %-30s %-12s %s\n' "(e) claim+finish, 1M vs 1k queued (mean)" "${E_RATIO}x ($E_LARGE / $E_SMALL us)" "<= 1.5x" "$(verdict "$E_RATIO <= 1.5")"
+fi
