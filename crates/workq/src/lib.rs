@@ -3,14 +3,19 @@
 //! The `workq` binary is the usual way in; this library facade lets a Rust program use the same
 //! queue directly. Jobs submitted here are picked up by any `workq worker` on the same state dir.
 //!
-//! ```no_run
-//! use workq::{Client, JobSpec};
+//! ```
+//! use workq::{Client, JobSpec, JobState};
 //!
 //! # fn main() -> Result<(), workq::Error> {
-//! let client = Client::open(".workq")?;
+//! # let tmp = std::env::temp_dir().join(format!("workq-doc-{}", std::process::id()));
+//! # let state_dir = tmp.join(".workq");
+//! // In a project this is usually ".workq"; the directory and database are created if needed.
+//! let client = Client::open(&state_dir)?;
 //! let id = client.submit(JobSpec::new("default", vec!["echo".into(), "hello".into()]))?.id();
-//! let job = client.wait(&[id], Some(std::time::Duration::from_secs(60)))?;
-//! println!("job {id} is {}", job[0].state);
+//! assert_eq!(client.get(id)?.state, JobState::Queued);
+//! // Any `workq worker start` on this state dir runs it; this blocks until it has finished:
+//! // let done = client.wait(&[id], Some(std::time::Duration::from_secs(60)))?;
+//! # std::fs::remove_dir_all(&tmp).ok();
 //! # Ok(())
 //! # }
 //! ```
