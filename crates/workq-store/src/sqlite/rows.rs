@@ -6,13 +6,14 @@ use std::time::Duration;
 use rusqlite::Row;
 use workq_core::{Attempt, Job, JobSpec, JobState, Outcome, Timestamp, WorkerRecord, WorkerState};
 
-/// Columns of `jobs` (aliased `j`) read by [`job_from_row`], plus the worker's name.
-pub(crate) const JOB_COLUMNS: &str =
-    "j.id, j.queue, j.state, j.priority, j.run_at, j.deps_pending, \
-     j.argv, j.env, j.cwd, j.labels, j.retries, j.backoff_ms, j.timeout_ms, j.kill_grace_ms, \
-     j.unique_key, j.idempotency_key, j.attempt, j.failures, j.rescues, j.max_rescues, \
-     j.worker_id, j.cancel_requested, j.exit_code, j.last_error, j.created_at, j.started_at, \
-     j.finished_at, (SELECT w.name FROM workers w WHERE w.id = j.worker_id)";
+/// Columns of `jobs` (aliased `j`) read by [`job_from_row`]: id, state, the [`SPEC_COLUMNS`] in
+/// the same order, the execution state, and the worker's name.
+pub(crate) const JOB_COLUMNS: &str = "j.id, j.state, \
+     j.queue, j.argv, j.env, j.cwd, j.labels, j.priority, j.retries, j.backoff_ms, \
+     j.timeout_ms, j.kill_grace_ms, j.run_at, j.unique_key, j.idempotency_key, j.max_rescues, \
+     j.deps_pending, j.attempt, j.failures, j.rescues, j.worker_id, j.cancel_requested, \
+     j.exit_code, j.last_error, j.created_at, j.started_at, j.finished_at, \
+     (SELECT w.name FROM workers w WHERE w.id = j.worker_id)";
 
 /// Columns of `jobs` (unaliased) that make up a [`JobSpec`], in [`spec_from_row`] order from `offset`.
 pub(crate) const SPEC_COLUMNS: &str =
@@ -65,36 +66,17 @@ pub(crate) fn spec_from_row(r: &Row<'_>, o: usize) -> rusqlite::Result<JobSpec> 
 
 /// Reads a [`Job`] from [`JOB_COLUMNS`].
 pub(crate) fn job_from_row(r: &Row<'_>) -> rusqlite::Result<Job> {
-    let argv: String = r.get(6)?;
-    let spec = JobSpec {
-        queue: r.get(1)?,
-        argv: serde_json::from_str(&argv).unwrap_or_default(),
-        env: json_map(r.get(7)?),
-        cwd: r.get(8)?,
-        labels: json_map(r.get(9)?),
-        priority: r.get(3)?,
-        retries: r.get(10)?,
-        backoff: Duration::from_millis(r.get::<_, i64>(11)?.max(0) as u64),
-        timeout: r
-            .get::<_, Option<i64>>(12)?
-            .map(|ms| Duration::from_millis(ms.max(0) as u64)),
-        kill_grace: Duration::from_millis(r.get::<_, i64>(13)?.max(0) as u64),
-        run_at: Some(Timestamp(r.get(4)?)),
-        after: Vec::new(),
-        unique_key: r.get(14)?,
-        idempotency_key: r.get(15)?,
-        max_rescues: r.get(19)?,
-    };
-    let state: String = r.get(2)?;
+    let spec = spec_from_row(r, 2)?;
+    let state: String = r.get(1)?;
     Ok(Job {
         id: r.get(0)?,
         state: parse_state(&state)?,
+        run_at: spec.run_at.unwrap_or_default(),
         spec,
-        run_at: Timestamp(r.get(4)?),
-        deps_pending: r.get(5)?,
-        attempt: r.get(16)?,
-        failures: r.get(17)?,
-        rescues: r.get(18)?,
+        deps_pending: r.get(16)?,
+        attempt: r.get(17)?,
+        failures: r.get(18)?,
+        rescues: r.get(19)?,
         worker_id: r.get(20)?,
         cancel_requested: r.get::<_, i64>(21)? != 0,
         exit_code: r.get(22)?,
