@@ -20,6 +20,8 @@ pub enum WorkerState {
     Stopped,
     /// Found dead; its jobs were rescued.
     Dead,
+    /// Died again and again; its monitor gave up restarting it.
+    CrashLooping,
 }
 
 impl WorkerState {
@@ -32,6 +34,7 @@ impl WorkerState {
             WorkerState::Draining => "draining",
             WorkerState::Stopped => "stopped",
             WorkerState::Dead => "dead",
+            WorkerState::CrashLooping => "crash-looping",
         }
     }
 
@@ -43,13 +46,17 @@ impl WorkerState {
             "paused" => WorkerState::Paused,
             "draining" => WorkerState::Draining,
             "stopped" => WorkerState::Stopped,
+            "crash-looping" => WorkerState::CrashLooping,
             _ => WorkerState::Dead,
         }
     }
 
     /// True while the worker claims to be alive.
     pub fn is_live(self) -> bool {
-        !matches!(self, WorkerState::Stopped | WorkerState::Dead)
+        !matches!(
+            self,
+            WorkerState::Stopped | WorkerState::Dead | WorkerState::CrashLooping
+        )
     }
 }
 
@@ -96,4 +103,6 @@ pub struct WorkerRecord {
     pub stop_reason: Option<String>,
     /// workq version it runs.
     pub version: String,
+    /// How it was started (opaque JSON written by the runtime), so it can be restarted alike.
+    pub settings: Option<String>,
 }

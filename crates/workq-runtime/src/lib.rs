@@ -5,16 +5,23 @@
 //! store call happens on one thread, and it is the one long-lived thread that spawns jobs, which
 //! is what `PR_SET_PDEATHSIG` needs.
 
+pub mod control;
+pub mod daemon;
 pub mod doorbell;
 pub mod ephemeral;
 mod error;
 pub mod logger;
+pub mod monitor;
+pub mod pidfile;
 pub mod procinfo;
+pub mod ready;
 pub mod rescue;
+mod settings;
 pub mod signals;
 pub mod spawn;
 pub mod worker;
 
 pub use error::RuntimeError;
 pub use logger::{Level, Logger};
+pub use settings::{check_name, default_log_file, WorkerSettings, SETTINGS_ENV, SETTING_KEYS};
 pub use worker::{run_worker, WorkerOptions, WorkerSummary};

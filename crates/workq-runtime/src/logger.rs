@@ -1,6 +1,9 @@
-//! A tiny line logger for workers: a timestamp, a level, a message.
+//! A tiny line logger for workers: a timestamp, a level, a message; to standard error, to a
+//! file rotated by size, or both.
 
+use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use workq_core::Timestamp;
@@ -16,10 +19,88 @@ pub enum Level {
     Debug,
 }
 
-/// Writes log lines to a sink (stderr or a file).
+impl Level {
+    /// The name used in settings (`error`, `info`, `debug`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Error => "error",
+            Level::Info => "info",
+            Level::Debug => "debug",
+        }
+    }
+}
+
+/// A log file that rotates itself by size.
+struct RotatingFile {
+    path: PathBuf,
+    file: File,
+    size: u64,
+    max_bytes: u64,
+    keep: u32,
+    /// Point standard output and error at the new file after each rotation (daemons, whose
+    /// stray output and panics belong in the log).
+    redirect_std: bool,
+}
+
+impl RotatingFile {
+    fn write_line(&mut self, line: &str) {
+        if self.max_bytes > 0 && self.size > 0 && self.size + line.len() as u64 > self.max_bytes {
+            self.rotate();
+        }
+        if self.file.write_all(line.as_bytes()).is_ok() {
+            self.size += line.len() as u64;
+        }
+    }
+
+    fn rotate(&mut self) {
+        for i in (1..self.keep).rev() {
+            let _ = std::fs::rename(numbered(&self.path, i), numbered(&self.path, i + 1));
+        }
+        let moved = if self.keep > 0 {
+            std::fs::rename(&self.path, numbered(&self.path, 1)).is_ok()
+        } else {
+            std::fs::remove_file(&self.path).is_ok()
+        };
+        if !moved {
+            // Cannot rotate (permissions?): keep appending rather than lose lines.
+            self.size = 0;
+            return;
+        }
+        if let Ok(f) = open_append(&self.path) {
+            self.file = f;
+            self.size = 0;
+            if self.redirect_std {
+                use std::os::unix::io::AsRawFd;
+                // SAFETY: dup2 onto the standard descriptors of this process.
+                unsafe {
+                    libc::dup2(self.file.as_raw_fd(), 1);
+                    libc::dup2(self.file.as_raw_fd(), 2);
+                }
+            }
+        }
+    }
+}
+
+/// `worker.log.N`.
+pub fn numbered(path: &Path, n: u32) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(format!(".{n}"));
+    PathBuf::from(s)
+}
+
+fn open_append(path: &Path) -> std::io::Result<File> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+/// Writes log lines to standard error, a rotating file, or both.
 pub struct Logger {
     level: Level,
-    sink: Mutex<Box<dyn Write + Send>>,
+    stderr: bool,
+    sink: Mutex<Option<Box<dyn Write + Send>>>,
+    file: Mutex<Option<RotatingFile>>,
 }
 
 impl Logger {
@@ -27,13 +108,48 @@ impl Logger {
     pub fn new(level: Level, sink: Box<dyn Write + Send>) -> Self {
         Logger {
             level,
-            sink: Mutex::new(sink),
+            stderr: false,
+            sink: Mutex::new(Some(sink)),
+            file: Mutex::new(None),
         }
     }
 
     /// A logger writing to standard error.
     pub fn stderr(level: Level) -> Self {
-        Logger::new(level, Box::new(std::io::stderr()))
+        Logger {
+            level,
+            stderr: true,
+            sink: Mutex::new(None),
+            file: Mutex::new(None),
+        }
+    }
+
+    /// A logger appending to `path`, rotated past `max_bytes` keeping `keep` old files; also to
+    /// standard error when `tee_stderr`. With `redirect_std`, rotation re-points stdout and
+    /// stderr at the new file.
+    pub fn file(
+        level: Level,
+        path: &Path,
+        max_bytes: u64,
+        keep: u32,
+        tee_stderr: bool,
+        redirect_std: bool,
+    ) -> std::io::Result<Self> {
+        let file = open_append(path)?;
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        Ok(Logger {
+            level,
+            stderr: tee_stderr,
+            sink: Mutex::new(None),
+            file: Mutex::new(Some(RotatingFile {
+                path: path.to_path_buf(),
+                file,
+                size,
+                max_bytes,
+                keep,
+                redirect_std,
+            })),
+        })
     }
 
     /// True if lines at `level` are written.
@@ -51,10 +167,21 @@ impl Logger {
             Level::Info => "INFO ",
             Level::Debug => "DEBUG",
         };
+        let line = format!("{} {tag} {msg}\n", Timestamp::now().to_rfc3339());
+        // A log line that cannot be written must not stop the worker.
+        if self.stderr {
+            let _ = std::io::stderr().write_all(line.as_bytes());
+        }
         if let Ok(mut sink) = self.sink.lock() {
-            // A log line that cannot be written must not stop the worker.
-            let _ = writeln!(sink, "{} {tag} {msg}", Timestamp::now().to_rfc3339());
-            let _ = sink.flush();
+            if let Some(s) = sink.as_mut() {
+                let _ = s.write_all(line.as_bytes());
+                let _ = s.flush();
+            }
+        }
+        if let Ok(mut f) = self.file.lock() {
+            if let Some(f) = f.as_mut() {
+                f.write_line(&line);
+            }
         }
     }
 
@@ -71,5 +198,64 @@ impl Logger {
     /// Logs at debug level.
     pub fn debug(&self, msg: std::fmt::Arguments<'_>) {
         self.log(Level::Debug, msg)
+    }
+}
+
+/// Appends one line to `path` (opening and closing it), for processes that write rarely and
+/// must follow another process's rotation, like a worker's monitor.
+pub fn append_line(path: &Path, level: Level, msg: std::fmt::Arguments<'_>) {
+    let tag = match level {
+        Level::Error => "ERROR",
+        Level::Info => "INFO ",
+        Level::Debug => "DEBUG",
+    };
+    if let Ok(mut f) = open_append(path) {
+        let _ = writeln!(f, "{} {tag} {msg}", Timestamp::now().to_rfc3339());
+    }
+}
+
+/// The last `n` lines of `path` (for error reports).
+pub fn tail(path: &Path, n: usize) -> Vec<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = File::open(path) else {
+        return Vec::new();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let from = len.saturating_sub(64 * 1024);
+    if f.seek(SeekFrom::Start(from)).is_err() {
+        return Vec::new();
+    }
+    let mut buf = Vec::new();
+    let _ = f.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotates_by_size_and_keeps_a_bounded_number_of_files() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("w.log");
+        let log = Logger::file(Level::Info, &p, 200, 2, false, false).unwrap();
+        for i in 0..40 {
+            log.info(format_args!("line {i:03} padding padding"));
+        }
+        log.debug(format_args!("not written at info level"));
+        assert!(p.exists() && numbered(&p, 1).exists() && numbered(&p, 2).exists());
+        assert!(!numbered(&p, 3).exists(), "only two old files are kept");
+        for f in [p.clone(), numbered(&p, 1), numbered(&p, 2)] {
+            let len = std::fs::metadata(&f).unwrap().len();
+            assert!(len <= 200, "{} is {len} bytes", f.display());
+        }
+        let last = tail(&p, 1);
+        assert!(last[0].ends_with("line 039 padding padding"), "{last:?}");
+        assert!(!std::fs::read_to_string(&p).unwrap().contains("not written"));
     }
 }

@@ -168,3 +168,162 @@ pub fn display_state(
         other => other.as_str(),
     }
 }
+
+/// Resource use of one process, read from `/proc` without sampling (so it costs microseconds).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProcStats {
+    /// CPU time over wall time since it started, in percent (like `ps -o %cpu`).
+    pub cpu_percent: f64,
+    /// Resident memory in bytes.
+    pub rss_bytes: u64,
+    /// Thread count.
+    pub threads: u32,
+    /// Time since it started.
+    pub uptime: std::time::Duration,
+}
+
+/// Resource use of `pid`, or `None` if it is gone (or not on Linux).
+pub fn stats(pid: i32) -> Option<ProcStats> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let num = |i: usize| -> Option<u64> { f.get(i)?.parse().ok() };
+    let cpu_ticks = num(11)? + num(12)?;
+    let threads = num(17)? as u32;
+    let start_ticks = num(19)?;
+    let rss_pages = num(21)?;
+    // SAFETY: sysconf has no preconditions.
+    let (hz, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_CLK_TCK).max(1) as f64,
+            libc::sysconf(libc::_SC_PAGESIZE).max(1) as u64,
+        )
+    };
+    let since_boot: f64 = std::fs::read_to_string("/proc/uptime")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let age = (since_boot - start_ticks as f64 / hz).max(0.0);
+    let cpu_percent = if age > 0.0 {
+        (cpu_ticks as f64 / hz) / age * 100.0
+    } else {
+        0.0
+    };
+    Some(ProcStats {
+        cpu_percent,
+        rss_bytes: rss_pages * page,
+        threads,
+        uptime: std::time::Duration::from_secs_f64(age),
+    })
+}
+
+/// Free and total bytes on the filesystem holding `path`.
+pub fn disk_space(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs writes into the struct we own; the path is NUL-terminated.
+    unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(c.as_ptr(), &mut st) != 0 {
+            return None;
+        }
+        let unit = st.f_frsize as u64;
+        Some((st.f_bavail as u64 * unit, st.f_blocks as u64 * unit))
+    }
+}
+
+/// A live process that carries a workq job marker of one store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MarkedProcess {
+    /// The process.
+    pub pid: i32,
+    /// Its process group.
+    pub pgid: i32,
+    /// The attempt it belongs to.
+    pub marker: Marker,
+}
+
+/// Every live process whose environment says it belongs to a job of the store `store_id`.
+pub fn marked_processes(store_id: &str) -> Vec<MarkedProcess> {
+    let want_store = format!("WORKQ_STORE_ID={store_id}");
+    let me = std::process::id() as i32;
+    let mut out = Vec::new();
+    for (pid, pgid) in all_processes() {
+        if pid == me {
+            continue;
+        }
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        let mut store = false;
+        let (mut job, mut attempt, mut lease) = (None, None, None);
+        for var in env.split(|&b| b == 0) {
+            let Ok(var) = std::str::from_utf8(var) else {
+                continue;
+            };
+            if var == want_store {
+                store = true;
+            } else if let Some(v) = var.strip_prefix("WORKQ_JOB_ID=") {
+                job = v.parse().ok();
+            } else if let Some(v) = var.strip_prefix("WORKQ_ATTEMPT=") {
+                attempt = v.parse().ok();
+            } else if let Some(v) = var.strip_prefix("WORKQ_LEASE=") {
+                lease = v.parse().ok();
+            }
+        }
+        if let (true, Some(job), Some(attempt), Some(lease)) = (store, job, attempt, lease) {
+            if stat_fields(pid).is_some_and(|f| f.0 != 'Z') {
+                out.push(MarkedProcess {
+                    pid,
+                    pgid,
+                    marker: Marker {
+                        job,
+                        attempt,
+                        lease,
+                    },
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Sends `sig` to `pid` only if it is still the process that started at `start_time`.
+pub fn signal_verified(pid: i32, start_time: u64, sig: libc::c_int) -> bool {
+    if pid <= 1 || start_time == 0 || !process_alive(pid, start_time) {
+        return false;
+    }
+    // SAFETY: the pid was just checked to be the same process (pid and start time match).
+    unsafe { libc::kill(pid, sig) == 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_of_this_process() {
+        let s = stats(std::process::id() as i32).expect("own stats");
+        assert!(s.rss_bytes > 0 && s.threads >= 1);
+        assert!(s.cpu_percent >= 0.0);
+        assert!(stats(i32::MAX - 3).is_none());
+        let (free, total) = disk_space(std::path::Path::new("/")).expect("statvfs /");
+        assert!(total > 0 && free <= total);
+    }
+
+    #[test]
+    fn a_process_is_signalled_only_if_its_start_time_matches() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let st = start_time(pid);
+        assert!(!signal_verified(pid, st + 1, libc::SIGKILL));
+        assert!(process_alive(pid, st));
+        assert!(signal_verified(pid, st, libc::SIGKILL));
+        let _ = child.wait();
+    }
+}

@@ -40,7 +40,7 @@ pub fn sweep(
                 lease: a.lease,
             });
         }
-        let rescued = store.rescue_worker(w.id, &reason)?;
+        let rescued = store.rescue_worker(w.id, &reason, workq_store::RescueKind::Lost)?;
         report.rescued.extend(rescued);
         report.dead_workers.push((w.id, w.name.clone(), reason));
     }

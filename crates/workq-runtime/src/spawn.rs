@@ -62,11 +62,12 @@ pub fn describe_spawn_error(job: &ClaimedJob, e: &io::Error) -> String {
     }
 }
 
-/// Starts `job` in a new session with stdout and stderr appended to its attempt log.
+/// Starts `job` in a new session with stdout and stderr appended to its attempt log. Its
+/// environment carries the marker (store id, job, attempt, lease) that identifies its processes.
 ///
 /// Must be called from a thread that lives as long as the job: the parent-death signal fires
 /// when the spawning thread exits.
-pub fn spawn_job(job: &ClaimedJob, log_dir: &Path) -> io::Result<Started> {
+pub fn spawn_job(job: &ClaimedJob, log_dir: &Path, store_id: &str) -> io::Result<Started> {
     let Some(program) = job.spec.argv.first() else {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -83,6 +84,9 @@ pub fn spawn_job(job: &ClaimedJob, log_dir: &Path) -> io::Result<Started> {
         .env("WORKQ_ATTEMPT", job.attempt.to_string())
         .env("WORKQ_QUEUE", &job.spec.queue)
         .env("WORKQ_LEASE", job.lease.to_string())
+        .env("WORKQ_STORE_ID", store_id)
+        .env_remove(crate::ready::READY_FD_ENV)
+        .env_remove(crate::SETTINGS_ENV)
         .stdin(Stdio::null())
         .stdout(Stdio::from(log))
         .stderr(Stdio::from(log_err));
@@ -104,7 +108,8 @@ pub fn spawn_job(job: &ClaimedJob, log_dir: &Path) -> io::Result<Started> {
     })
 }
 
-/// In the child: optionally a new session, die with the parent, default signal mask.
+/// In the child: optionally a new session, die with the parent (unless `death_signal` is 0),
+/// default signal mask.
 fn child_setup(
     new_session: bool,
     parent: libc::pid_t,
@@ -116,7 +121,7 @@ fn child_setup(
             libc::setsid();
         }
         #[cfg(target_os = "linux")]
-        {
+        if death_signal != 0 {
             libc::prctl(
                 libc::PR_SET_PDEATHSIG,
                 death_signal as libc::c_ulong,
@@ -155,6 +160,33 @@ pub fn spawn_with_death_signal(mut cmd: Command, death_signal: libc::c_int) -> i
     let parent = unsafe { libc::getpid() };
     unsafe {
         cmd.pre_exec(move || child_setup(false, parent, death_signal));
+    }
+    cmd.spawn()
+}
+
+/// Starts a helper process with `fd` as its descriptor 3 (a readiness pipe), optionally in a
+/// new session and with a parent-death signal (0 for none), with the default signal mask.
+pub fn spawn_with_fd3(
+    mut cmd: Command,
+    new_session: bool,
+    death_signal: libc::c_int,
+    fd: std::os::unix::io::RawFd,
+) -> io::Result<Child> {
+    // SAFETY: getpid has no preconditions.
+    let parent = unsafe { libc::getpid() };
+    // SAFETY: only async-signal-safe calls run in the child.
+    unsafe {
+        cmd.pre_exec(move || {
+            if fd == 3 {
+                let flags = libc::fcntl(3, libc::F_GETFD);
+                if flags < 0 || libc::fcntl(3, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            } else if libc::dup2(fd, 3) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            child_setup(new_session, parent, death_signal)
+        });
     }
     cmd.spawn()
 }

@@ -33,6 +33,11 @@ pub struct WorkerOptions {
     pub heartbeat: Duration,
     /// Between checks for changes made without ringing the doorbell.
     pub poll: Duration,
+    /// How it was configured, for the start line and the registry (absent for temporary
+    /// workers).
+    pub settings: Option<crate::WorkerSettings>,
+    /// Stopped, dead and crash-looping registry rows older than this are pruned.
+    pub registry_retention: Duration,
 }
 
 impl WorkerOptions {
@@ -47,9 +52,28 @@ impl WorkerOptions {
             stop_timeout: Duration::from_secs(10),
             heartbeat: Duration::from_secs(5),
             poll: Duration::from_millis(100),
+            settings: None,
+            registry_retention: REGISTRY_RETENTION,
         }
     }
+
+    /// Options for a worker configured by `settings`.
+    pub fn from_settings(settings: &crate::WorkerSettings, state_dir: &std::path::Path) -> Self {
+        let mut o = WorkerOptions::new(
+            &settings.name,
+            settings.queues.clone(),
+            settings.slots,
+            state_dir,
+        );
+        o.stop_timeout = settings.stop_timeout();
+        o.heartbeat = settings.heartbeat();
+        o.settings = Some(settings.clone());
+        o
+    }
 }
+
+/// How long ended workers stay in the registry (7 days).
+pub const REGISTRY_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// What a worker did before it stopped.
 #[derive(Debug, Clone)]
@@ -105,15 +129,22 @@ struct Loop<'a> {
     done: u64,
     failed: u64,
     paused_state: WorkerState,
+    host: String,
+    store_id: String,
+    last_prune: Option<Instant>,
 }
 
 /// Runs a worker on the calling thread until SIGTERM/SIGINT/SIGHUP, then drains and returns.
 ///
 /// The caller must have called [`signals::block_terminating`] before starting any thread.
+///
+/// `on_ready` is called once, with the registry id, when the worker is registered and has made
+/// its first claim: a daemon launcher waits for exactly that.
 pub fn run_worker(
     store: &dyn Store,
     opts: WorkerOptions,
     log: &Logger,
+    on_ready: &mut dyn FnMut(WorkerId),
 ) -> Result<WorkerSummary, RuntimeError> {
     if opts.slots == 0 {
         return Err(RuntimeError::Invalid(
@@ -134,15 +165,18 @@ pub fn run_worker(
     }
     let started = Instant::now();
     let pid = std::process::id() as i32;
+    let host = procinfo::hostname();
+    let store_id = store.store_id()?;
     let id = store.register_worker(&WorkerRegistration {
         name: opts.name.clone(),
-        host: procinfo::hostname(),
+        host: host.clone(),
         boot_id: procinfo::boot_id(),
         pid,
         pid_start_time: procinfo::start_time(pid),
         queues: opts.queues.clone(),
         slots: opts.slots,
         version: env!("CARGO_PKG_VERSION").to_string(),
+        settings: opts.settings.as_ref().map(|s| s.to_json()),
     })?;
     let (tx, rx) = mpsc::channel();
     signals::forward_terminating(tx.clone(), Event::Signal);
@@ -167,6 +201,9 @@ pub fn run_worker(
         if opts.slots == 1 { "" } else { "s" },
         format_duration(opts.stop_timeout)
     ));
+    if let Some(settings) = &opts.settings {
+        log.info(format_args!("settings: {}", settings.describe()));
+    }
     let mut lp = Loop {
         store,
         opts,
@@ -178,8 +215,11 @@ pub fn run_worker(
         done: 0,
         failed: 0,
         paused_state: WorkerState::Running,
+        host,
+        store_id,
+        last_prune: None,
     };
-    let reason = lp.run(&rx, bell.as_ref());
+    let reason = lp.run(&rx, bell.as_ref(), on_ready);
     let uptime = started.elapsed();
     if let Err(e) = store.worker_stopped(id, &reason) {
         log.error(format_args!("could not record the stop in the store: {e}"));
@@ -202,11 +242,18 @@ pub fn run_worker(
 }
 
 impl Loop<'_> {
-    fn run(&mut self, rx: &Receiver<Event>, bell: Option<&doorbell::Doorbell>) -> String {
+    fn run(
+        &mut self,
+        rx: &Receiver<Event>,
+        bell: Option<&doorbell::Doorbell>,
+        on_ready: &mut dyn FnMut(WorkerId),
+    ) -> String {
         self.sweep();
-        if let Err(e) = self.store.heartbeat(self.id, WorkerState::Running) {
+        self.refresh_pause();
+        if let Err(e) = self.store.heartbeat(self.id, self.paused_state) {
             self.log.error(format_args!("heartbeat failed: {e}"));
         }
+        let mut ready = Some(on_ready);
         let mut dirty = true;
         let mut next_poll = Instant::now() + self.opts.poll;
         let mut next_heartbeat = Instant::now() + self.opts.heartbeat;
@@ -235,7 +282,11 @@ impl Loop<'_> {
                 }
                 self.check_cancels();
                 if drain.is_none() {
+                    self.refresh_pause();
                     next_scheduled = self.claim_and_spawn();
+                }
+                if let Some(f) = ready.take() {
+                    f(self.id);
                 }
             }
             if now >= next_heartbeat {
@@ -391,7 +442,7 @@ impl Loop<'_> {
     }
 
     fn start(&mut self, job: ClaimedJob) -> Option<SpawnRecord> {
-        match spawn::spawn_job(&job, &self.opts.log_dir) {
+        match spawn::spawn_job(&job, &self.opts.log_dir, &self.store_id) {
             Ok(started) => {
                 let now = Instant::now();
                 self.log.info(format_args!(
@@ -623,7 +674,55 @@ impl Loop<'_> {
         }
     }
 
-    fn sweep(&self) {
+    /// Follows `workq worker pause/resume`: the flag lives in the store under our name.
+    fn refresh_pause(&mut self) {
+        match self.store.worker_paused(&self.host, &self.opts.name) {
+            Ok(paused) => {
+                let was = self.paused_state == WorkerState::Paused;
+                if paused != was {
+                    self.paused_state = if paused {
+                        WorkerState::Paused
+                    } else {
+                        WorkerState::Running
+                    };
+                    self.log.info(format_args!(
+                        "{}",
+                        if paused {
+                            "paused: claiming nothing new; running jobs go on"
+                        } else {
+                            "resumed: claiming again"
+                        }
+                    ));
+                    if let Err(e) = self.store.heartbeat(self.id, self.paused_state) {
+                        self.log.error(format_args!("heartbeat failed: {e}"));
+                    }
+                }
+            }
+            Err(e) => self
+                .log
+                .error(format_args!("cannot read the pause flag: {e}")),
+        }
+    }
+
+    fn sweep(&mut self) {
+        let due = self
+            .last_prune
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(3600));
+        if due {
+            self.last_prune = Some(Instant::now());
+            let before =
+                Timestamp(self.store.now().0 - self.opts.registry_retention.as_millis() as i64);
+            match self.store.prune_workers(before) {
+                Ok(0) => {}
+                Ok(n) => self.log.info(format_args!(
+                    "pruned {n} ended worker(s) older than {} from the registry",
+                    format_duration(self.opts.registry_retention)
+                )),
+                Err(e) => self
+                    .log
+                    .error(format_args!("could not prune the registry: {e}")),
+            }
+        }
         match rescue::sweep(self.store, Some(self.id)) {
             Ok(report) => {
                 for (id, name, reason) in &report.dead_workers {

@@ -112,6 +112,7 @@ fn run(n: usize, iters: usize) -> Stats {
             queues: vec!["default".into()],
             slots: 1,
             version: "bench".into(),
+            settings: None,
         })
         .expect("register worker");
     let queues = vec!["default".to_string()];

@@ -26,8 +26,9 @@ use workq_core::{
 };
 
 use crate::{
-    CancelOutcome, FinishOutcome, FinishRequest, ListFilter, ManualClock, QueueStats, Rescued,
-    Result, RetryOutcome, SpawnRecord, Store, StoreError, Submitted, WorkerRegistration,
+    CancelOutcome, Diagnosis, FinishOutcome, FinishRequest, ListFilter, ManualClock, OutcomeCounts,
+    QueueStats, RescueKind, Rescued, Result, RetryOutcome, RunningJob, SpawnRecord, Store,
+    StoreError, Submitted, WorkerRegistration,
 };
 
 /// Opens a fresh, empty store that reads time from the given clock.
@@ -70,6 +71,11 @@ macro_rules! store_conformance {
             queue_stats_counts,
             list_filters,
             workers_registry,
+            interrupted_rescue_costs_the_job_nothing,
+            crash_looping_and_pruning,
+            worker_pause_flags,
+            running_jobs_and_worker_outcomes,
+            store_id_and_diagnosis,
         );
         #[test]
         fn changed_after_another_handle_writes() {
@@ -165,8 +171,37 @@ impl<S: Store, G: Send> Store for Guarded<S, G> {
     fn running_attempts(&self, worker: WorkerId) -> Result<Vec<Attempt>> {
         self.store.running_attempts(worker)
     }
-    fn rescue_worker(&self, worker: WorkerId, reason: &str) -> Result<Vec<Rescued>> {
-        self.store.rescue_worker(worker, reason)
+    fn rescue_worker(
+        &self,
+        worker: WorkerId,
+        reason: &str,
+        how: RescueKind,
+    ) -> Result<Vec<Rescued>> {
+        self.store.rescue_worker(worker, reason, how)
+    }
+    fn mark_crash_looping(&self, worker: WorkerId, reason: &str) -> Result<()> {
+        self.store.mark_crash_looping(worker, reason)
+    }
+    fn prune_workers(&self, before: Timestamp) -> Result<u64> {
+        self.store.prune_workers(before)
+    }
+    fn set_worker_paused(&self, host: &str, name: &str, paused: bool) -> Result<()> {
+        self.store.set_worker_paused(host, name, paused)
+    }
+    fn worker_paused(&self, host: &str, name: &str) -> Result<bool> {
+        self.store.worker_paused(host, name)
+    }
+    fn running_jobs(&self) -> Result<Vec<RunningJob>> {
+        self.store.running_jobs()
+    }
+    fn worker_outcomes(&self, worker: WorkerId, since: Timestamp) -> Result<OutcomeCounts> {
+        self.store.worker_outcomes(worker, since)
+    }
+    fn store_id(&self) -> Result<String> {
+        self.store.store_id()
+    }
+    fn diagnose(&self) -> Result<Diagnosis> {
+        self.store.diagnose()
     }
     fn queue_stats(&self) -> Result<Vec<QueueStats>> {
         self.store.queue_stats()
@@ -223,6 +258,7 @@ fn registration(name: &str) -> WorkerRegistration {
         queues: queues(&["default"]),
         slots: 4,
         version: "0.0.0-conformance".to_string(),
+        settings: Some(format!("{{\"name\":\"{name}\"}}")),
     }
 }
 
@@ -669,7 +705,10 @@ pub fn finish_after_rescue_is_stale(factory: &Factory) {
     let id = submit1(s, spec("default", "rescued"));
     let (w1, w2) = (worker(s, "w1"), worker(s, "w2"));
     let c1 = claim_one(s, w1, &["default"]);
-    ok("rescue_worker", s.rescue_worker(w1, "pid gone"));
+    ok(
+        "rescue_worker",
+        s.rescue_worker(w1, "pid gone", RescueKind::Lost),
+    );
     assert_eq!(state(s, id), JobState::Queued);
 
     assert_eq!(
@@ -1484,7 +1523,10 @@ pub fn rescue_requeues_lost_jobs(factory: &Factory) {
     assert_eq!(ok("running_attempts", s.running_attempts(w1)).len(), 2);
 
     clock.advance(SEC);
-    let mut rescued = ok("rescue_worker", s.rescue_worker(w1, "pid 4242 is gone"));
+    let mut rescued = ok(
+        "rescue_worker",
+        s.rescue_worker(w1, "pid 4242 is gone", RescueKind::Lost),
+    );
     rescued.sort_by_key(|r| r.job_id);
     assert_eq!(
         rescued,
@@ -1533,7 +1575,11 @@ pub fn rescue_requeues_lost_jobs(factory: &Factory) {
 
     clock.advance(SEC);
     assert!(
-        ok("rescue_worker", s.rescue_worker(w1, "again")).is_empty(),
+        ok(
+            "rescue_worker",
+            s.rescue_worker(w1, "again", RescueKind::Lost)
+        )
+        .is_empty(),
         "a second rescue of the same worker must find nothing"
     );
     let still = worker_record(s, w1);
@@ -1549,7 +1595,10 @@ pub fn rescue_requeues_lost_jobs(factory: &Factory) {
 
     // A job whose cancel was requested ends cancelled when its worker dies.
     ok("cancel", s.cancel(&[j3]));
-    let mut rescued = ok("rescue_worker", s.rescue_worker(w2, "pid gone"));
+    let mut rescued = ok(
+        "rescue_worker",
+        s.rescue_worker(w2, "pid gone", RescueKind::Lost),
+    );
     rescued.sort_by_key(|r| r.job_id);
     assert_eq!(
         rescued
@@ -1580,7 +1629,10 @@ pub fn rescue_fails_job_after_max_rescues(factory: &Factory) {
         let c = claim_one(s, w, &["default"]);
         assert_eq!((c.id, c.attempt), (id, round));
         assert_eq!(
-            ok("rescue_worker", s.rescue_worker(w, "killed")),
+            ok(
+                "rescue_worker",
+                s.rescue_worker(w, "killed", RescueKind::Lost)
+            ),
             vec![Rescued {
                 job_id: id,
                 attempt: round,
@@ -1598,7 +1650,10 @@ pub fn rescue_fails_job_after_max_rescues(factory: &Factory) {
     let c = claim_one(s, w, &["default"]);
     assert_eq!(c.attempt, 3);
     assert_eq!(
-        ok("rescue_worker", s.rescue_worker(w, "killed")),
+        ok(
+            "rescue_worker",
+            s.rescue_worker(w, "killed", RescueKind::Lost)
+        ),
         vec![Rescued {
             job_id: id,
             attempt: 3,
@@ -1624,7 +1679,10 @@ pub fn rescue_fails_job_after_max_rescues(factory: &Factory) {
     let w = worker(s, "victim-4");
     claim_one(s, w, &["default"]);
     assert_eq!(
-        ok("rescue_worker", s.rescue_worker(w, "killed")),
+        ok(
+            "rescue_worker",
+            s.rescue_worker(w, "killed", RescueKind::Lost)
+        ),
         vec![Rescued {
             job_id: f,
             attempt: 1,
@@ -1968,6 +2026,220 @@ pub fn workers_registry(factory: &Factory) {
         WorkerState::Stopped,
         "a late heartbeat must not bring a stopped worker back"
     );
+}
+
+/// A worker killed after its stop timeout gives its jobs back as `interrupted`: no rescue or
+/// failure is counted, and the worker ends `stopped`, not dead.
+pub fn interrupted_rescue_costs_the_job_nothing(factory: &Factory) {
+    let clock = ManualClock::new(T0);
+    let s = factory(clock.clone());
+    let s = &*s;
+    let w = worker(s, "w");
+    let mut sp = spec("default", "j");
+    sp.max_rescues = 0;
+    let j = submit1(s, sp);
+    claim_one(s, w, &["default"]);
+    clock.advance(SEC);
+    let rescued = ok(
+        "rescue_worker",
+        s.rescue_worker(w, "killed by worker stop", RescueKind::Interrupted),
+    );
+    assert_eq!(
+        rescued,
+        vec![Rescued {
+            job_id: j,
+            attempt: 1,
+            new_state: JobState::Queued
+        }],
+        "an interrupted job goes back to the queue even with max_rescues = 0"
+    );
+    let jb = job(s, j);
+    assert_eq!(
+        (jb.state, jb.rescues, jb.failures),
+        (JobState::Queued, 0, 0)
+    );
+    let attempts = ok("attempts", s.attempts(j));
+    assert_eq!(attempts[0].outcome, Some(Outcome::Interrupted));
+    let rec = worker_record(s, w);
+    assert_eq!(rec.state, WorkerState::Stopped);
+    assert_eq!(rec.stop_reason.as_deref(), Some("killed by worker stop"));
+    assert!(
+        ok(
+            "rescue_worker",
+            s.rescue_worker(w, "again", RescueKind::Lost)
+        )
+        .is_empty(),
+        "a second rescue must find nothing"
+    );
+    assert_eq!(worker_record(s, w).state, WorkerState::Stopped);
+}
+
+/// A crash-looping mark sticks to an ended worker; pruning removes only ended rows older than
+/// the cut-off, and never a row that still has running jobs.
+pub fn crash_looping_and_pruning(factory: &Factory) {
+    let clock = ManualClock::new(T0);
+    let s = factory(clock.clone());
+    let s = &*s;
+    let old_stopped = worker(s, "old-stopped");
+    let old_dead = worker(s, "old-dead");
+    let looping = worker(s, "looping");
+    let live = worker(s, "live");
+    ok("worker_stopped", s.worker_stopped(old_stopped, "drained"));
+    ok(
+        "rescue_worker",
+        s.rescue_worker(old_dead, "gone", RescueKind::Lost),
+    );
+    ok(
+        "rescue_worker",
+        s.rescue_worker(looping, "gone", RescueKind::Lost),
+    );
+    ok(
+        "mark_crash_looping",
+        s.mark_crash_looping(looping, "3 restarts in 1h"),
+    );
+    let rec = worker_record(s, looping);
+    assert_eq!(rec.state, WorkerState::CrashLooping);
+    assert_eq!(rec.stop_reason.as_deref(), Some("3 restarts in 1h"));
+    assert!(!rec.state.is_live());
+    assert_eq!(
+        rec.settings.as_deref(),
+        Some("{\"name\":\"looping\"}"),
+        "settings round-trip"
+    );
+    ok("heartbeat", s.heartbeat(looping, WorkerState::Running));
+    assert_eq!(
+        worker_record(s, looping).state,
+        WorkerState::CrashLooping,
+        "a late heartbeat must not revive a crash-looping worker"
+    );
+
+    clock.advance(3600 * SEC);
+    let recent = worker(s, "recent");
+    ok("worker_stopped", s.worker_stopped(recent, "drained"));
+    let cut = s.now();
+    let pruned = ok("prune_workers", s.prune_workers(cut));
+    assert_eq!(pruned, 3, "three rows ended before the cut-off");
+    assert_eq!(
+        worker_ids(&ok("workers", s.workers(true))),
+        sorted(vec![live, recent])
+    );
+    assert_eq!(ok("prune_workers", s.prune_workers(cut)), 0);
+}
+
+/// Pause flags belong to a worker name on a host, outlive its registrations, and default to off.
+pub fn worker_pause_flags(factory: &Factory) {
+    let s = factory(ManualClock::new(T0));
+    let s = &*s;
+    assert!(!ok("worker_paused", s.worker_paused("h1", "a")));
+    ok("set_worker_paused", s.set_worker_paused("h1", "a", true));
+    assert!(ok("worker_paused", s.worker_paused("h1", "a")));
+    assert!(
+        !ok("worker_paused", s.worker_paused("h2", "a")),
+        "other host"
+    );
+    assert!(
+        !ok("worker_paused", s.worker_paused("h1", "b")),
+        "other name"
+    );
+    ok("set_worker_paused", s.set_worker_paused("h1", "a", true));
+    assert!(
+        ok("worker_paused", s.worker_paused("h1", "a")),
+        "idempotent"
+    );
+    ok("set_worker_paused", s.set_worker_paused("h1", "a", false));
+    assert!(!ok("worker_paused", s.worker_paused("h1", "a")));
+}
+
+/// `running_jobs` lists every running attempt with its lease and limits; `worker_outcomes`
+/// counts one worker's recent attempt outcomes.
+pub fn running_jobs_and_worker_outcomes(factory: &Factory) {
+    let clock = ManualClock::new(T0);
+    let s = factory(clock.clone());
+    let s = &*s;
+    let (w1, w2) = (worker(s, "w1"), worker(s, "w2"));
+    let mut sp = spec("default", "limited");
+    sp.timeout = Some(Duration::from_secs(90));
+    sp.kill_grace = Duration::from_secs(7);
+    let limited = submit1(s, sp);
+    let plain = submit1(s, spec("default", "plain"));
+    let c1 = claim_one(s, w1, &["default"]);
+    clock.advance(SEC);
+    let c2 = claim_one(s, w2, &["default"]);
+    let mut running = ok("running_jobs", s.running_jobs());
+    running.sort_by_key(|r| r.job_id);
+    assert_eq!(
+        running,
+        vec![
+            RunningJob {
+                job_id: limited,
+                attempt: 1,
+                lease: c1.lease,
+                worker_id: Some(w1),
+                started_at: T0,
+                timeout: Some(Duration::from_secs(90)),
+                kill_grace: Duration::from_secs(7),
+            },
+            RunningJob {
+                job_id: plain,
+                attempt: 1,
+                lease: c2.lease,
+                worker_id: Some(w2),
+                started_at: T0.plus(SEC),
+                timeout: None,
+                kill_grace: JobSpec::new("q", vec!["x".into()]).kill_grace,
+            },
+        ]
+    );
+    let since = s.now();
+    finish(s, w1, &c1, Outcome::Succeeded);
+    finish(s, w2, &c2, Outcome::Failed);
+    for (tag, outcome) in [("a", Outcome::Timeout), ("b", Outcome::Cancelled)] {
+        submit1(s, spec("default", tag));
+        let c = claim_one(s, w1, &["default"]);
+        finish(s, w1, &c, outcome);
+    }
+    assert_eq!(
+        ok("worker_outcomes", s.worker_outcomes(w1, since)),
+        OutcomeCounts {
+            succeeded: 1,
+            failed: 1,
+            other: 1
+        }
+    );
+    assert_eq!(
+        ok("worker_outcomes", s.worker_outcomes(w2, since)),
+        OutcomeCounts {
+            succeeded: 0,
+            failed: 1,
+            other: 0
+        }
+    );
+    clock.advance(SEC);
+    assert_eq!(
+        ok("worker_outcomes", s.worker_outcomes(w1, s.now())),
+        OutcomeCounts::default(),
+        "outcomes before `since` are left out"
+    );
+    assert!(ok("running_jobs", s.running_jobs()).is_empty());
+}
+
+/// The store id is stable and non-empty; the diagnosis reports a healthy schema.
+pub fn store_id_and_diagnosis(factory: &Factory) {
+    let s = factory(ManualClock::new(T0));
+    let s = &*s;
+    let id = ok("store_id", s.store_id());
+    assert!(id.len() >= 8, "store id {id:?} is too short to be unique");
+    assert_eq!(ok("store_id", s.store_id()), id);
+    let other = factory(ManualClock::new(T0));
+    assert_ne!(
+        ok("store_id", other.store_id()),
+        id,
+        "two stores must not share an id"
+    );
+    let d = ok("diagnose", s.diagnose());
+    assert_eq!(d.integrity, "ok");
+    assert!(d.schema_version >= 1);
+    assert!(!d.backend.is_empty() && !d.location.is_empty());
 }
 
 // ---------------------------------------------------------------------------------------------

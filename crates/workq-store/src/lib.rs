@@ -12,7 +12,7 @@ mod types;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::StoreError;
-pub use sqlite::{JournalMode, SqliteOptions, SqliteStore};
+pub use sqlite::{lock_holder, JournalMode, SqliteOptions, SqliteStore};
 pub use types::*;
 
 use workq_core::{Attempt, ClaimedJob, Job, JobId, JobSpec, Timestamp, WorkerId, WorkerRecord};
@@ -82,9 +82,41 @@ pub trait Store: Send {
     /// Attempts currently running on `worker`, with their process identities.
     fn running_attempts(&self, worker: WorkerId) -> Result<Vec<Attempt>>;
 
-    /// Declares `worker` dead and rescues its running jobs (requeue, or fail past `max_rescues`).
+    /// Declares `worker` gone and puts its running jobs back: with [`RescueKind::Lost`] it is
+    /// marked dead and each job is requeued (or failed past `max_rescues`); with
+    /// [`RescueKind::Interrupted`] it is marked stopped and each job is requeued at no cost.
     /// Idempotent: a second sweep of the same worker changes nothing.
-    fn rescue_worker(&self, worker: WorkerId, reason: &str) -> Result<Vec<Rescued>>;
+    fn rescue_worker(
+        &self,
+        worker: WorkerId,
+        reason: &str,
+        how: RescueKind,
+    ) -> Result<Vec<Rescued>>;
+
+    /// Marks an ended worker `crash-looping` (its monitor gave up restarting it).
+    fn mark_crash_looping(&self, worker: WorkerId, reason: &str) -> Result<()>;
+
+    /// Removes stopped, dead and crash-looping registry rows that ended before `before`.
+    fn prune_workers(&self, before: Timestamp) -> Result<u64>;
+
+    /// Pauses or resumes the worker called `name` on `host`; the flag outlives its processes.
+    fn set_worker_paused(&self, host: &str, name: &str, paused: bool) -> Result<()>;
+
+    /// True if the worker called `name` on `host` is paused.
+    fn worker_paused(&self, host: &str, name: &str) -> Result<bool>;
+
+    /// Every running job with its attempt, lease and time limits.
+    fn running_jobs(&self) -> Result<Vec<RunningJob>>;
+
+    /// How the attempts `worker` ended since `since` turned out.
+    fn worker_outcomes(&self, worker: WorkerId, since: Timestamp) -> Result<OutcomeCounts>;
+
+    /// A random id fixed when the store was created; job processes carry it in their
+    /// environment, so a process of another store is never mistaken for one of ours.
+    fn store_id(&self) -> Result<String>;
+
+    /// Backend facts and an integrity check, for `workq doctor`.
+    fn diagnose(&self) -> Result<Diagnosis>;
 
     /// Per-queue counts for `status`.
     fn queue_stats(&self) -> Result<Vec<QueueStats>>;

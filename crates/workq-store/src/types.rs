@@ -138,6 +138,65 @@ pub struct WorkerRegistration {
     pub slots: u32,
     /// workq version.
     pub version: String,
+    /// How it was started (opaque JSON), kept so it can be restarted with the same settings.
+    pub settings: Option<String>,
+}
+
+/// How the running jobs of a worker that is gone go back to the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RescueKind {
+    /// The worker died: attempts end `lost` and count against `max_rescues`; it is marked dead.
+    Lost,
+    /// The worker was stopped on purpose (killed after its stop timeout): attempts end
+    /// `interrupted`, which costs the job nothing; it is marked stopped.
+    Interrupted,
+}
+
+/// A job running now, with what is needed to judge and find its processes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunningJob {
+    /// The job.
+    pub job_id: JobId,
+    /// The running attempt.
+    pub attempt: u32,
+    /// The attempt's lease.
+    pub lease: i64,
+    /// The worker running it.
+    pub worker_id: Option<WorkerId>,
+    /// When the attempt started.
+    pub started_at: Timestamp,
+    /// The job's timeout, if any.
+    pub timeout: Option<std::time::Duration>,
+    /// The job's kill grace.
+    pub kill_grace: std::time::Duration,
+}
+
+/// How the attempts a worker ended recently turned out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutcomeCounts {
+    /// Attempts that succeeded.
+    pub succeeded: u64,
+    /// Attempts that failed, timed out or could not start.
+    pub failed: u64,
+    /// Attempts that ended otherwise (cancelled, interrupted, lost, stale).
+    pub other: u64,
+}
+
+/// Facts about the store for `workq doctor`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Diagnosis {
+    /// Backend name (`sqlite`).
+    pub backend: String,
+    /// Where it lives (a file path; never a password).
+    pub location: String,
+    /// Schema version in the store.
+    pub schema_version: i64,
+    /// Journal mode in force (SQLite).
+    pub journal_mode: Option<String>,
+    /// True when the database lies on a network or virtual filesystem.
+    pub network_fs: bool,
+    /// The integrity check's verdict: `ok`, or what it found.
+    pub integrity: String,
 }
 
 /// Counts for one queue.

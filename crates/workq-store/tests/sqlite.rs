@@ -81,6 +81,7 @@ fn child_claimer() {
             queues: vec!["default".into()],
             slots: 4,
             version: "test".into(),
+            settings: None,
         })
         .expect("register the worker");
     let queues = vec!["default".to_string()];

@@ -77,7 +77,7 @@ impl WriteLock {
 }
 
 /// The pid holding a lock on `path`, read from `/proc/locks` (Linux); `None` elsewhere.
-pub(crate) fn lock_holder(path: &Path) -> Option<i32> {
+pub fn lock_holder(path: &Path) -> Option<i32> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(path).ok()?;
     let ino = meta.ino();

@@ -6,6 +6,7 @@ mod lock;
 mod rows;
 mod schema;
 mod workers;
+pub use lock::lock_holder;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -483,8 +484,37 @@ impl crate::Store for SqliteStore {
         &self,
         worker: workq_core::WorkerId,
         reason: &str,
+        how: crate::RescueKind,
     ) -> Result<Vec<crate::Rescued>> {
-        workers::rescue(self, worker, reason)
+        workers::rescue(self, worker, reason, how)
+    }
+    fn mark_crash_looping(&self, worker: workq_core::WorkerId, reason: &str) -> Result<()> {
+        workers::mark_crash_looping(self, worker, reason)
+    }
+    fn prune_workers(&self, before: workq_core::Timestamp) -> Result<u64> {
+        workers::prune(self, before)
+    }
+    fn set_worker_paused(&self, host: &str, name: &str, paused: bool) -> Result<()> {
+        workers::set_paused(self, host, name, paused)
+    }
+    fn worker_paused(&self, host: &str, name: &str) -> Result<bool> {
+        workers::paused(self, host, name)
+    }
+    fn running_jobs(&self) -> Result<Vec<crate::RunningJob>> {
+        workers::running_jobs(self)
+    }
+    fn worker_outcomes(
+        &self,
+        worker: workq_core::WorkerId,
+        since: workq_core::Timestamp,
+    ) -> Result<crate::OutcomeCounts> {
+        workers::outcomes(self, worker, since)
+    }
+    fn store_id(&self) -> Result<String> {
+        workers::store_id(self)
+    }
+    fn diagnose(&self) -> Result<crate::Diagnosis> {
+        workers::diagnose(self)
     }
     fn queue_stats(&self) -> Result<Vec<crate::QueueStats>> {
         jobs::queue_stats(self)

@@ -122,7 +122,7 @@ pub(crate) const WORKER_COLUMNS: &str =
     "w.id, w.name, w.host, w.boot_id, w.pid, w.pid_start_time, \
      w.queues, w.slots, w.state, w.jobs_done, w.jobs_failed, w.started_at, w.heartbeat_at, \
      w.stopped_at, w.stop_reason, w.version, \
-     (SELECT count(*) FROM jobs j WHERE j.state = 'running' AND j.worker_id = w.id)";
+     (SELECT count(*) FROM jobs j WHERE j.state = 'running' AND j.worker_id = w.id), w.settings";
 
 /// Reads a [`WorkerRecord`] from [`WORKER_COLUMNS`].
 pub(crate) fn worker_from_row(r: &Row<'_>) -> rusqlite::Result<WorkerRecord> {
@@ -146,5 +146,6 @@ pub(crate) fn worker_from_row(r: &Row<'_>) -> rusqlite::Result<WorkerRecord> {
         stop_reason: r.get(14)?,
         version: r.get(15)?,
         running_jobs: r.get(16)?,
+        settings: r.get(17)?,
     })
 }

@@ -1,7 +1,8 @@
 //! Embedded, versioned, checksummed migrations. Append only: never edit a released migration.
 
 /// Migrations in order; migration `i` brings the schema to version `i + 1`.
-pub(crate) const MIGRATIONS: &[&str] = &[r#"
+pub(crate) const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (
     version    INTEGER PRIMARY KEY,
     checksum   INTEGER NOT NULL,
@@ -99,7 +100,25 @@ CREATE TABLE events (
     worker_id INTEGER,
     detail    TEXT
 );
-"#];
+"#,
+    r#"
+CREATE TABLE store_info (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+INSERT INTO store_info (key, value) VALUES ('store_id', lower(hex(randomblob(8))));
+CREATE TABLE worker_controls (
+    host       TEXT    NOT NULL,
+    name       TEXT    NOT NULL,
+    paused     INTEGER NOT NULL DEFAULT 0,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (host, name)
+) WITHOUT ROWID;
+ALTER TABLE workers ADD COLUMN settings TEXT;
+CREATE INDEX workers_ended ON workers (stopped_at) WHERE stopped_at IS NOT NULL;
+CREATE INDEX attempts_by_worker ON attempts (worker_id, ended_at);
+"#,
+];
 
 /// The schema version this build creates and understands.
 pub(crate) fn latest_version() -> i64 {

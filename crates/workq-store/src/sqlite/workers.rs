@@ -6,15 +6,18 @@ use workq_core::{Attempt, JobId, JobState, WorkerId, WorkerRecord, WorkerState};
 use super::jobs::{cancel_dependents, event};
 use super::rows::{self, ATTEMPT_COLUMNS, WORKER_COLUMNS};
 use super::{Durability, SqliteStore};
-use crate::{Rescued, Result, WorkerRegistration};
+use crate::{
+    Diagnosis, OutcomeCounts, RescueKind, Rescued, Result, RunningJob, WorkerRegistration,
+};
+use workq_core::{Outcome, Timestamp};
 
 pub(super) fn register(s: &SqliteStore, reg: &WorkerRegistration) -> Result<WorkerId> {
     let now = s.now();
     s.write(Durability::Full, |tx| {
         tx.prepare_cached(
             "INSERT INTO workers (name, host, boot_id, pid, pid_start_time, queues, slots, state,
-                 started_at, heartbeat_at, version)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'starting', ?8, ?8, ?9)",
+                 started_at, heartbeat_at, version, settings)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'starting', ?8, ?8, ?9, ?10)",
         )?
         .execute(params![
             reg.name,
@@ -25,7 +28,8 @@ pub(super) fn register(s: &SqliteStore, reg: &WorkerRegistration) -> Result<Work
             serde_json::to_string(&reg.queues).unwrap_or_else(|_| "[]".into()),
             reg.slots,
             now,
-            reg.version
+            reg.version,
+            reg.settings
         ])?;
         let id = tx.last_insert_rowid();
         event(tx, now, "worker_started", None, Some(id), Some(&reg.name))?;
@@ -38,7 +42,7 @@ pub(super) fn heartbeat(s: &SqliteStore, worker: WorkerId, state: WorkerState) -
     s.write(Durability::Normal, |tx| {
         tx.prepare_cached(
             "UPDATE workers SET heartbeat_at = ?2, state = ?3
-             WHERE id = ?1 AND state NOT IN ('stopped', 'dead')",
+             WHERE id = ?1 AND state NOT IN ('stopped', 'dead', 'crash-looping')",
         )?
         .execute(params![worker, now, state.as_str()])?;
         Ok(())
@@ -63,7 +67,7 @@ pub(super) fn list(s: &SqliteStore, include_ended: bool) -> Result<Vec<WorkerRec
         format!("SELECT {WORKER_COLUMNS} FROM workers w ORDER BY w.id")
     } else {
         format!(
-            "SELECT {WORKER_COLUMNS} FROM workers w WHERE w.state NOT IN ('stopped', 'dead') ORDER BY w.id"
+            "SELECT {WORKER_COLUMNS} FROM workers w WHERE w.state NOT IN ('stopped', 'dead', 'crash-looping') ORDER BY w.id"
         )
     };
     let run = || -> rusqlite::Result<Vec<WorkerRecord>> {
@@ -87,8 +91,17 @@ pub(super) fn running_attempts(s: &SqliteStore, worker: WorkerId) -> Result<Vec<
     run().map_err(|e| s.err(e))
 }
 
-pub(super) fn rescue(s: &SqliteStore, worker: WorkerId, reason: &str) -> Result<Vec<Rescued>> {
+pub(super) fn rescue(
+    s: &SqliteStore,
+    worker: WorkerId,
+    reason: &str,
+    how: RescueKind,
+) -> Result<Vec<Rescued>> {
     let now = s.now();
+    let (outcome, end_state) = match how {
+        RescueKind::Lost => (Outcome::Lost, WorkerState::Dead),
+        RescueKind::Interrupted => (Outcome::Interrupted, WorkerState::Stopped),
+    };
     s.write(Durability::Full, |tx| {
         let running: Vec<(JobId, u32, u32, u32, i64)> = tx
             .prepare_cached(
@@ -99,12 +112,17 @@ pub(super) fn rescue(s: &SqliteStore, worker: WorkerId, reason: &str) -> Result<
             .collect::<rusqlite::Result<_>>()?;
         let mut out = Vec::with_capacity(running.len());
         for (id, attempt, rescues, max_rescues, cancel_requested) in running {
-            let error = format!("its worker {worker} died ({reason})");
+            let error = match how {
+                RescueKind::Lost => format!("its worker {worker} died ({reason})"),
+                RescueKind::Interrupted => {
+                    format!("interrupted: its worker {worker} was stopped ({reason}); queued again")
+                }
+            };
             tx.prepare_cached(
-                "UPDATE attempts SET ended_at = ?3, outcome = 'lost', error = ?4
+                "UPDATE attempts SET ended_at = ?3, outcome = ?5, error = ?4
                  WHERE job_id = ?1 AND attempt = ?2 AND ended_at IS NULL",
             )?
-            .execute(params![id, attempt, now, error])?;
+            .execute(params![id, attempt, now, error, outcome.as_str()])?;
             let new_state = if cancel_requested != 0 {
                 tx.prepare_cached(
                     "UPDATE jobs SET state = 'cancelled', finished_at = ?2, lease = NULL,
@@ -114,6 +132,13 @@ pub(super) fn rescue(s: &SqliteStore, worker: WorkerId, reason: &str) -> Result<
                 .execute(params![id, now])?;
                 cancel_dependents(tx, id, now)?;
                 JobState::Cancelled
+            } else if how == RescueKind::Interrupted {
+                tx.prepare_cached(
+                    "UPDATE jobs SET state = 'queued', run_at = ?2, lease = NULL, last_error = ?3
+                     WHERE id = ?1",
+                )?
+                .execute(params![id, now, error])?;
+                JobState::Queued
             } else if rescues + 1 > max_rescues {
                 let msg = format!(
                     "lost {} times (its worker died each time); not requeued again so a job that kills its worker cannot loop forever",
@@ -145,13 +170,164 @@ pub(super) fn rescue(s: &SqliteStore, worker: WorkerId, reason: &str) -> Result<
         }
         let changed = tx
             .prepare_cached(
-                "UPDATE workers SET state = 'dead', stopped_at = ?2, stop_reason = ?3
-                 WHERE id = ?1 AND state NOT IN ('stopped', 'dead')",
+                "UPDATE workers SET state = ?4, stopped_at = ?2, stop_reason = ?3
+                 WHERE id = ?1 AND state NOT IN ('stopped', 'dead', 'crash-looping')",
             )?
-            .execute(params![worker, now, reason])?;
+            .execute(params![worker, now, reason, end_state.as_str()])?;
         if changed > 0 {
-            event(tx, now, "worker_dead", None, Some(worker), Some(reason))?;
+            let kind = match how {
+                RescueKind::Lost => "worker_dead",
+                RescueKind::Interrupted => "worker_stopped",
+            };
+            event(tx, now, kind, None, Some(worker), Some(reason))?;
         }
         Ok(out)
+    })
+}
+
+pub(super) fn mark_crash_looping(s: &SqliteStore, worker: WorkerId, reason: &str) -> Result<()> {
+    let now = s.now();
+    s.write(Durability::Full, |tx| {
+        tx.prepare_cached(
+            "UPDATE workers SET state = 'crash-looping', stop_reason = ?3,
+                 stopped_at = coalesce(stopped_at, ?2)
+             WHERE id = ?1",
+        )?
+        .execute(params![worker, now, reason])?;
+        event(
+            tx,
+            now,
+            "worker_crash_looping",
+            None,
+            Some(worker),
+            Some(reason),
+        )?;
+        Ok(())
+    })
+}
+
+pub(super) fn prune(s: &SqliteStore, before: Timestamp) -> Result<u64> {
+    s.write(Durability::Normal, |tx| {
+        let n = tx
+            .prepare_cached(
+                "DELETE FROM workers
+                 WHERE stopped_at IS NOT NULL AND stopped_at < ?1
+                   AND state IN ('stopped', 'dead', 'crash-looping')
+                   AND NOT EXISTS (SELECT 1 FROM jobs j
+                                   WHERE j.state = 'running' AND j.worker_id = workers.id)",
+            )?
+            .execute([before.0])?;
+        Ok(n as u64)
+    })
+}
+
+pub(super) fn set_paused(s: &SqliteStore, host: &str, name: &str, paused: bool) -> Result<()> {
+    let now = s.now();
+    s.write(Durability::Full, |tx| {
+        tx.prepare_cached(
+            "INSERT INTO worker_controls (host, name, paused, updated_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (host, name) DO UPDATE SET paused = ?3, updated_at = ?4",
+        )?
+        .execute(params![host, name, paused, now])?;
+        let kind = if paused {
+            "worker_paused"
+        } else {
+            "worker_resumed"
+        };
+        event(tx, now, kind, None, None, Some(name))?;
+        Ok(())
+    })
+}
+
+pub(super) fn paused(s: &SqliteStore, host: &str, name: &str) -> Result<bool> {
+    let run = || -> rusqlite::Result<bool> {
+        let mut st = s
+            .conn
+            .prepare_cached("SELECT paused FROM worker_controls WHERE host = ?1 AND name = ?2")?;
+        let mut rows = st.query(params![host, name])?;
+        Ok(match rows.next()? {
+            Some(r) => r.get::<_, i64>(0)? != 0,
+            None => false,
+        })
+    };
+    run().map_err(|e| s.err(e))
+}
+
+pub(super) fn running_jobs(s: &SqliteStore) -> Result<Vec<RunningJob>> {
+    let run = || -> rusqlite::Result<Vec<RunningJob>> {
+        let mut st = s.conn.prepare_cached(
+            "SELECT j.id, j.attempt, a.lease, j.worker_id, a.started_at, j.timeout_ms,
+                    j.kill_grace_ms
+             FROM jobs j JOIN attempts a ON a.job_id = j.id AND a.attempt = j.attempt
+             WHERE j.state = 'running'",
+        )?;
+        let v = st
+            .query_map([], |r| {
+                Ok(RunningJob {
+                    job_id: r.get(0)?,
+                    attempt: r.get(1)?,
+                    lease: r.get(2)?,
+                    worker_id: r.get(3)?,
+                    started_at: Timestamp(r.get(4)?),
+                    timeout: r
+                        .get::<_, Option<i64>>(5)?
+                        .map(|ms| std::time::Duration::from_millis(ms.max(0) as u64)),
+                    kill_grace: std::time::Duration::from_millis(r.get::<_, i64>(6)?.max(0) as u64),
+                })
+            })?
+            .collect();
+        v
+    };
+    run().map_err(|e| s.err(e))
+}
+
+pub(super) fn outcomes(
+    s: &SqliteStore,
+    worker: WorkerId,
+    since: Timestamp,
+) -> Result<OutcomeCounts> {
+    let run = || -> rusqlite::Result<OutcomeCounts> {
+        let mut st = s.conn.prepare_cached(
+            "SELECT outcome, count(*) FROM attempts
+             WHERE worker_id = ?1 AND ended_at >= ?2 GROUP BY outcome",
+        )?;
+        let mut counts = OutcomeCounts::default();
+        let mut rows = st.query(params![worker, since.0])?;
+        while let Some(r) = rows.next()? {
+            let outcome: Option<String> = r.get(0)?;
+            let n = r.get::<_, i64>(1)? as u64;
+            match outcome.and_then(|o| o.parse::<Outcome>().ok()) {
+                Some(Outcome::Succeeded) => counts.succeeded += n,
+                Some(o) if o.counts_as_failure() => counts.failed += n,
+                _ => counts.other += n,
+            }
+        }
+        Ok(counts)
+    };
+    run().map_err(|e| s.err(e))
+}
+
+pub(super) fn store_id(s: &SqliteStore) -> Result<String> {
+    s.conn
+        .query_row(
+            "SELECT value FROM store_info WHERE key = 'store_id'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(|e| s.err(e))
+}
+
+pub(super) fn diagnose(s: &SqliteStore) -> Result<Diagnosis> {
+    let version: i64 = s
+        .conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| s.err(e))?;
+    Ok(Diagnosis {
+        backend: "sqlite".into(),
+        location: s.path().display().to_string(),
+        schema_version: version,
+        journal_mode: Some(s.journal_mode().to_string()),
+        network_fs: super::on_network_fs(s.path()),
+        integrity: s.quick_check()?,
     })
 }

@@ -1,7 +1,9 @@
 //! One file per subcommand; clap types stay in this module.
 
 mod cancel;
+mod doctor;
 mod follow;
+mod health;
 mod init;
 mod list;
 mod logs;
@@ -11,6 +13,7 @@ mod status;
 mod submit;
 mod wait;
 mod worker;
+mod workers;
 
 use std::path::PathBuf;
 
@@ -82,9 +85,16 @@ enum Command {
     Retry(retry::Args),
     /// Queues and workers at a glance
     Status(status::Args),
-    /// Run a worker
+    /// Start, stop, restart, inspect, pause and resume local workers
     #[command(subcommand)]
     Worker(worker::Command),
+    /// Every registered worker on every host; clean up after dead ones
+    #[command(subcommand)]
+    Workers(workers::Command),
+    /// Check every worker's health; exit 1 if any check fails (for cron and probes)
+    Health(health::Args),
+    /// Diagnose the state dir, the store and the workers, with the command that fixes each problem
+    Doctor(doctor::Args),
 }
 
 /// Runs the parsed command line; returns the exit code.
@@ -108,6 +118,9 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Retry(a) => retry::run(&ctx, a),
         Command::Status(a) => status::run(&ctx, a),
         Command::Worker(c) => worker::run(&ctx, c),
+        Command::Workers(c) => workers::run(&ctx, c),
+        Command::Health(a) => health::run(&ctx, a),
+        Command::Doctor(a) => doctor::run(&ctx, a),
     }
 }
 

@@ -1,0 +1,288 @@
+//! Control of local workers through their PID files: find, stop (drain, then kill and
+//! requeue), and the registry fallback used when a PID file cannot be trusted.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use workq_core::{format_duration, WorkerId, WorkerRecord};
+use workq_store::{RescueKind, Store, StoreError};
+
+use crate::pidfile::{self, PidInfo, Probe};
+use crate::{doorbell, procinfo, WorkerSettings};
+
+/// A process to signal, verified by its start time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target {
+    /// Process id.
+    pub pid: i32,
+    /// Kernel start time (never 0 here: unverifiable processes are not targets).
+    pub start_time: u64,
+}
+
+impl Target {
+    fn alive(self) -> bool {
+        procinfo::process_alive(self.pid, self.start_time)
+    }
+}
+
+/// The processes of one running local worker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Running {
+    /// The worker process.
+    pub worker: Target,
+    /// Its monitor, for a daemon.
+    pub monitor: Option<Target>,
+    /// Its registry id.
+    pub worker_id: Option<WorkerId>,
+    /// Its settings, if known.
+    pub settings: Option<WorkerSettings>,
+}
+
+/// What is known about a local worker name.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Found {
+    /// It runs.
+    Running(Box<Running>),
+    /// It does not run; the sentence says what was found (no file, stale file, …), if anything.
+    NotRunning(Option<String>),
+    /// Something runs but cannot be identified safely; nothing may be signalled.
+    Unsure(String),
+}
+
+fn target(pid: i32, start_time: u64) -> Option<Target> {
+    (pid > 1 && start_time != 0).then_some(Target { pid, start_time })
+}
+
+fn running_from_info(info: &PidInfo) -> Running {
+    let worker_alive = info.worker_alive();
+    Running {
+        worker: Target {
+            pid: info.pid,
+            // A worker that is gone (a monitor waiting to restart it) must not be signalled.
+            start_time: if worker_alive { info.start_time } else { 0 },
+        },
+        monitor: match (info.monitor_pid, info.monitor_start_time) {
+            (Some(p), Some(st)) if info.monitor_alive() => target(p, st),
+            _ => None,
+        },
+        worker_id: info.worker_id,
+        settings: info
+            .settings
+            .as_ref()
+            .and_then(|v| serde_json::from_value(v.clone()).ok()),
+    }
+}
+
+/// The live registry row of worker `name` on this host whose process is alive and verified.
+pub fn live_record(store: &dyn Store, name: &str) -> Result<Option<WorkerRecord>, StoreError> {
+    let host = procinfo::hostname();
+    Ok(store.workers(false)?.into_iter().rev().find(|w| {
+        w.name == name && w.host == host && procinfo::process_alive(w.pid, w.pid_start_time)
+    }))
+}
+
+/// Looks up worker `name` in `run_dir`, falling back to the registry when its PID file is
+/// damaged. Never returns a process that is not verified by its start time.
+pub fn find(store: &dyn Store, run_dir: &Path, name: &str) -> Result<Found, StoreError> {
+    let path = pidfile::path_for(run_dir, name);
+    let probe = pidfile::probe(&path);
+    Ok(match probe {
+        Probe::Missing => Found::NotRunning(None),
+        Probe::Stale { reason, .. } => Found::NotRunning(Some(reason)),
+        Probe::CrashLooping(_) => Found::NotRunning(Some(format!(
+            "its monitor gave up restarting it (crash-looping); PID file {} records that",
+            path.display()
+        ))),
+        Probe::Live {
+            info: Some(info),
+            problem: None,
+        }
+        | Probe::Orphan(info) => Found::Running(Box::new(running_from_info(&info))),
+        Probe::Live { problem, .. } => {
+            let problem = problem.unwrap_or_default();
+            match live_record(store, name)? {
+                Some(w) => Found::Running(Box::new(Running {
+                    worker: Target {
+                        pid: w.pid,
+                        start_time: w.pid_start_time,
+                    },
+                    monitor: None,
+                    worker_id: Some(w.id),
+                    settings: w
+                        .settings
+                        .as_deref()
+                        .and_then(|s| WorkerSettings::from_json(s).ok()),
+                })),
+                None => Found::Unsure(format!(
+                    "PID file {} is damaged: {problem}; no registered worker {name} matches, so nothing will be signalled on its word",
+                    path.display()
+                )),
+            }
+        }
+        Probe::Unreadable(why) => match live_record(store, name)? {
+            Some(w) => Found::Running(Box::new(Running {
+                worker: Target {
+                    pid: w.pid,
+                    start_time: w.pid_start_time,
+                },
+                monitor: None,
+                worker_id: Some(w.id),
+                settings: w
+                    .settings
+                    .as_deref()
+                    .and_then(|s| WorkerSettings::from_json(s).ok()),
+            })),
+            None => Found::Unsure(format!(
+                "{why}; no registered worker {name} runs, so it is probably stale: fix its permissions or remove it (rm {})",
+                path.display()
+            )),
+        },
+    })
+}
+
+/// How a stop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// It was not running.
+    NotRunning,
+    /// It drained and exited.
+    Gracefully,
+    /// It was killed after the timeout; its jobs were requeued.
+    Killed,
+    /// It could not be identified safely; nothing was signalled.
+    Refused,
+}
+
+/// The stop timeout used when none is given: the worker's own stop timeout plus 15 s for its
+/// jobs' kill grace, or 30 s when its settings are unknown.
+pub fn default_stop_timeout(settings: Option<&WorkerSettings>) -> Duration {
+    settings
+        .map(|s| s.stop_timeout() + Duration::from_secs(15))
+        .unwrap_or(Duration::from_secs(30))
+}
+
+/// Stops worker `name`: SIGTERM (to its monitor if it has one) for a graceful drain; after
+/// `timeout`, SIGKILL to monitor and worker and every process of its running jobs (verified by
+/// their environment marker), and its jobs go back to the queue as `interrupted`. The PID file
+/// is removed. `say` hears each step.
+pub fn stop(
+    store: &dyn Store,
+    run_dir: &Path,
+    name: &str,
+    timeout: Option<Duration>,
+    say: &mut dyn FnMut(String),
+) -> Result<Stopped, StoreError> {
+    let path = pidfile::path_for(run_dir, name);
+    let r = match find(store, run_dir, name)? {
+        Found::NotRunning(note) => {
+            match note {
+                Some(n) => {
+                    say(format!("worker {name} is not running: {n}"));
+                    if matches!(pidfile::remove_if_unlocked(&path), Ok(true)) {
+                        say(format!("removed {}", path.display()));
+                    }
+                }
+                None => say(format!("worker {name} is not running (no PID file)")),
+            }
+            return Ok(Stopped::NotRunning);
+        }
+        Found::Unsure(why) => {
+            say(why);
+            return Ok(Stopped::Refused);
+        }
+        Found::Running(r) => *r,
+    };
+    let timeout = timeout.unwrap_or_else(|| default_stop_timeout(r.settings.as_ref()));
+    let worker = (r.worker.start_time != 0).then_some(r.worker);
+    let first = r.monitor.or(worker);
+    match first {
+        Some(t) => {
+            procinfo::signal_verified(t.pid, t.start_time, libc::SIGTERM);
+            say(format!(
+                "stopping worker {name}: sent SIGTERM to {} {}; waiting up to {} for its running jobs",
+                if r.monitor.is_some() { "its monitor, pid" } else { "pid" },
+                t.pid,
+                format_duration(timeout)
+            ));
+        }
+        None => say(format!("worker {name}: no live process found")),
+    }
+    let deadline = Instant::now() + timeout;
+    let gone = || !worker.is_some_and(Target::alive) && !r.monitor.is_some_and(Target::alive);
+    while !gone() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    if gone() {
+        say(format!("worker {name} stopped"));
+        remove_pid_file(&path, say);
+        return Ok(Stopped::Gracefully);
+    }
+    say(format!(
+        "worker {name} still running after {}: sending SIGKILL",
+        format_duration(timeout)
+    ));
+    for (what, t) in [("monitor", r.monitor), ("worker", worker)] {
+        if let Some(t) = t {
+            if procinfo::signal_verified(t.pid, t.start_time, libc::SIGKILL) {
+                say(format!("killed {what} pid {}", t.pid));
+            }
+        }
+    }
+    let until = Instant::now() + Duration::from_secs(5);
+    while !gone() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if let Some(id) = r.worker_id {
+        for a in store.running_attempts(id)? {
+            let killed = procinfo::kill_attempt_leftovers(procinfo::Marker {
+                job: a.job_id,
+                attempt: a.attempt,
+                lease: a.lease,
+            });
+            if killed > 0 {
+                say(format!(
+                    "job {}: killed {killed} process(es) of attempt {}",
+                    a.job_id, a.attempt
+                ));
+            }
+        }
+        let reason = format!(
+            "killed by `workq worker stop` after {}",
+            format_duration(timeout)
+        );
+        let rescued = store.rescue_worker(id, &reason, RescueKind::Interrupted)?;
+        for j in &rescued {
+            say(format!(
+                "job {}: back in the queue ({})",
+                j.job_id, j.new_state
+            ));
+        }
+        if !rescued.is_empty() {
+            doorbell::ring_all(run_dir);
+        }
+    }
+    remove_pid_file(&path, say);
+    Ok(Stopped::Killed)
+}
+
+fn remove_pid_file(path: &Path, say: &mut dyn FnMut(String)) {
+    match pidfile::remove_if_unlocked(path) {
+        Ok(true) => say(format!("removed {}", path.display())),
+        Ok(false) => {}
+        Err(e) => say(format!("could not remove {}: {e}", path.display())),
+    }
+}
+
+/// Names of local workers: every PID file in `run_dir` plus live registry rows on this host.
+pub fn local_names(store: &dyn Store, run_dir: &Path) -> Result<Vec<String>, StoreError> {
+    let host = procinfo::hostname();
+    let mut names: Vec<String> = pidfile::list(run_dir).into_iter().map(|(n, _)| n).collect();
+    for w in store.workers(false)? {
+        // Temporary workers (`submit --wait`) have no settings and are not managed here.
+        if w.host == host && w.settings.is_some() && !names.contains(&w.name) {
+            names.push(w.name);
+        }
+    }
+    names.sort();
+    Ok(names)
+}

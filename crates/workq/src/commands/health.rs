@@ -1,0 +1,260 @@
+//! `workq health`: per worker, each check and its verdict; exit 0 when all are healthy.
+
+use std::time::Duration;
+
+use serde_json::json;
+use workq_core::{format_duration, Timestamp, WorkerRecord};
+use workq_runtime::procinfo;
+
+use super::parse_dur;
+use crate::context::Context;
+use crate::error::{CliError, CmdResult};
+use crate::render::table::Table;
+
+/// Check worker health
+#[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Checks each live worker (on every host): heartbeat age, process alive (this host),\nerror rate over --window, RSS against --max-rss (this host), jobs running past their\ntimeout; and the free disk of the state dir. Workers of this host that died or crash-loop\nwithin the last day count as unhealthy until restarted or cleaned up.\nExit status: 0 when everything is healthy, 1 otherwise."
+)]
+pub struct Args {
+    /// A heartbeat older than this fails
+    #[arg(long, default_value = "60s", value_name = "DUR")]
+    max_heartbeat_age: String,
+    /// Window for the error rate
+    #[arg(long, default_value = "15m", value_name = "DUR")]
+    window: String,
+    /// Error rate (failed / finished attempts in the window) above this fails, in percent
+    #[arg(long, default_value_t = 50.0, value_name = "PCT")]
+    max_error_rate: f64,
+    /// Judge the error rate only after this many attempts in the window
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    min_attempts: u64,
+    /// Resident memory above this many MiB fails
+    #[arg(long, default_value_t = 1024, value_name = "MIB")]
+    max_rss_mib: u64,
+    /// Free disk for the state dir below this many MiB fails
+    #[arg(long, default_value_t = 100, value_name = "MIB")]
+    min_free_disk_mib: u64,
+}
+
+struct Check {
+    name: &'static str,
+    ok: bool,
+    detail: String,
+}
+
+fn check(name: &'static str, ok: bool, detail: String) -> Check {
+    Check { name, ok, detail }
+}
+
+pub fn run(ctx: &Context, a: Args) -> CmdResult {
+    let max_age = parse_dur("--max-heartbeat-age", &a.max_heartbeat_age)?;
+    let window = parse_dur("--window", &a.window)?;
+    if !(0.0..=100.0).contains(&a.max_error_rate) {
+        return Err(CliError::usage(
+            "--max-error-rate: use a percentage from 0 to 100",
+        ));
+    }
+    let Some(client) = ctx.client_if_exists()? else {
+        if ctx.json {
+            println!("{}", json!({"healthy": true, "workers": [], "disk": null}));
+        } else {
+            println!("healthy: no store yet, so nothing runs");
+        }
+        return Ok(0);
+    };
+    let store = client.store();
+    let now = store.now();
+    let host = procinfo::hostname();
+    let boot = procinfo::boot_id();
+    let all = store.workers(true)?;
+    let running = store.running_jobs()?;
+    let day = Duration::from_secs(24 * 3600);
+    let mut judged: Vec<(&WorkerRecord, String, Vec<Check>)> = Vec::new();
+    for w in &all {
+        let latest = all
+            .iter()
+            .filter(|o| o.name == w.name && o.host == w.host)
+            .max_by_key(|o| o.id)
+            .map(|o| o.id)
+            == Some(w.id);
+        let state = procinfo::display_state(w, &host, &boot, now, max_age).to_string();
+        let mut checks = Vec::new();
+        if !w.state.is_live() {
+            let ended_badly = matches!(
+                w.state,
+                workq_core::WorkerState::Dead | workq_core::WorkerState::CrashLooping
+            );
+            let recent = w.stopped_at.is_none_or(|t| now.since(t) <= day);
+            if latest && ended_badly && recent && w.settings.is_some() {
+                checks.push(check(
+                    "running",
+                    false,
+                    format!(
+                        "{}: {} (restart it: workq worker start {} -d)",
+                        w.state,
+                        w.stop_reason.as_deref().unwrap_or("no reason recorded"),
+                        w.name
+                    ),
+                ));
+                judged.push((w, state, checks));
+            }
+            continue;
+        }
+        let age = now.since(w.heartbeat_at);
+        checks.push(check(
+            "heartbeat",
+            age <= max_age,
+            format!(
+                "last heartbeat {} ago (limit {})",
+                format_duration(age),
+                format_duration(max_age)
+            ),
+        ));
+        let local = w.host == host;
+        if local {
+            match procinfo::worker_death(w, &host, &boot) {
+                None => checks.push(check("process", true, format!("pid {} is alive", w.pid))),
+                Some(why) => checks.push(check(
+                    "process",
+                    false,
+                    format!("{why} (run: workq workers cleanup)"),
+                )),
+            }
+        }
+        let since = Timestamp(now.0 - window.as_millis() as i64);
+        let o = store.worker_outcomes(w.id, since)?;
+        let finished = o.succeeded + o.failed;
+        let rate = if finished > 0 {
+            o.failed as f64 * 100.0 / finished as f64
+        } else {
+            0.0
+        };
+        let rate_ok = finished < a.min_attempts || rate <= a.max_error_rate;
+        checks.push(check(
+            "error_rate",
+            rate_ok,
+            format!(
+                "{} of {finished} attempt(s) failed in the last {} ({rate:.0}%, limit {:.0}%{})",
+                o.failed,
+                format_duration(window),
+                a.max_error_rate,
+                if finished < a.min_attempts {
+                    format!(", judged from {} attempts", a.min_attempts)
+                } else {
+                    String::new()
+                }
+            ),
+        ));
+        if local {
+            if let Some(s) = procinfo::stats(w.pid) {
+                let mib = s.rss_bytes / (1024 * 1024);
+                checks.push(check(
+                    "memory",
+                    mib <= a.max_rss_mib,
+                    format!("{mib} MiB resident (limit {} MiB)", a.max_rss_mib),
+                ));
+            }
+        }
+        let overdue: Vec<String> = running
+            .iter()
+            .filter(|r| r.worker_id == Some(w.id))
+            .filter_map(|r| {
+                let limit = r.timeout? + r.kill_grace + Duration::from_secs(30);
+                let ran = now.since(r.started_at);
+                (ran > limit).then(|| {
+                    format!(
+                        "job {} has run {}, past its timeout of {}",
+                        r.job_id,
+                        format_duration(ran),
+                        format_duration(r.timeout.unwrap_or_default())
+                    )
+                })
+            })
+            .collect();
+        checks.push(check(
+            "timeouts",
+            overdue.is_empty(),
+            if overdue.is_empty() {
+                "no job past its timeout".into()
+            } else {
+                overdue.join("; ")
+            },
+        ));
+        judged.push((w, state, checks));
+    }
+    let disk = procinfo::disk_space(client.state_dir());
+    let disk_check = match disk {
+        Some((free, total)) => {
+            let mib = free / (1024 * 1024);
+            check(
+                "disk",
+                mib >= a.min_free_disk_mib,
+                format!(
+                    "{mib} MiB free of {} MiB on the state dir's filesystem (need {} MiB)",
+                    total / (1024 * 1024),
+                    a.min_free_disk_mib
+                ),
+            )
+        }
+        None => check("disk", false, "cannot read the free disk space".into()),
+    };
+    let healthy = disk_check.ok && judged.iter().all(|(_, _, c)| c.iter().all(|c| c.ok));
+    if ctx.json {
+        let workers: Vec<_> = judged
+            .iter()
+            .map(|(w, state, checks)| {
+                json!({
+                    "id": w.id, "name": w.name, "host": w.host, "pid": w.pid, "state": state,
+                    "healthy": checks.iter().all(|c| c.ok),
+                    "checks": checks.iter().map(|c| json!({"check": c.name, "ok": c.ok, "detail": c.detail})).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            json!({
+                "healthy": healthy,
+                "workers": workers,
+                "disk": {"ok": disk_check.ok, "detail": disk_check.detail,
+                         "free_bytes": disk.map(|d| d.0), "total_bytes": disk.map(|d| d.1)},
+            })
+        );
+    } else {
+        let mut t = Table::new(&["WORKER", "HOST", "CHECK", "VERDICT", "DETAIL"]);
+        for (w, _, checks) in &judged {
+            for c in checks {
+                t.row(vec![
+                    format!("{} ({})", w.name, w.id),
+                    w.host.clone(),
+                    c.name.to_string(),
+                    verdict(ctx, c.ok),
+                    c.detail.clone(),
+                ]);
+            }
+        }
+        t.row(vec![
+            "-".into(),
+            host.clone(),
+            disk_check.name.into(),
+            verdict(ctx, disk_check.ok),
+            disk_check.detail.clone(),
+        ]);
+        t.print(ctx.tty);
+        if judged.is_empty() && !ctx.quiet {
+            println!("no live workers");
+        }
+        if !ctx.quiet {
+            println!("{}", if healthy { "healthy" } else { "UNHEALTHY" });
+        }
+    }
+    Ok(if healthy { 0 } else { 1 })
+}
+
+fn verdict(ctx: &Context, ok: bool) -> String {
+    if ok {
+        ctx.paint("ok", "32")
+    } else {
+        ctx.paint("FAIL", "31")
+    }
+}

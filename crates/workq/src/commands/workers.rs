@@ -1,0 +1,275 @@
+//! `workq workers list|cleanup`: the registry of every worker on every host.
+
+use std::time::Duration;
+
+use serde_json::json;
+use workq_core::{format_duration, Timestamp, WorkerRecord};
+use workq_runtime::{control, doorbell, pidfile, procinfo, rescue};
+
+use super::parse_dur;
+use crate::context::Context;
+use crate::error::CmdResult;
+use crate::render::{self, table::Table};
+
+/// The worker registry
+#[derive(clap::Subcommand, Debug)]
+pub enum Command {
+    /// Every registered worker, local or not, with its state and jobs
+    List(ListArgs),
+    /// Mark dead workers, rescue their jobs, remove stale PID files and sockets, kill orphaned
+    /// job processes, prune old registry rows
+    Cleanup(CleanupArgs),
+}
+
+/// List workers
+#[derive(clap::Args, Debug)]
+#[command(
+    after_help = "By default: live workers, plus the latest row of each name that ended in the last 24h.\nStates: starting, idle, busy, paused, draining, hung (no heartbeat for --hung-after while\nits process lives), dead, stopped, crash-looping."
+)]
+pub struct ListArgs {
+    /// Every row still in the registry
+    #[arg(short, long)]
+    all: bool,
+    /// Heartbeat age past which a live worker is shown as hung
+    #[arg(long, default_value = "60s", value_name = "DUR")]
+    hung_after: String,
+}
+
+/// Clean up after dead workers
+#[derive(clap::Args, Debug)]
+pub struct CleanupArgs {
+    /// Registry rows of workers that ended longer ago than this are removed
+    #[arg(long, default_value = "7d", value_name = "DUR")]
+    retention: String,
+}
+
+pub fn run(ctx: &Context, c: Command) -> CmdResult {
+    match c {
+        Command::List(a) => list(ctx, a),
+        Command::Cleanup(a) => cleanup(ctx, a),
+    }
+}
+
+/// The state people see: the registry state refined by liveness on this host.
+pub fn shown_state(w: &WorkerRecord, now: Timestamp, hung_after: Duration) -> String {
+    procinfo::display_state(
+        w,
+        &procinfo::hostname(),
+        &procinfo::boot_id(),
+        now,
+        hung_after,
+    )
+    .to_string()
+}
+
+fn list(ctx: &Context, a: ListArgs) -> CmdResult {
+    let hung_after = parse_dur("--hung-after", &a.hung_after)?;
+    let Some(client) = ctx.client_if_exists()? else {
+        if ctx.json {
+            println!("[]");
+        }
+        return Ok(0);
+    };
+    let store = client.store();
+    let now = store.now();
+    let all = store.workers(true)?;
+    let day = Duration::from_secs(24 * 3600);
+    let rows: Vec<&WorkerRecord> = if a.all {
+        all.iter().collect()
+    } else {
+        let mut v: Vec<&WorkerRecord> = Vec::new();
+        for w in &all {
+            if w.state.is_live() {
+                v.push(w);
+                continue;
+            }
+            let latest = all
+                .iter()
+                .filter(|o| o.name == w.name && o.host == w.host)
+                .max_by_key(|o| o.id)
+                .map(|o| o.id);
+            let recent = w.stopped_at.is_none_or(|t| now.since(t) <= day);
+            if latest == Some(w.id) && recent {
+                v.push(w);
+            }
+        }
+        v
+    };
+    let states: Vec<String> = rows
+        .iter()
+        .map(|w| shown_state(w, now, hung_after))
+        .collect();
+    if ctx.json {
+        let v: Vec<_> = rows
+            .iter()
+            .zip(&states)
+            .map(|(w, s)| {
+                let mut o = render::json::worker(w, s, now);
+                if let Some(obj) = o.as_object_mut() {
+                    obj.insert(
+                        "stopped_at".into(),
+                        json!(w.stopped_at.map(|t| t.to_rfc3339())),
+                    );
+                    obj.insert("stop_reason".into(), json!(w.stop_reason));
+                }
+                o
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(v));
+        return Ok(0);
+    }
+    let mut t = Table::new(&[
+        "NAME",
+        "ID",
+        "HOST",
+        "PID",
+        "STATE",
+        "SLOTS",
+        "RUNNING",
+        "DONE",
+        "FAILED",
+        "UPTIME",
+        "HEARTBEAT",
+    ]);
+    for (w, s) in rows.iter().zip(&states) {
+        let end = w.stopped_at.unwrap_or(now);
+        t.row(vec![
+            w.name.clone(),
+            w.id.to_string(),
+            w.host.clone(),
+            w.pid.to_string(),
+            ctx.paint(s, render::state_color(s)),
+            w.slots.to_string(),
+            w.running_jobs.to_string(),
+            w.jobs_done.to_string(),
+            w.jobs_failed.to_string(),
+            if w.state.is_live() {
+                format_duration(end.since(w.started_at))
+            } else {
+                "-".into()
+            },
+            format!("{} ago", format_duration(now.since(w.heartbeat_at))),
+        ]);
+    }
+    if t.is_empty() {
+        if ctx.tty {
+            println!("no workers registered (start one with: workq worker start -d)");
+        }
+    } else {
+        t.print(ctx.tty);
+    }
+    Ok(0)
+}
+
+fn cleanup(ctx: &Context, a: CleanupArgs) -> CmdResult {
+    let retention = parse_dur("--retention", &a.retention)?;
+    let Some(client) = ctx.client_if_exists()? else {
+        if ctx.json {
+            println!("{}", json!({"actions": []}));
+        }
+        return Ok(0);
+    };
+    let store = client.store();
+    let run_dir = client.state_dir().join("run");
+    let mut actions: Vec<String> = Vec::new();
+
+    let report = rescue::sweep(store, None)?;
+    for (id, name, reason) in &report.dead_workers {
+        actions.push(format!("worker {name} (id {id}) marked dead: {reason}"));
+    }
+    for r in &report.rescued {
+        actions.push(format!(
+            "job {} rescued (attempt {} lost): now {}",
+            r.job_id, r.attempt, r.new_state
+        ));
+    }
+    if report.killed > 0 {
+        actions.push(format!(
+            "killed {} leftover process(es) of dead workers' jobs",
+            report.killed
+        ));
+    }
+    if !report.rescued.is_empty() {
+        doorbell::ring_all(&run_dir);
+    }
+
+    for (name, path) in pidfile::list(&run_dir) {
+        let note = match control::find(store, &run_dir, &name)? {
+            control::Found::NotRunning(Some(note)) => note,
+            control::Found::Unsure(note) => {
+                actions.push(format!("left alone: {note}"));
+                continue;
+            }
+            _ => continue,
+        };
+        match pidfile::remove_if_unlocked(&path) {
+            Ok(true) => actions.push(format!("removed {} ({note})", path.display())),
+            Ok(false) => {}
+            Err(e) => actions.push(format!("could not remove {}: {e}", path.display())),
+        }
+    }
+
+    let live: Vec<i64> = store.workers(false)?.iter().map(|w| w.id).collect();
+    if let Ok(dir) = std::fs::read_dir(&run_dir) {
+        for e in dir.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(id) = name
+                .strip_prefix("worker-")
+                .and_then(|s| s.strip_suffix(".sock"))
+                .and_then(|s| s.parse::<i64>().ok())
+            else {
+                continue;
+            };
+            if !live.contains(&id) && std::fs::remove_file(e.path()).is_ok() {
+                actions.push(format!(
+                    "removed socket {} of ended worker {id}",
+                    e.path().display()
+                ));
+            }
+        }
+    }
+
+    // Job processes of this store whose attempt is not running any more (escaped a killed
+    // group, or outlived a worker that was cleaned up): the environment marker proves whose
+    // they are, so nothing else is ever touched.
+    let store_id = store.store_id()?;
+    let running: Vec<(i64, u32, i64)> = store
+        .running_jobs()?
+        .iter()
+        .map(|r| (r.job_id, r.attempt, r.lease))
+        .collect();
+    for p in procinfo::marked_processes(&store_id) {
+        let m = p.marker;
+        if running.contains(&(m.job, m.attempt, m.lease)) {
+            continue;
+        }
+        let n = procinfo::kill_attempt_leftovers(m);
+        if n > 0 {
+            actions.push(format!(
+                "killed {n} orphaned process(es) of job {} attempt {} (its attempt has ended)",
+                m.job, m.attempt
+            ));
+        }
+    }
+
+    let before = Timestamp(store.now().0 - retention.as_millis() as i64);
+    let pruned = store.prune_workers(before)?;
+    if pruned > 0 {
+        actions.push(format!(
+            "pruned {pruned} registry row(s) of workers that ended over {} ago",
+            format_duration(retention)
+        ));
+    }
+    if ctx.json {
+        println!("{}", json!({"actions": actions}));
+    } else if actions.is_empty() {
+        if !ctx.quiet {
+            println!("nothing to clean up");
+        }
+    } else {
+        for a in &actions {
+            println!("{a}");
+        }
+    }
+    Ok(0)
+}
