@@ -81,6 +81,13 @@ pub fn live_record(store: &dyn Store, name: &str) -> Result<Option<WorkerRecord>
     }))
 }
 
+/// True if the registry has a live worker with the id, pid and start time `info` names.
+fn registered(store: &dyn Store, info: &PidInfo) -> Result<bool, StoreError> {
+    Ok(store.workers(false)?.iter().any(|w| {
+        Some(w.id) == info.worker_id && w.pid == info.pid && w.pid_start_time == info.start_time
+    }))
+}
+
 /// Looks up worker `name` in `run_dir`, falling back to the registry when its PID file is
 /// damaged. Never returns a process that is not verified by its start time.
 pub fn find(store: &dyn Store, run_dir: &Path, name: &str) -> Result<Found, StoreError> {
@@ -96,8 +103,41 @@ pub fn find(store: &dyn Store, run_dir: &Path, name: &str) -> Result<Found, Stor
         Probe::Live {
             info: Some(info),
             problem: None,
+        } => {
+            // The lock proves its holder lives; the pids in the file are trusted only if the
+            // holder is one of them or the registry knows the worker by pid and start time.
+            let holder = workq_store::lock_holder(&path);
+            let mut r = running_from_info(&info);
+            let registered = registered(store, &info)?;
+            let worker_ok = registered || holder == Some(info.pid) || holder.is_none();
+            let monitor_ok = holder.is_none() || holder == info.monitor_pid;
+            if !worker_ok {
+                r.worker.start_time = 0;
+            }
+            if !monitor_ok {
+                r.monitor = None;
+            }
+            if r.monitor.is_none() && r.worker.start_time == 0 && !registered {
+                Found::Unsure(format!(
+                    "PID file {} is locked by a live process{} but names pids that do not match it; nothing will be signalled on its word",
+                    path.display(),
+                    holder.map(|h| format!(" (pid {h})")).unwrap_or_default()
+                ))
+            } else {
+                Found::Running(Box::new(r))
+            }
         }
-        | Probe::Orphan(info) => Found::Running(Box::new(running_from_info(&info))),
+        Probe::Orphan(info) => {
+            if registered(store, &info)? {
+                Found::Running(Box::new(running_from_info(&info)))
+            } else {
+                Found::NotRunning(Some(format!(
+                    "PID file {} is stale: pid {} is not a registered workq worker, so it will not be touched",
+                    path.display(),
+                    info.pid
+                )))
+            }
+        }
         Probe::Live { problem, .. } => {
             let problem = problem.unwrap_or_default();
             match live_record(store, name)? {

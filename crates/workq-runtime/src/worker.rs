@@ -415,6 +415,8 @@ impl Loop<'_> {
             }
         };
         let got = claimed.len() as u32;
+        self.log
+            .debug(format_args!("claimed {got} job(s) for {free} free slot(s)"));
         let mut spawned = Vec::with_capacity(claimed.len());
         for job in claimed {
             if let Some(rec) = self.start(job) {

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod lifecycle;
+
 fn bin() -> PathBuf {
     assert_cmd::cargo::cargo_bin("workq")
 }
@@ -99,25 +101,30 @@ impl Project {
     }
 
     fn worker(&self, name: &str, slots: u32) -> Worker {
+        self.worker_with(name, &["-w", &slots.to_string(), "--stop-timeout", "2s"])
+    }
+
+    /// A foreground worker with `args`, once it is registered.
+    fn worker_with(&self, name: &str, args: &[&str]) -> Worker {
         let log = self.path().join(format!("worker-{name}.log"));
         let child = self
             .cmd()
-            .args([
-                "worker",
-                "start",
-                name,
-                "-w",
-                &slots.to_string(),
-                "--stop-timeout",
-                "2s",
-            ])
+            .args(["worker", "start", name])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("worker log"))
             .spawn()
             .expect("start worker");
         let w = Worker { child, log };
+        let pid_file = self.state().join("run").join(format!("{name}.pid"));
+        let registered = || {
+            std::fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+                .is_some_and(|v| v["worker_id"].is_i64())
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !w.log_text().contains("started:") {
+        while !w.log_text().contains("started:") && !registered() {
             assert!(
                 Instant::now() < deadline,
                 "worker {name} did not start: {}",
@@ -126,6 +133,45 @@ impl Project {
             std::thread::sleep(Duration::from_millis(10));
         }
         w
+    }
+
+    /// Blocks until no job is queued or running.
+    fn wait_all_done(&self) {
+        self.ok(&["wait", "--all", "--timeout", "60s"]);
+    }
+}
+
+impl Drop for Project {
+    /// Whatever a test leaves running in this project dies with it, even when the test fails:
+    /// daemons (their command line names the state dir) and job processes (their cwd is here).
+    fn drop(&mut self) {
+        let root = self.path().to_path_buf();
+        let needle = root.to_string_lossy().into_owned();
+        for _ in 0..3 {
+            let mut found = false;
+            for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+                let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                    continue;
+                };
+                if pid == std::process::id() as i32 || !process_alive(pid) {
+                    continue;
+                }
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let in_cmd = String::from_utf8_lossy(&cmdline).contains(needle.as_str());
+                let in_root = std::fs::read_link(format!("/proc/{pid}/cwd"))
+                    .is_ok_and(|c| c.starts_with(&root));
+                if in_cmd || in_root {
+                    found = true;
+                    unsafe {
+                        libc::kill(pid, libc::SIGKILL);
+                    }
+                }
+            }
+            if !found {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 
