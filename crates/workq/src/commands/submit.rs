@@ -286,6 +286,7 @@ fn wait_for_one(
             "worker".to_string(),
             "start".to_string(),
             format!("temp-{}", std::process::id()),
+            "--temporary".to_string(),
             "-Q".to_string(),
             queue.to_string(),
             "--stop-timeout".to_string(),

@@ -80,6 +80,10 @@ pub struct StartArgs {
     /// Old worker logs kept after rotation [default: 3]
     #[arg(long, value_name = "N")]
     log_keep: Option<u32>,
+    /// A worker for the length of one command (`submit --wait`): no PID file, no log file,
+    /// not managed by `worker stop --all` or `pause --all`
+    #[arg(long, hide = true, conflicts_with = "daemon")]
+    temporary: bool,
 }
 
 /// Stop workers
@@ -306,6 +310,13 @@ fn start(ctx: &Context, a: StartArgs) -> CmdResult {
     // Before any thread exists, so every thread inherits the blocked mask.
     workq_runtime::signals::block_terminating();
     let client = ctx.client()?;
+    if a.temporary {
+        let mut opts = WorkerOptions::from_settings(&settings, client.state_dir());
+        opts.settings = None;
+        let log = Logger::stderr(settings.log_level());
+        workq_runtime::run_worker(client.store(), opts, &log, &mut |_| {})?;
+        return Ok(0);
+    }
     let name = settings.name.clone();
     let log = Logger::file(
         settings.log_level(),
