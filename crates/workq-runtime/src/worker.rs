@@ -254,6 +254,9 @@ impl Loop<'_> {
             self.log.error(format_args!("heartbeat failed: {e}"));
         }
         let mut ready = Some(on_ready);
+        // Only a write by someone else (a doorbell ring or a data_version change) can pause us,
+        // so the flag is read then, not after every job's exit.
+        let mut outside_change = false;
         let mut dirty = true;
         let mut next_poll = Instant::now() + self.opts.poll;
         let mut next_heartbeat = Instant::now() + self.opts.heartbeat;
@@ -282,7 +285,9 @@ impl Loop<'_> {
                 }
                 self.check_cancels();
                 if drain.is_none() {
-                    self.refresh_pause();
+                    if std::mem::take(&mut outside_change) {
+                        self.refresh_pause();
+                    }
                     next_scheduled = self.claim_and_spawn();
                 }
                 if let Some(f) = ready.take() {
@@ -290,6 +295,9 @@ impl Loop<'_> {
                 }
             }
             if now >= next_heartbeat {
+                if drain.is_none() {
+                    self.refresh_pause();
+                }
                 let state = if drain.is_some() {
                     WorkerState::Draining
                 } else {
@@ -304,7 +312,10 @@ impl Loop<'_> {
             if now >= next_poll {
                 next_poll = now + self.opts.poll;
                 match self.store.changed() {
-                    Ok(true) => dirty = true,
+                    Ok(true) => {
+                        dirty = true;
+                        outside_change = true;
+                    }
                     Ok(false) => {}
                     Err(e) => self.log.error(format_args!("cannot read the store: {e}")),
                 }
@@ -348,7 +359,10 @@ impl Loop<'_> {
             let mut pending = Some(first);
             while let Some(ev) = pending.take().or_else(|| rx.try_recv().ok()) {
                 match ev {
-                    Event::Wake => dirty = true,
+                    Event::Wake => {
+                        dirty = true;
+                        outside_change = true;
+                    }
                     Event::Exited { job, status } => exits.push((job, status)),
                     Event::Signal(sig) => {
                         let name = signals::name(sig);
