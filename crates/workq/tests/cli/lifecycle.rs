@@ -506,3 +506,37 @@ fn worker_logs_rotate_and_follow_the_verbosity() {
         "-q logs only errors: {text}"
     );
 }
+
+#[test]
+fn a_daemon_that_cannot_start_is_retried_then_explained_with_its_log() {
+    let p = Project::new();
+    p.submit(&["--", "true"]);
+    let c = rusqlite::Connection::open(p.state().join("workq.db")).unwrap();
+    c.execute_batch("BEGIN EXCLUSIVE; UPDATE jobs SET priority = priority;")
+        .unwrap();
+    let out = p
+        .cmd()
+        .env("WORKQ_LOCK_TIMEOUT", "200ms")
+        .args(["worker", "start", "stuck", "-d"])
+        .output()
+        .unwrap();
+    c.execute_batch("ROLLBACK").unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(err.contains("start attempt 1 of 3 failed"), "{err}");
+    assert!(
+        err.contains("did not start after 3 attempt(s)") && err.contains("locked"),
+        "{err}"
+    );
+    assert!(
+        err.contains("last lines of") && err.contains("worker-stuck.log"),
+        "{err}"
+    );
+    assert!(
+        !p.pid_path("stuck").exists(),
+        "a failed start leaves no PID file"
+    );
+    // Once the lock is gone it starts.
+    p.daemon("stuck", &[]);
+    p.ok(&["worker", "stop", "stuck"]);
+}
