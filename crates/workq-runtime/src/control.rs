@@ -81,6 +81,16 @@ pub fn live_record(store: &dyn Store, name: &str) -> Result<Option<WorkerRecord>
     }))
 }
 
+/// The monitor of `worker` when the PID file's content cannot be read: the process holding the
+/// file's lock, if it is the worker's parent.
+fn verified_monitor(path: &Path, worker: i32) -> Option<Target> {
+    let holder = workq_store::lock_holder(path)?;
+    if holder == worker || procinfo::parent_pid(worker) != Some(holder) {
+        return None;
+    }
+    target(holder, procinfo::start_time(holder))
+}
+
 /// True if the registry has a live worker with the id, pid and start time `info` names.
 fn registered(store: &dyn Store, info: &PidInfo) -> Result<bool, StoreError> {
     Ok(store.workers(false)?.iter().any(|w| {
@@ -109,8 +119,8 @@ pub fn find(store: &dyn Store, run_dir: &Path, name: &str) -> Result<Found, Stor
             let holder = workq_store::lock_holder(&path);
             let mut r = running_from_info(&info);
             let registered = registered(store, &info)?;
-            let worker_ok = registered || holder == Some(info.pid) || holder.is_none();
-            let monitor_ok = holder.is_none() || holder == info.monitor_pid;
+            let worker_ok = registered || (holder.is_some() && holder == Some(info.pid));
+            let monitor_ok = holder.is_some() && holder == info.monitor_pid;
             if !worker_ok {
                 r.worker.start_time = 0;
             }
@@ -146,7 +156,7 @@ pub fn find(store: &dyn Store, run_dir: &Path, name: &str) -> Result<Found, Stor
                         pid: w.pid,
                         start_time: w.pid_start_time,
                     },
-                    monitor: None,
+                    monitor: verified_monitor(&path, w.pid),
                     worker_id: Some(w.id),
                     settings: w
                         .settings
@@ -165,7 +175,7 @@ pub fn find(store: &dyn Store, run_dir: &Path, name: &str) -> Result<Found, Stor
                     pid: w.pid,
                     start_time: w.pid_start_time,
                 },
-                monitor: None,
+                monitor: verified_monitor(&path, w.pid),
                 worker_id: Some(w.id),
                 settings: w
                     .settings
@@ -247,12 +257,15 @@ pub fn stop(
         }
         None => say(format!("worker {name}: no live process found")),
     }
-    let deadline = Instant::now() + timeout;
-    let gone = || !worker.is_some_and(Target::alive) && !r.monitor.is_some_and(Target::alive);
-    while !gone() && Instant::now() < deadline {
+    let far = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
+    let deadline = Instant::now().checked_add(timeout).unwrap_or(far);
+    let gone = |worker: Option<Target>| {
+        !worker.is_some_and(Target::alive) && !r.monitor.is_some_and(Target::alive)
+    };
+    while !gone(worker) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(25));
     }
-    if gone() {
+    if gone(worker) {
         say(format!("worker {name} stopped"));
         remove_pid_file(&path, say);
         return Ok(Stopped::Gracefully);
@@ -261,6 +274,15 @@ pub fn stop(
         "worker {name} still running after {}: sending SIGKILL",
         format_duration(timeout)
     ));
+    // The monitor may have restarted the worker since we looked: kill the one it has now.
+    let mut worker = worker;
+    let mut worker_id = r.worker_id;
+    if let Ok(Found::Running(now)) = find(store, run_dir, name) {
+        if now.worker.start_time != 0 && Some(now.worker) != worker {
+            worker = Some(now.worker);
+            worker_id = now.worker_id.or(worker_id);
+        }
+    }
     for (what, t) in [("monitor", r.monitor), ("worker", worker)] {
         if let Some(t) = t {
             if procinfo::signal_verified(t.pid, t.start_time, libc::SIGKILL) {
@@ -269,10 +291,24 @@ pub fn stop(
         }
     }
     let until = Instant::now() + Duration::from_secs(5);
-    while !gone() && Instant::now() < until {
+    while !gone(worker) && Instant::now() < until {
         std::thread::sleep(Duration::from_millis(10));
     }
-    if let Some(id) = r.worker_id {
+    if !gone(worker) {
+        say(format!(
+            "worker {name} is still alive after SIGKILL; its jobs stay with it (run `workq workers cleanup` once it is gone)"
+        ));
+        return Ok(Stopped::Refused);
+    }
+    if let Ok(Found::Running(other)) = find(store, run_dir, name) {
+        say(format!(
+            "PID file {} is still held (pid {}): some process of worker {name} that could not be verified lives on; its jobs are left alone",
+            path.display(),
+            other.worker.pid
+        ));
+        return Ok(Stopped::Refused);
+    }
+    if let Some(id) = worker_id {
         for a in store.running_attempts(id)? {
             let killed = procinfo::kill_attempt_leftovers(procinfo::Marker {
                 job: a.job_id,

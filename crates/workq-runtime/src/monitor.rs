@@ -125,6 +125,8 @@ pub fn run_monitor(
     );
 
     let mut restarts: VecDeque<Instant> = VecDeque::new();
+    // The latest registry id, kept across restarts that die before they report one.
+    let mut last_id: Option<WorkerId> = None;
     let mut stopping = false;
     let mut hung_kill: Option<String> = None;
     let mut startup_error: Option<(u8, String)> = None;
@@ -165,6 +167,7 @@ pub fn run_monitor(
             Some(Ev::Report(g, report)) if g == cur.generation => match report {
                 Some(Report::Ready { worker_id, .. }) => {
                     cur.worker_id = Some(worker_id);
+                    last_id = Some(worker_id);
                     if let Err(e) = pid_file.write(&info_for(&cur, None)) {
                         say(
                             Level::Error,
@@ -205,9 +208,30 @@ pub fn run_monitor(
                 }
                 if ready.is_some() {
                     // It never got as far as claiming: report to the launcher, which retries.
-                    let (code, message) = startup_error
-                        .take()
-                        .unwrap_or((1, format!("the worker exited ({how}) before it was ready")));
+                    // Its reason may still be on the way (the reader thread races the waiter).
+                    let until = Instant::now() + Duration::from_secs(1);
+                    while startup_error.is_none() {
+                        match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+                            Ok(Ev::Report(g2, Some(Report::Error { code, message })))
+                                if g2 == cur.generation =>
+                            {
+                                startup_error = Some((code, message));
+                            }
+                            Ok(Ev::Report(g2, _)) if g2 == cur.generation => break,
+                            Ok(_) => {}
+                            Err(_) => break,
+                        }
+                    }
+                    // Without a reason, the worker's exit status is the same exit code.
+                    let code = status
+                        .and_then(|s| s.code())
+                        .filter(|c| (1..=255).contains(c))
+                        .map(|c| c as u8)
+                        .unwrap_or(1);
+                    let (code, message) = startup_error.take().unwrap_or((
+                        code,
+                        format!("the worker exited ({how}) before it was ready"),
+                    ));
                     pid_file.release();
                     return fail(&mut ready, code, message);
                 }
@@ -251,7 +275,7 @@ pub fn run_monitor(
                             settings.name
                         ),
                     );
-                    if let Some(id) = cur.worker_id {
+                    if let Some(id) = cur.worker_id.or(last_id) {
                         if let Err(e) = store.mark_crash_looping(id, &why) {
                             say(
                                 Level::Error,
@@ -406,12 +430,17 @@ fn start_worker(
     let start_time = procinfo::start_time(pid);
     let txr = tx.clone();
     let read = pipe.read;
-    std::thread::Builder::new()
+    let reader = std::thread::Builder::new()
         .name("worker-ready".into())
         .stack_size(64 * 1024)
         .spawn(move || {
             let _ = txr.send(Ev::Report(g, ready::read_report(read)));
-        })?;
+        });
+    if let Err(e) = reader {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(e);
+    }
     let txw = tx.clone();
     let waiter = std::thread::Builder::new()
         .name("worker-wait".into())

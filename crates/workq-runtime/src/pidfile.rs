@@ -154,7 +154,11 @@ pub fn probe(path: &Path) -> Probe {
     // look again a few times before reporting what we saw.
     let mut last = Probe::Missing;
     for round in 0..5 {
-        last = probe_once(path);
+        let Some(seen) = probe_once(path) else {
+            // Replaced while we looked: look at the new file.
+            continue;
+        };
+        last = seen;
         let settled = match &last {
             Probe::Live {
                 info: Some(i),
@@ -189,12 +193,16 @@ pub fn probe(path: &Path) -> Probe {
     last
 }
 
-fn probe_once(path: &Path) -> Probe {
+/// One look; `None` if the file was replaced while we looked.
+fn probe_once(path: &Path) -> Option<Probe> {
     let mut file = match File::open(path) {
         Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Probe::Missing,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Some(Probe::Missing),
         Err(e) => {
-            return Probe::Unreadable(format!("cannot read PID file {}: {e}", path.display()))
+            return Some(Probe::Unreadable(format!(
+                "cannot read PID file {}: {e}",
+                path.display()
+            )))
         }
     };
     let mut text = String::new();
@@ -202,7 +210,7 @@ fn probe_once(path: &Path) -> Probe {
         Ok(_) => parse(&text),
         Err(e) => Err(format!("it cannot be read ({e})")),
     };
-    match try_lock(&file) {
+    Some(match try_lock(&file) {
         Ok(false) => match content {
             Ok(info) => Probe::Live {
                 info: Some(info),
@@ -217,6 +225,10 @@ fn probe_once(path: &Path) -> Probe {
             },
         },
         Ok(true) => {
+            // The owner may have renamed a new file over this one and dropped its lock.
+            if !same_inode(&file, path) {
+                return None;
+            }
             // We hold the lock now only for the moment of looking; dropping `file` releases it.
             match content {
                 Err(why) => Probe::Stale {
@@ -254,7 +266,7 @@ fn probe_once(path: &Path) -> Probe {
             }
         }
         Err(e) => Probe::Unreadable(format!("cannot lock PID file {}: {e}", path.display())),
-    }
+    })
 }
 
 fn holder_note(path: &Path) -> String {
@@ -269,11 +281,7 @@ pub fn remove_if_unlocked(path: &Path) -> io::Result<bool> {
     let file = match OpenOptions::new().read(true).open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-            // Unreadable: we cannot lock it, but rename/unlink depends on the directory only.
-            std::fs::remove_file(path)?;
-            return Ok(true);
-        }
+        // Unreadable: without its lock we cannot know that nobody owns it.
         Err(e) => return Err(e),
     };
     if !try_lock(&file)? {
@@ -327,7 +335,12 @@ impl PidFile {
                     "PID file {} records a crash-looping worker; starting afresh",
                     path.display()
                 )),
-                Probe::Unreadable(why) => on_stale(&format!("{why}; replacing it")),
+                Probe::Unreadable(why) => {
+                    // Its owner may live: never replace a file whose lock we cannot test.
+                    return Err(AcquireError::Io(io::Error::other(format!(
+                        "{why}; fix its permissions or remove it if no worker of this name runs"
+                    ))));
+                }
             }
             // Lock a fresh file first, then rename it into place: whoever opens the path sees a
             // locked file from the moment it appears.
@@ -346,12 +359,14 @@ impl PidFile {
             }
             // Take the old file's lock for the swap, so two starters cannot both win.
             let old = match File::open(path) {
-                Ok(f) => Some(Some(f)),
+                Ok(f) => Some(f),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-                // Unreadable: the probe reported it; the rename below replaces it.
-                Err(_) => Some(None),
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(AcquireError::Io(e));
+                }
             };
-            if let Some(Some(old)) = &old {
+            if let Some(old) = &old {
                 if !matches!(try_lock(old), Ok(true)) || !same_inode(old, path) {
                     let _ = std::fs::remove_file(&tmp);
                     continue;

@@ -34,6 +34,11 @@ fn stat_fields(pid: i32) -> Option<(char, i32, i32, u64)> {
     Some((state, ppid, pgid, start))
 }
 
+/// The parent of `pid`, if it lives.
+pub fn parent_pid(pid: i32) -> Option<i32> {
+    stat_fields(pid).map(|f| f.1)
+}
+
 /// Kernel start time of `pid` in clock ticks since boot (0 where unknown).
 pub fn start_time(pid: i32) -> u64 {
     stat_fields(pid).map(|f| f.3).unwrap_or(0)

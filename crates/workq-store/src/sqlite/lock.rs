@@ -81,6 +81,10 @@ pub fn lock_holder(path: &Path) -> Option<i32> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(path).ok()?;
     let ino = meta.ino();
+    // The kernel prints the device as hex major:minor (new_encode_dev layout of dev_t).
+    let dev = meta.dev();
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
     let locks = std::fs::read_to_string("/proc/locks").ok()?;
     let me = std::process::id() as i32;
     for line in locks.lines() {
@@ -92,14 +96,15 @@ pub fn lock_holder(path: &Path) -> Option<i32> {
         if pos == 0 {
             continue;
         }
-        let Some(file_ino) = fields[pos]
-            .rsplit(':')
-            .next()
-            .and_then(|s| s.parse::<u64>().ok())
-        else {
+        let mut parts = fields[pos].split(':');
+        let (Some(maj), Some(min), Some(file_ino)) = (
+            parts.next().and_then(|s| u64::from_str_radix(s, 16).ok()),
+            parts.next().and_then(|s| u64::from_str_radix(s, 16).ok()),
+            parts.next().and_then(|s| s.parse::<u64>().ok()),
+        ) else {
             continue;
         };
-        if file_ino != ino {
+        if file_ino != ino || maj != major || min != minor {
             continue;
         }
         if let Ok(pid) = fields[pos - 1].parse::<i32>() {

@@ -253,6 +253,13 @@ fn settings_from(ctx: &Context, a: &StartArgs) -> Result<WorkerSettings, CliErro
     if s.heartbeat_ms < 100 {
         return Err(CliError::usage("--heartbeat must be at least 100ms"));
     }
+    if s.hung_after_ms <= 2 * s.heartbeat_ms {
+        return Err(CliError::usage(format!(
+            "--hung-after ({}) must be more than twice --heartbeat ({}), or a healthy worker would be killed as hung",
+            format_duration(s.hung_after()),
+            format_duration(s.heartbeat())
+        )));
+    }
     if let Some(n) = a.max_restarts {
         s.max_restarts = n;
         s.set_source("max_restarts", "flag --max-restarts");
@@ -601,9 +608,13 @@ fn stop(ctx: &Context, a: StopArgs) -> CmdResult {
 /// `-t 2` means two seconds; `-t 1m` works too.
 fn parse_secs(flag: &str, s: &str) -> Result<Duration, CliError> {
     if let Ok(n) = s.trim().parse::<f64>() {
-        if n >= 0.0 && n.is_finite() {
+        // The same bound as durations: about 31,700 years.
+        if (0.0..1e12).contains(&n) {
             return Ok(Duration::from_secs_f64(n));
         }
+        return Err(CliError::usage(format!(
+            "{flag} {s:?}: use a number of seconds from 0 to 999999999999, or a duration like 30s"
+        )));
     }
     parse_dur(flag, s)
 }

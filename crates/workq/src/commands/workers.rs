@@ -232,13 +232,16 @@ fn cleanup(ctx: &Context, a: CleanupArgs) -> CmdResult {
     // Job processes of this store whose attempt is not running any more (escaped a killed
     // group, or outlived a worker that was cleaned up): the environment marker proves whose
     // they are, so nothing else is ever touched.
+    // Processes first, the store second: a job is running in the store before its process
+    // exists, so one that starts in between is known by the time we compare.
     let store_id = store.store_id()?;
+    let marked = procinfo::marked_processes(&store_id);
     let running: Vec<(i64, u32, i64)> = store
         .running_jobs()?
         .iter()
         .map(|r| (r.job_id, r.attempt, r.lease))
         .collect();
-    for p in procinfo::marked_processes(&store_id) {
+    for p in marked {
         let m = p.marker;
         if running.contains(&(m.job, m.attempt, m.lease)) {
             continue;

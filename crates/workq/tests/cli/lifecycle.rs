@@ -540,3 +540,32 @@ fn a_daemon_that_cannot_start_is_retried_then_explained_with_its_log() {
     p.daemon("stuck", &[]);
     p.ok(&["worker", "stop", "stuck"]);
 }
+
+#[test]
+fn lifecycle_options_are_checked() {
+    let p = Project::new();
+    for args in [
+        &["worker", "stop", "-t", "1e20"][..],
+        &["worker", "stop", "-t", "soon"],
+        &[
+            "worker",
+            "start",
+            "x",
+            "--heartbeat",
+            "3s",
+            "--hung-after",
+            "1s",
+        ],
+        &["worker", "start", "../evil"],
+        &["worker", "start", "x", "--log-max-size", "10 parsecs"],
+        &["worker", "start", "x", "-w", "0"],
+    ] {
+        let out = p.run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {:?}", out);
+        assert!(
+            String::from_utf8_lossy(&out.stderr).starts_with("error: "),
+            "{args:?}"
+        );
+    }
+    assert!(!p.state().join("run").join("x.pid").exists());
+}
