@@ -6,11 +6,13 @@
 pub mod duration;
 pub mod job;
 pub mod retry;
+pub mod template;
 pub mod time;
 pub mod worker;
 
 pub use duration::{format_duration, parse_duration, DurationError};
 pub use job::{Attempt, ClaimedJob, Job, JobId, JobSpec, JobState, Outcome, WorkerId};
 pub use retry::{backoff_delay, next_after_failure, FailureDecision};
+pub use template::{Template, TemplateError};
 pub use time::Timestamp;
 pub use worker::{WorkerRecord, WorkerState};

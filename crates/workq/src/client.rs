@@ -58,6 +58,16 @@ impl Client {
         db: &Path,
         lock_timeout: Duration,
     ) -> Result<Client, Error> {
+        Client::open_with(state_dir, db, lock_timeout, workq_store::JournalMode::Auto)
+    }
+
+    /// Like [`Client::open_with_lock_timeout`], with an explicit SQLite journal mode.
+    pub fn open_with(
+        state_dir: &Path,
+        db: &Path,
+        lock_timeout: Duration,
+        journal_mode: workq_store::JournalMode,
+    ) -> Result<Client, Error> {
         for dir in [
             state_dir.to_path_buf(),
             state_dir.join("run"),
@@ -78,7 +88,7 @@ impl Client {
             clock: Arc::new(workq_store::SystemClock),
             host: procinfo::hostname(),
             lock_timeout,
-            ..SqliteOptions::default()
+            journal_mode,
         };
         let store = SqliteStore::open(db, opts)?;
         Ok(Client {

@@ -27,6 +27,8 @@ pub struct Context {
     pub err_tty: bool,
     /// How long a command waits for a locked database (`WORKQ_LOCK_TIMEOUT`, default 10s).
     pub lock_timeout: std::time::Duration,
+    /// The effective configuration, with provenance.
+    pub config: crate::config::Config,
 }
 
 /// Colour choice.
@@ -42,9 +44,11 @@ pub enum ColorChoice {
 
 impl Context {
     /// Resolves the global options.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         state_dir: Option<PathBuf>,
         store: Option<String>,
+        config_file: Option<PathBuf>,
         json: bool,
         verbose: bool,
         quiet: bool,
@@ -63,9 +67,38 @@ impl Context {
                 None => (cwd.join(".workq"), false),
             },
         };
-        let db_path = match store {
+        let paths =
+            crate::config::Paths::standard(&state_dir, config_file.map(|f| absolute(&cwd, &f)));
+        let mut config = crate::config::Config::load(&paths, std::env::vars()).map_err(|e| {
+            CliError::usage(format!("config: {e}")).hint(
+                "fix the setting, or see `workq config show --sources` and README's Configuration",
+            )
+        })?;
+        let db_path = match &store {
+            Some(url) => {
+                let from_env = std::env::var("WORKQ_STORE").ok().as_deref() == Some(url.as_str());
+                let (key, source) = if from_env {
+                    (
+                        "store.url",
+                        crate::config::Source::Env("WORKQ_STORE".into()),
+                    )
+                } else {
+                    ("store.url", crate::config::Source::Flag("--store".into()))
+                };
+                let _ = key;
+                config.set_source("store.url", toml::Value::String(url.clone()), source);
+                parse_store_url(url, &cwd)?
+            }
+            None if config
+                .get("store.url")
+                .is_some_and(|s| s.source != crate::config::Source::Default) =>
+            {
+                let url = config.str("store.url").unwrap_or_default();
+                // A relative path in a config file is relative to the project root.
+                let root = state_dir.parent().unwrap_or(&cwd).to_path_buf();
+                parse_store_url(&url, &root)?
+            }
             None => state_dir.join("workq.db"),
-            Some(url) => parse_store_url(&url, &cwd)?,
         };
         let tty = std::io::stdout().is_terminal();
         let err_tty = std::io::stderr().is_terminal();
@@ -80,6 +113,7 @@ impl Context {
             _ => std::time::Duration::from_secs(10),
         };
         Ok(Context {
+            config,
             lock_timeout,
             state_dir,
             db_path,
@@ -101,15 +135,32 @@ impl Context {
     /// Opens the store, creating the state dir on first use with a one-line notice.
     pub fn client(&self) -> Result<workq::Client, CliError> {
         let fresh = !self.state_dir.exists();
-        let client = workq::Client::open_with_lock_timeout(
-            &self.state_dir,
-            &self.db_path,
-            self.lock_timeout,
-        )?;
+        let mode = self.journal_mode();
+        if mode == workq_store::JournalMode::Auto
+            && !self.quiet
+            && !self.json
+            && workq_store::sqlite::on_network_fs(&self.db_path)
+        {
+            eprintln!(
+                "workq: {} is on a network or virtual filesystem: using journal_mode = delete (WAL needs shared memory on one host)",
+                self.db_path.display()
+            );
+        }
+        let client =
+            workq::Client::open_with(&self.state_dir, &self.db_path, self.lock_timeout, mode)?;
         if fresh && !self.quiet {
             eprintln!("workq: created {}", self.state_dir.display());
         }
         Ok(client)
+    }
+
+    /// The configured SQLite journal mode.
+    pub fn journal_mode(&self) -> workq_store::JournalMode {
+        match self.config.str("store.journal_mode").as_deref() {
+            Some("wal") => workq_store::JournalMode::Wal,
+            Some("delete") => workq_store::JournalMode::Delete,
+            _ => workq_store::JournalMode::Auto,
+        }
     }
 
     /// Opens the store for reading; `None` if nothing was ever stored here.

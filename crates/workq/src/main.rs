@@ -1,6 +1,7 @@
 //! The `workq` command line.
 
 mod commands;
+mod config;
 mod context;
 mod error;
 mod render;

@@ -7,30 +7,66 @@ use crate::error::{code, CliError, CmdResult};
 #[derive(clap::Args, Debug)]
 pub struct Args {}
 
-const CONFIG: &str = r#"# workq configuration for this project.
-#
-# Every setting is commented out: the values shown are the built-in defaults.
-# Layering (lowest to highest): defaults < /etc/workq/config.toml < ~/.config/workq/config.toml
-# < this file < WORKQ_* environment variables < command-line flags.
-# Note: this release reads the state dir and store from flags and WORKQ_STATE_DIR/WORKQ_STORE;
-# the [defaults] and [queues] sections below are the planned schema.
-
-# [store]
-# url = "sqlite://.workq/workq.db"   # or "postgres://user@host/db"
-# journal_mode = "auto"              # auto | wal | delete
-
-# [defaults]                         # for every queue unless it says otherwise
-# retries = 0
-# backoff = "10s"                    # exponential from here, capped at 1h, with jitter
-# timeout = "none"
-# kill_grace = "10s"                 # between SIGTERM and SIGKILL
-
-# [queues.example]
-# command = "process {input} --out {output}"
-# workers = 2
-# retries = 2
-# timeout = "12h"
-"#;
+/// A commented config file documenting every setting, generated from the schema so it can never
+/// fall out of step with what workq reads.
+fn config_text() -> String {
+    use crate::config::schema::KEYS;
+    let mut out = String::from(
+        "# workq configuration for this project.\n\
+         #\n\
+         # Layering (lowest to highest): built-in defaults < /etc/workq/config.toml <\n\
+         # ~/.config/workq/config.toml < this file (or workq.toml beside .workq/) <\n\
+         # WORKQ_<SECTION>__<KEY> environment variables < command-line flags.\n\
+         # `workq config show --sources` prints every effective setting and where it came from.\n\
+         # Every line below is commented out and shows the built-in default.\n",
+    );
+    let mut section = "";
+    for k in KEYS.iter().filter(|k| !k.name.starts_with("queues.")) {
+        let (sec, key) = k.name.split_once('.').unwrap_or(("", k.name));
+        if sec != section {
+            out.push_str(&format!("\n# [{sec}]\n"));
+            section = sec;
+        }
+        let value = k.default.unwrap_or("\"\"");
+        out.push_str(&format!(
+            "# {:<34} # {}\n",
+            format!("{key} = {value}"),
+            k.doc
+        ));
+    }
+    out.push_str(
+        "\n# A typed queue: `workq run example --param input=a.txt --param output=b.txt`,\n\
+         # or one job per row of a CSV/JSONL file with --params FILE.\n\
+         # [queues.example]\n",
+    );
+    let examples = [
+        ("command", "\"process {input} --out {output}\""),
+        ("workers", "2"),
+        ("retries", "2"),
+        ("backoff", "\"30s\""),
+        ("timeout", "\"12h\""),
+        ("kill_grace", "\"10s\""),
+        ("priority", "0"),
+        ("unique", "\"{input}\""),
+        ("env", "{ TMPDIR = \"/scratch\" }"),
+        ("cwd", "\"/data/project\""),
+        ("mode", "\"direct\""),
+        ("image", "\"example/tool:1.0\""),
+        ("runtime", "\"auto\""),
+    ];
+    for (field, example) in examples {
+        let doc = KEYS
+            .iter()
+            .find(|k| k.name == format!("queues.*.{field}"))
+            .map(|k| k.doc)
+            .unwrap_or("");
+        out.push_str(&format!(
+            "# {:<34} # {doc}\n",
+            format!("{field} = {example}")
+        ));
+    }
+    out
+}
 
 pub fn run(ctx: &Context, _a: Args) -> CmdResult {
     let dir = if ctx.found {
@@ -49,7 +85,7 @@ pub fn run(ctx: &Context, _a: Args) -> CmdResult {
     let client = workq::Client::open_at(&dir, &ctx.db_path)?;
     let config = dir.join("config.toml");
     if !config.exists() {
-        std::fs::write(&config, CONFIG).map_err(|e| {
+        std::fs::write(&config, config_text()).map_err(|e| {
             CliError::new(
                 code::UNAVAILABLE,
                 format!("cannot write {}: {e}", config.display()),
@@ -71,4 +107,37 @@ pub fn run(ctx: &Context, _a: Args) -> CmdResult {
         }
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_generated_config_parses_and_uncommented_it_is_valid() {
+        let text = super::config_text();
+        assert!(text.parse::<toml::Table>().is_ok());
+        // Uncomment every setting line: the result must load without error.
+        let uncommented: String = text
+            .lines()
+            .filter(|l| l.starts_with("# [") || l.contains(" = "))
+            .map(|l| {
+                l.trim_start_matches("# ")
+                    .split(" # ")
+                    .next()
+                    .unwrap_or("")
+                    .to_string()
+                    + "\n"
+            })
+            .collect();
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("c.toml");
+        std::fs::write(&p, &uncommented).unwrap();
+        let paths = crate::config::Paths {
+            system: None,
+            user: None,
+            project: vec![p],
+            explicit: true,
+        };
+        let c = crate::config::Config::load(&paths, Vec::new());
+        assert!(c.is_ok(), "{uncommented}\n{:?}", c.err());
+    }
 }

@@ -1,6 +1,7 @@
 //! One file per subcommand; clap types stay in this module.
 
 mod cancel;
+mod config;
 mod doctor;
 mod follow;
 mod health;
@@ -43,6 +44,9 @@ pub struct Cli {
     /// Store URL (sqlite://PATH) [default: <state-dir>/workq.db]
     #[arg(long, global = true, env = "WORKQ_STORE", value_name = "URL")]
     store: Option<String>,
+    /// Project config file [default: .workq/config.toml, else workq.toml beside .workq/]
+    #[arg(long, global = true, env = "WORKQ_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Print JSON (stable shapes, see README)
     #[arg(long, global = true)]
     json: bool,
@@ -93,6 +97,9 @@ enum Command {
     Workers(workers::Command),
     /// Check every worker's health; exit 1 if any check fails (for cron and probes)
     Health(health::Args),
+    /// Show the effective configuration and where each setting came from
+    #[command(subcommand)]
+    Config(config::Command),
     /// Diagnose the state dir, the store and the workers, with the command that fixes each problem
     Doctor(doctor::Args),
 }
@@ -102,6 +109,7 @@ pub fn run(cli: Cli) -> CmdResult {
     let ctx = Context::new(
         cli.state_dir,
         cli.store,
+        cli.config,
         cli.json,
         cli.verbose,
         cli.quiet,
@@ -121,6 +129,7 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Workers(c) => workers::run(&ctx, c),
         Command::Health(a) => health::run(&ctx, a),
         Command::Doctor(a) => doctor::run(&ctx, a),
+        Command::Config(c) => config::run(&ctx, c),
     }
 }
 

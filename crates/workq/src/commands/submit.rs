@@ -22,21 +22,21 @@ pub struct Args {
     /// Queue
     #[arg(short = 'Q', long, default_value = "default")]
     queue: String,
-    /// Priority: higher runs first
-    #[arg(short, long, default_value_t = 0, allow_negative_numbers = true)]
-    priority: i32,
-    /// Extra attempts after a failure
-    #[arg(long, default_value_t = 0)]
-    retries: u32,
-    /// First retry delay, doubling after each further failure (e.g. 10s, 5m)
-    #[arg(long, default_value = "10s", value_name = "DUR")]
-    backoff: String,
+    /// Priority: higher runs first [default: config, else 0]
+    #[arg(short, long, allow_negative_numbers = true)]
+    priority: Option<i32>,
+    /// Extra attempts after a failure [default: config, else 0]
+    #[arg(long)]
+    retries: Option<u32>,
+    /// First retry delay, doubling after each further failure (e.g. 10s, 5m) [default: config, else 10s]
+    #[arg(long, value_name = "DUR")]
+    backoff: Option<String>,
     /// Kill the job after this long (SIGTERM, then SIGKILL after --kill-grace)
     #[arg(long, value_name = "DUR")]
     timeout: Option<String>,
-    /// Between SIGTERM and SIGKILL when the job is stopped
-    #[arg(long, default_value = "10s", value_name = "DUR")]
-    kill_grace: String,
+    /// Between SIGTERM and SIGKILL when the job is stopped [default: config, else 10s]
+    #[arg(long, value_name = "DUR")]
+    kill_grace: Option<String>,
     /// Start no sooner than this long from now
     #[arg(long, value_name = "DUR", conflicts_with = "at")]
     delay: Option<String>,
@@ -76,19 +76,30 @@ pub struct Args {
 }
 
 fn template(ctx: &Context, a: &Args) -> Result<JobSpec, CliError> {
-    let _ = ctx;
     let mut spec = JobSpec::new(a.queue.clone(), Vec::new());
     if a.queue.trim().is_empty() {
         return Err(CliError::usage("-Q/--queue: the queue name is empty"));
     }
-    spec.priority = a.priority;
-    spec.retries = a.retries;
-    spec.backoff = parse_dur("--backoff", &a.backoff)?;
-    spec.kill_grace = parse_dur("--kill-grace", &a.kill_grace)?;
+    // The queue's config (or [defaults]) first, the flags over it.
+    crate::config::apply_job_defaults(&ctx.config, &a.queue, &mut spec);
+    if let Some(p) = a.priority {
+        spec.priority = p;
+    }
+    if let Some(r) = a.retries {
+        spec.retries = r;
+    }
+    if let Some(b) = &a.backoff {
+        spec.backoff = parse_dur("--backoff", b)?;
+    }
+    if let Some(k) = &a.kill_grace {
+        spec.kill_grace = parse_dur("--kill-grace", k)?;
+    }
     if let Some(t) = &a.timeout {
-        if !matches!(t.as_str(), "none" | "0") {
-            spec.timeout = Some(parse_dur("--timeout", t)?);
-        }
+        spec.timeout = if matches!(t.as_str(), "none" | "0") {
+            None
+        } else {
+            Some(parse_dur("--timeout", t)?)
+        };
     }
     let now = Timestamp::now();
     if let Some(d) = &a.delay {
@@ -118,9 +129,12 @@ fn template(ctx: &Context, a: &Args) -> Result<JobSpec, CliError> {
         )
     })?;
     let dir = match &a.cwd {
-        Some(d) if d.is_absolute() => d.clone(),
         Some(d) => cwd.join(d),
-        None => cwd,
+        // The queue's configured cwd, else where submit runs.
+        None => match &spec.cwd {
+            Some(c) => cwd.join(c),
+            None => cwd,
+        },
     };
     if a.cwd.is_some() && !dir.is_dir() {
         return Err(CliError::new(

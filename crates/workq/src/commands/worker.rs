@@ -158,32 +158,14 @@ fn name_of(name: Option<String>) -> Result<String, CliError> {
 
 /// Parses `10MiB`, `512k`, `1G`, `4096`.
 fn parse_size(flag: &str, s: &str) -> Result<u64, CliError> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| CliError::usage(format!("{flag} {s:?}: expected a size such as 10MiB")))?;
-    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "k" | "kb" | "kib" => 1024.0,
-        "m" | "mb" | "mib" => 1024.0 * 1024.0,
-        "g" | "gb" | "gib" => 1024.0 * 1024.0 * 1024.0,
-        other => {
-            return Err(CliError::usage(format!(
-                "{flag} {s:?}: unknown unit {other:?} (use B, KiB, MiB or GiB)"
-            )))
-        }
-    };
-    Ok((n * mult) as u64)
+    crate::config::parse_size(s).map_err(|e| CliError::usage(format!("{flag}: {e}")))
 }
 
 /// Settings from the defaults and the flags, each with its source.
 fn settings_from(ctx: &Context, a: &StartArgs) -> Result<WorkerSettings, CliError> {
     let name = name_of(a.name.clone())?;
     let mut s = WorkerSettings::defaults(&name, &ctx.state_dir);
+    apply_config(&ctx.config, &mut s);
     if let Some(w) = a.slots {
         if w == 0 {
             return Err(CliError::usage("-w/--workers must be at least 1"));
@@ -281,6 +263,61 @@ fn settings_from(ctx: &Context, a: &StartArgs) -> Result<WorkerSettings, CliErro
     }
     s.daemon = a.daemon;
     Ok(s)
+}
+
+/// The `[worker]` section over the built-in defaults, each with the file or variable it came
+/// from.
+fn apply_config(cfg: &crate::config::Config, s: &mut WorkerSettings) {
+    use crate::config::Source;
+    let set = |key: &str| cfg.get(key).filter(|v| v.source != Source::Default);
+    if let Some(v) = set("worker.slots").and_then(|v| v.value.as_integer()) {
+        s.slots = v.clamp(1, u32::MAX as i64) as u32;
+        s.set_source("slots", cfg.source("worker.slots"));
+    }
+    let durations: [(&str, &str, &mut u64); 4] = [
+        (
+            "worker.stop_timeout",
+            "stop_timeout",
+            &mut s.stop_timeout_ms,
+        ),
+        ("worker.heartbeat", "heartbeat", &mut s.heartbeat_ms),
+        ("worker.hung_after", "hung_after", &mut s.hung_after_ms),
+        (
+            "worker.restart_window",
+            "restart_window",
+            &mut s.restart_window_ms,
+        ),
+    ];
+    let mut sources = Vec::new();
+    for (key, name, slot) in durations {
+        if set(key).is_some() {
+            if let Some(Some(d)) = cfg.dur(key) {
+                *slot = d.as_millis() as u64;
+                sources.push((name, cfg.source(key)));
+            }
+        }
+    }
+    for (name, src) in sources {
+        s.set_source(name, src);
+    }
+    if set("worker.max_restarts").is_some() {
+        if let Some(n) = cfg.int("worker.max_restarts") {
+            s.max_restarts = n.clamp(0, u32::MAX as i64) as u32;
+            s.set_source("max_restarts", cfg.source("worker.max_restarts"));
+        }
+    }
+    if set("worker.log_keep").is_some() {
+        if let Some(n) = cfg.int("worker.log_keep") {
+            s.log_keep = n.clamp(0, u32::MAX as i64) as u32;
+            s.set_source("log_keep", cfg.source("worker.log_keep"));
+        }
+    }
+    if set("worker.log_max_size").is_some() {
+        if let Some(n) = cfg.size("worker.log_max_size") {
+            s.log_max_bytes = n;
+            s.set_source("log_max_size", cfg.source("worker.log_max_size"));
+        }
+    }
 }
 
 /// `--state-dir` and `--store` for re-executed processes, so they open the same store.

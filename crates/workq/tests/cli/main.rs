@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod config;
 mod lifecycle;
 
 fn bin() -> PathBuf {
@@ -39,8 +40,17 @@ impl Project {
         c.current_dir(self.path())
             .env_remove("WORKQ_STATE_DIR")
             .env_remove("WORKQ_STORE")
+            .env_remove("WORKQ_CONFIG")
+            // Config files of the machine and the user must not leak into tests.
+            .env("XDG_CONFIG_HOME", self.path().join("xdg"))
+            .env("WORKQ_SYSTEM_CONFIG", self.path().join("etc-workq.toml"))
             .env("NO_COLOR", "1")
             .stdin(Stdio::null());
+        for (k, _) in std::env::vars() {
+            if k.starts_with("WORKQ_") && k.contains("__") {
+                c.env_remove(k);
+            }
+        }
         c
     }
 
