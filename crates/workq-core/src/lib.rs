@@ -5,6 +5,7 @@
 
 pub mod duration;
 pub mod job;
+pub mod params;
 pub mod retry;
 pub mod template;
 pub mod time;

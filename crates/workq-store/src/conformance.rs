@@ -76,6 +76,7 @@ macro_rules! store_conformance {
             worker_pause_flags,
             running_jobs_and_worker_outcomes,
             store_id_and_diagnosis,
+            unique_keys_seen_for_batch_runs,
         );
         #[test]
         fn changed_after_another_handle_writes() {
@@ -199,6 +200,9 @@ impl<S: Store, G: Send> Store for Guarded<S, G> {
     }
     fn store_id(&self) -> Result<String> {
         self.store.store_id()
+    }
+    fn jobs_with_unique_keys(&self, keys: &[String]) -> Result<Vec<(String, JobId, JobState)>> {
+        self.store.jobs_with_unique_keys(keys)
     }
     fn diagnose(&self) -> Result<Diagnosis> {
         self.store.diagnose()
@@ -2221,6 +2225,41 @@ pub fn running_jobs_and_worker_outcomes(factory: &Factory) {
         "outcomes before `since` are left out"
     );
     assert!(ok("running_jobs", s.running_jobs()).is_empty());
+}
+
+/// `jobs_with_unique_keys` finds the newest queued, running or succeeded job per key and
+/// ignores failed and cancelled ones.
+pub fn unique_keys_seen_for_batch_runs(factory: &Factory) {
+    let s = factory(ManualClock::new(T0));
+    let s = &*s;
+    let w = worker(s, "w");
+    let keyed = |tag: &str, key: &str| {
+        let mut sp = spec("default", tag);
+        sp.unique_key = Some(key.to_string());
+        sp
+    };
+    let done = submit1(s, keyed("a", "k-done"));
+    let c = claim_one(s, w, &["default"]);
+    finish(s, w, &c, Outcome::Succeeded);
+    let failed = submit1(s, keyed("b", "k-failed"));
+    let c = claim_one(s, w, &["default"]);
+    finish(s, w, &c, Outcome::Failed);
+    let queued = submit1(s, keyed("c", "k-queued"));
+    let again = submit1(s, keyed("d", "k-done"));
+    let keys: Vec<String> = ["k-done", "k-failed", "k-queued", "k-none"]
+        .iter()
+        .map(|k| k.to_string())
+        .collect();
+    let mut got = ok("jobs_with_unique_keys", s.jobs_with_unique_keys(&keys));
+    got.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        got,
+        vec![
+            ("k-done".to_string(), again, JobState::Queued),
+            ("k-queued".to_string(), queued, JobState::Queued),
+        ],
+        "the newest job per key; failed {failed} and succeeded {done} are older or excluded"
+    );
 }
 
 /// The store id is stable and non-empty; the diagnosis reports a healthy schema.

@@ -15,7 +15,9 @@ pub use error::StoreError;
 pub use sqlite::{lock_holder, JournalMode, SqliteOptions, SqliteStore};
 pub use types::*;
 
-use workq_core::{Attempt, ClaimedJob, Job, JobId, JobSpec, Timestamp, WorkerId, WorkerRecord};
+use workq_core::{
+    Attempt, ClaimedJob, Job, JobId, JobSpec, JobState, Timestamp, WorkerId, WorkerRecord,
+};
 
 /// Result type of store operations.
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -114,6 +116,10 @@ pub trait Store: Send {
     /// A random id fixed when the store was created; job processes carry it in their
     /// environment, so a process of another store is never mistaken for one of ours.
     fn store_id(&self) -> Result<String>;
+
+    /// For each of `keys` that has one, the newest job with that unique key that is queued,
+    /// running or succeeded (a batch run skips those rows).
+    fn jobs_with_unique_keys(&self, keys: &[String]) -> Result<Vec<(String, JobId, JobState)>>;
 
     /// Backend facts and an integrity check, for `workq doctor`.
     fn diagnose(&self) -> Result<Diagnosis>;

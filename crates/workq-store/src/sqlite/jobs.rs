@@ -378,3 +378,28 @@ pub(super) fn queue_stats(s: &SqliteStore) -> Result<Vec<QueueStats>> {
     };
     run().map_err(|e| s.err(e))
 }
+
+pub(super) fn with_unique_keys(
+    s: &SqliteStore,
+    keys: &[String],
+) -> Result<Vec<(String, JobId, JobState)>> {
+    let run = || -> rusqlite::Result<Vec<(String, JobId, JobState)>> {
+        let mut st = s.conn.prepare_cached(
+            "SELECT id, state FROM jobs
+             WHERE unique_key = ?1 AND state IN ('queued', 'running', 'succeeded')
+             ORDER BY id DESC LIMIT 1",
+        )?;
+        let mut out = Vec::new();
+        for k in keys {
+            let mut rows = st.query([k])?;
+            if let Some(r) = rows.next()? {
+                let state: String = r.get(1)?;
+                if let Ok(state) = state.parse::<JobState>() {
+                    out.push((k.clone(), r.get(0)?, state));
+                }
+            }
+        }
+        Ok(out)
+    };
+    run().map_err(|e| s.err(e))
+}

@@ -513,6 +513,12 @@ impl crate::Store for SqliteStore {
     fn store_id(&self) -> Result<String> {
         workers::store_id(self)
     }
+    fn jobs_with_unique_keys(
+        &self,
+        keys: &[String],
+    ) -> Result<Vec<(String, workq_core::JobId, workq_core::JobState)>> {
+        jobs::with_unique_keys(self, keys)
+    }
     fn diagnose(&self) -> Result<crate::Diagnosis> {
         workers::diagnose(self)
     }

@@ -8,7 +8,9 @@ mod health;
 mod init;
 mod list;
 mod logs;
+mod pools;
 mod retry;
+mod run;
 mod show;
 mod status;
 mod submit;
@@ -75,6 +77,8 @@ enum Command {
     Init(init::Args),
     /// Queue a job (or one job per line with --lines)
     Submit(Box<submit::Args>),
+    /// Run typed jobs from a queue's command template, one per parameter row
+    Run(run::Args),
     /// List jobs, newest first
     List(list::Args),
     /// Show one job with its attempts
@@ -95,6 +99,10 @@ enum Command {
     /// Every registered worker on every host; clean up after dead ones
     #[command(subcommand)]
     Workers(workers::Command),
+    /// Start the worker pools that config defines (reusing healthy running ones)
+    Up(pools::UpArgs),
+    /// Stop the worker pools that config defines
+    Down(pools::DownArgs),
     /// Check every worker's health; exit 1 if any check fails (for cron and probes)
     Health(health::Args),
     /// Show the effective configuration and where each setting came from
@@ -118,6 +126,7 @@ pub fn run(cli: Cli) -> CmdResult {
     match cli.command {
         Command::Init(a) => init::run(&ctx, a),
         Command::Submit(a) => submit::run(&ctx, *a),
+        Command::Run(a) => run::run(&ctx, a),
         Command::List(a) => list::run(&ctx, a),
         Command::Show(a) => show::run(&ctx, a),
         Command::Logs(a) => logs::run(&ctx, a),
@@ -128,6 +137,8 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Worker(c) => worker::run(&ctx, c),
         Command::Workers(c) => workers::run(&ctx, c),
         Command::Health(a) => health::run(&ctx, a),
+        Command::Up(a) => pools::up(&ctx, a),
+        Command::Down(a) => pools::down(&ctx, a),
         Command::Doctor(a) => doctor::run(&ctx, a),
         Command::Config(c) => config::run(&ctx, c),
     }

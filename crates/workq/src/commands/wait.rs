@@ -61,8 +61,38 @@ pub fn run(ctx: &Context, a: Args) -> CmdResult {
     } else {
         a.ids.clone()
     };
+    match wait_jobs(ctx, &client, &ids, timeout, &interrupts)? {
+        WaitEnd::Done(jobs) => Ok(report(ctx, &jobs)),
+        WaitEnd::TimedOut(jobs) => {
+            if ctx.json {
+                report(ctx, &jobs);
+            }
+            Ok(code::TIMEOUT)
+        }
+        WaitEnd::Interrupted => Ok(code::INTERRUPTED),
+    }
+}
+
+/// How waiting ended.
+pub(crate) enum WaitEnd {
+    /// Every job finished.
+    Done(Vec<workq::Job>),
+    /// The timeout ran out first (the jobs as they were).
+    TimedOut(Vec<workq::Job>),
+    /// Ctrl-C or SIGTERM.
+    Interrupted,
+}
+
+/// Waits for `ids` with a progress bar on a terminal; warns once if no worker serves them.
+pub(crate) fn wait_jobs(
+    ctx: &Context,
+    client: &workq::Client,
+    ids: &[i64],
+    timeout: Option<Duration>,
+    interrupts: &Interrupts,
+) -> Result<WaitEnd, CliError> {
     // Fails with exit 3 on an unknown id before waiting.
-    let mut jobs = client.jobs(&ids)?;
+    let mut jobs = client.jobs(ids)?;
     let deadline = timeout.map(|t| Instant::now() + t);
     let mut bar = Progress::new(ctx.err_tty && !ctx.quiet && !ctx.json);
     let mut warned = false;
@@ -84,7 +114,7 @@ pub fn run(ctx: &Context, a: Args) -> CmdResult {
         bar.draw(counts);
         if counts.succeeded + counts.failed == counts.total {
             bar.finish();
-            return Ok(report(ctx, &jobs));
+            return Ok(WaitEnd::Done(jobs));
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
             bar.finish();
@@ -95,14 +125,11 @@ pub fn run(ctx: &Context, a: Args) -> CmdResult {
                     counts.total
                 );
             }
-            if ctx.json {
-                report(ctx, &jobs);
-            }
-            return Ok(code::TIMEOUT);
+            return Ok(WaitEnd::TimedOut(jobs));
         }
         if interrupts.received().is_some() {
             bar.finish();
-            return Ok(code::INTERRUPTED);
+            return Ok(WaitEnd::Interrupted);
         }
         if !warned
             && started.elapsed() > Duration::from_secs(2)
@@ -124,7 +151,7 @@ pub fn run(ctx: &Context, a: Args) -> CmdResult {
         }
         std::thread::sleep(Duration::from_millis(50));
         if client.store().changed()? || last_read.elapsed() > Duration::from_secs(1) {
-            jobs = client.jobs(&ids)?;
+            jobs = client.jobs(ids)?;
             last_read = Instant::now();
         }
     }

@@ -267,7 +267,7 @@ fn settings_from(ctx: &Context, a: &StartArgs) -> Result<WorkerSettings, CliErro
 
 /// The `[worker]` section over the built-in defaults, each with the file or variable it came
 /// from.
-fn apply_config(cfg: &crate::config::Config, s: &mut WorkerSettings) {
+pub(crate) fn apply_config(cfg: &crate::config::Config, s: &mut WorkerSettings) {
     use crate::config::Source;
     let set = |key: &str| cfg.get(key).filter(|v| v.source != Source::Default);
     if let Some(v) = set("worker.slots").and_then(|v| v.value.as_integer()) {
@@ -413,7 +413,7 @@ fn start(ctx: &Context, a: StartArgs) -> CmdResult {
     Ok(0)
 }
 
-fn start_daemon(ctx: &Context, settings: WorkerSettings) -> CmdResult {
+pub(crate) fn start_daemon(ctx: &Context, settings: WorkerSettings) -> CmdResult {
     let client = ctx.client()?;
     let run_dir = client.state_dir().join("run");
     let name = settings.name.clone();
@@ -643,7 +643,7 @@ fn stop(ctx: &Context, a: StopArgs) -> CmdResult {
 }
 
 /// `-t 2` means two seconds; `-t 1m` works too.
-fn parse_secs(flag: &str, s: &str) -> Result<Duration, CliError> {
+pub(crate) fn parse_secs(flag: &str, s: &str) -> Result<Duration, CliError> {
     if let Ok(n) = s.trim().parse::<f64>() {
         // The same bound as durations: about 31,700 years.
         if (0.0..1e12).contains(&n) {
