@@ -142,3 +142,310 @@ fn config_errors_name_file_line_key_and_the_fix() {
     let _ = state_of(&Value::Null);
     p.ok(&["config", "show"]);
 }
+
+const PREP: &str = r#"[queues.prep]
+command = "sh -c 'printf \"%s|\" \"$@\"; test \"$1\" != bad' prep {participant} {session}"
+workers = 2
+retries = 0
+unique = "{participant}/{session}"
+"#;
+
+fn worker_processes(p: &Project) -> Vec<String> {
+    let needle = p.path().to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid: i32 = e.file_name().to_string_lossy().parse().ok()?;
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            (cmd.contains(&needle) && cmd.contains(" worker ") && super::process_alive(pid))
+                .then_some(cmd)
+        })
+        .collect()
+}
+
+#[test]
+fn run_renders_templates_from_csv_and_jsonl_with_hostile_values() {
+    let p = Project::new();
+    p.write(".workq/config.toml", PREP);
+    p.write(
+        "s.csv",
+        "participant,session,site\r\n01,a,upenn\r\n\"x; $(touch pwned) \"\"q\"\" 'y'\",,mgh\r\n",
+    );
+    let out = p.ok(&["run", "prep", "--params", "s.csv", "--dry-run"]);
+    assert!(out.contains("prep 01 a\n"), "{out}");
+    assert!(
+        out.contains("prep 'x; $(touch pwned) \"q\" '\\''y'\\''' ''"),
+        "{out}"
+    );
+    assert!(
+        p.json(&["list"]).as_array().unwrap().is_empty(),
+        "dry run submits nothing"
+    );
+
+    let v = p.json(&["run", "prep", "--params", "s.csv", "--wait"]);
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    assert!(results.iter().all(|j| j["state"] == "succeeded"), "{v}");
+    let hostile = results
+        .iter()
+        .find(|j| j["labels"]["session"] == "")
+        .unwrap();
+    let argv: Vec<&str> = hostile["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        argv[4], "x; $(touch pwned) \"q\" 'y'",
+        "one argument, verbatim"
+    );
+    assert_eq!(argv[5], "");
+    let log = p.ok(&["logs", &hostile["id"].to_string()]);
+    assert_eq!(log, "x; $(touch pwned) \"q\" 'y'||");
+    assert!(!p.path().join("pwned").exists());
+
+    // JSON Lines, with --where and --param added to every row.
+    p.write("s.jsonl", "{\"participant\": \"02\", \"site\": \"mgh\"}\n\n{\"participant\": 3, \"site\": \"upenn\"}\n");
+    let v = p.json(&[
+        "run",
+        "prep",
+        "--params",
+        "s.jsonl",
+        "--param",
+        "session=b",
+        "--where",
+        "site=upenn",
+    ]);
+    let sub = v["submitted"].as_array().unwrap();
+    assert_eq!(sub.len(), 1, "{v}");
+    assert_eq!(sub[0]["params"]["participant"], "3");
+    assert_eq!(sub[0]["line"], 3);
+    p.ok(&["cancel", &sub[0]["id"].to_string()]);
+}
+
+#[test]
+fn run_reports_bad_parameter_files_clearly() {
+    let p = Project::new();
+    p.write(".workq/config.toml", PREP);
+    p.write("no-session.csv", "participant,site\n01,x\n");
+    let out = p.run(&["run", "prep", "--params", "no-session.csv"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no column session") && err.contains("needs participant, session"),
+        "{err}"
+    );
+    p.write("ragged.csv", "participant,session\n01,a,extra\n");
+    let err = String::from_utf8_lossy(&p.run(&["run", "prep", "--params", "ragged.csv"]).stderr)
+        .into_owned();
+    assert!(
+        err.contains("ragged.csv: line 2: 3 field(s), but the header has 2"),
+        "{err}"
+    );
+    p.write("open.csv", "participant,session\n\"01,a\n");
+    let err = String::from_utf8_lossy(&p.run(&["run", "prep", "--params", "open.csv"]).stderr)
+        .into_owned();
+    assert!(
+        err.contains("line 2: a quoted field is never closed"),
+        "{err}"
+    );
+    let out = p.run(&["run", "prep", "--param", "participant=1"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("missing parameter session; the template needs participant, session"));
+    let out = p.run(&["run", "nope"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("typed queues defined: prep"));
+    assert_eq!(
+        p.run(&["run", "prep", "--params", "missing.csv"])
+            .status
+            .code(),
+        Some(3)
+    );
+    assert!(
+        p.json(&["list"]).as_array().unwrap().is_empty(),
+        "nothing was submitted"
+    );
+}
+
+#[test]
+fn run_skips_rows_whose_key_has_a_job_unless_forced() {
+    let p = Project::new();
+    p.write(".workq/config.toml", PREP);
+    p.write("s.csv", "participant,session\n01,a\n02,a\nbad,a\n");
+    assert_eq!(
+        p.run(&["run", "prep", "--params", "s.csv", "--wait"])
+            .status
+            .code(),
+        Some(1)
+    );
+    let out = p.run(&["run", "prep", "--params", "s.csv"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("skipped 2 row(s)") && err.contains("already succeeded"),
+        "{err}"
+    );
+    assert!(
+        err.contains("submitted 1 job(s)"),
+        "the failed row runs again: {err}"
+    );
+    let v = p.json(&["run", "prep", "--params", "s.csv"]);
+    let reasons: Vec<&str> = v["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(reasons.len(), 3, "the queued one is skipped too: {v}");
+    assert!(
+        reasons.iter().any(|r| r.contains("already queued")),
+        "{reasons:?}"
+    );
+    let v = p.json(&["run", "prep", "--params", "s.csv", "--force"]);
+    assert_eq!(
+        v["submitted"].as_array().unwrap().len(),
+        2,
+        "--force re-runs the succeeded rows: {v}"
+    );
+    assert_eq!(
+        v["skipped"].as_array().unwrap().len(),
+        1,
+        "a queued row is never doubled"
+    );
+}
+
+#[test]
+fn run_wait_leaves_no_worker_after_success_failure_and_sigint() {
+    let p = Project::new();
+    p.write(
+        ".workq/config.toml",
+        &format!("{PREP}\n[queues.slow]\ncommand = \"sleep {{secs}}\"\n"),
+    );
+    p.write("ok.csv", "participant,session\n01,a\n");
+    assert_eq!(
+        p.run(&["run", "prep", "--params", "ok.csv", "--wait"])
+            .status
+            .code(),
+        Some(0)
+    );
+    assert!(
+        worker_processes(&p).is_empty(),
+        "{:?}",
+        worker_processes(&p)
+    );
+    p.write("bad.csv", "participant,session\nbad,b\n");
+    assert_eq!(
+        p.run(&["run", "prep", "--params", "bad.csv", "--wait"])
+            .status
+            .code(),
+        Some(1)
+    );
+    assert!(worker_processes(&p).is_empty());
+
+    let child = p
+        .cmd()
+        .args(["run", "slow", "--param", "secs=60", "--wait"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while p
+        .json(&["list", "--state", "running"])
+        .as_array()
+        .unwrap()
+        .is_empty()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the job never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        worker_processes(&p).is_empty(),
+        "{:?}",
+        worker_processes(&p)
+    );
+    let jobs = p.json(&["list", "-Q", "slow"]);
+    assert_eq!(
+        state_of(&jobs[0]),
+        "queued",
+        "interrupted, back in the queue: {jobs}"
+    );
+
+    // A running worker is reused instead of starting a pool; --no-start-workers fails fast.
+    let out = p.run(&[
+        "run",
+        "slow",
+        "--param",
+        "secs=0",
+        "--wait",
+        "--no-start-workers",
+    ]);
+    assert_eq!(out.status.code(), Some(5));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("workq up slow"));
+    let _w = p.worker_with("keep", &["-Q", "prep"]);
+    let out = p.run(&[
+        "run",
+        "prep",
+        "--param",
+        "participant=9",
+        "--param",
+        "session=z",
+        "--wait",
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("using running worker(s): keep"));
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn up_and_down_are_idempotent() {
+    let p = Project::new();
+    p.write(
+        ".workq/config.toml",
+        &format!("{PREP}\n[queues.other]\ncommand = \"true\"\nworkers = 1\n"),
+    );
+    let out = p.ok(&["up"]);
+    assert!(
+        out.contains("worker other started") && out.contains("worker prep started"),
+        "{out}"
+    );
+    let (_, s) = (0, p.json(&["worker", "status", "prep"]));
+    assert_eq!(
+        (s["running"].as_bool(), s["slots"].as_u64()),
+        (Some(true), Some(2)),
+        "{s}"
+    );
+    let pid = s["pid"].clone();
+    let out = p.ok(&["up"]);
+    assert!(
+        out.contains("pool prep is already up") && out.contains("pool other is already up"),
+        "{out}"
+    );
+    assert_eq!(
+        p.json(&["worker", "status", "prep"])["pid"],
+        pid,
+        "up twice starts nothing new"
+    );
+    let out = p.ok(&["up", "prep", "--force-new"]);
+    assert!(out.contains("restarting (--force-new)"), "{out}");
+    assert_ne!(p.json(&["worker", "status", "prep"])["pid"], pid);
+    assert_eq!(p.run(&["up", "nope"]).status.code(), Some(3));
+    p.ok(&["down", "-t", "5"]);
+    assert!(worker_processes(&p).is_empty());
+    let out = p.ok(&["down"]);
+    assert!(out.contains("worker prep is not running"), "{out}");
+}
