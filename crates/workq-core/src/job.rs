@@ -180,6 +180,54 @@ pub struct JobSpec {
     pub idempotency_key: Option<String>,
     /// How many times a lost job is rescued before it fails.
     pub max_rescues: u32,
+    /// Run the command inside a container instead of directly.
+    pub container: Option<Container>,
+}
+
+/// Container execution of a job: `runtime run … image argv…`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Container {
+    /// `docker` or `podman` (a name looked up on the worker's PATH, or a path).
+    pub runtime: String,
+    /// The image.
+    pub image: String,
+}
+
+impl Container {
+    /// The container's name for one attempt: unique per store, job and attempt.
+    pub fn name(store_id: &str, job: JobId, attempt: u32) -> String {
+        let short: String = store_id.chars().take(8).collect();
+        format!("workq-{short}-{job}-{attempt}")
+    }
+
+    /// The full invocation of the runtime for `argv` in `cwd` with `env`.
+    pub fn argv(
+        &self,
+        name: &str,
+        cwd: &str,
+        env: &BTreeMap<String, String>,
+        argv: &[String],
+    ) -> Vec<String> {
+        let mut out = vec![
+            self.runtime.clone(),
+            "run".into(),
+            "--rm".into(),
+            "--init".into(),
+            "--name".into(),
+            name.to_string(),
+            "-v".into(),
+            format!("{cwd}:{cwd}"),
+            "-w".into(),
+            cwd.to_string(),
+        ];
+        for (k, v) in env {
+            out.push("-e".into());
+            out.push(format!("{k}={v}"));
+        }
+        out.push(self.image.clone());
+        out.extend(argv.iter().cloned());
+        out
+    }
 }
 
 impl JobSpec {
@@ -201,6 +249,7 @@ impl JobSpec {
             unique_key: None,
             idempotency_key: None,
             max_rescues: 3,
+            container: None,
         }
     }
 

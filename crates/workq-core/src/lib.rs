@@ -12,7 +12,7 @@ pub mod time;
 pub mod worker;
 
 pub use duration::{format_duration, parse_duration, DurationError};
-pub use job::{Attempt, ClaimedJob, Job, JobId, JobSpec, JobState, Outcome, WorkerId};
+pub use job::{Attempt, ClaimedJob, Container, Job, JobId, JobSpec, JobState, Outcome, WorkerId};
 pub use retry::{backoff_delay, next_after_failure, FailureDecision};
 pub use template::{Template, TemplateError};
 pub use time::Timestamp;

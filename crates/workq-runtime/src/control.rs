@@ -321,6 +321,7 @@ pub fn stop(
                     a.job_id, a.attempt
                 ));
             }
+            crate::rescue::remove_container(store, a.job_id, a.attempt);
         }
         let reason = format!(
             "killed by `workq worker stop` after {}",

@@ -5,6 +5,7 @@
 //! store call happens on one thread, and it is the one long-lived thread that spawns jobs, which
 //! is what `PR_SET_PDEATHSIG` needs.
 
+pub mod container;
 pub mod control;
 pub mod daemon;
 pub mod doorbell;

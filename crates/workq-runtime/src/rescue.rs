@@ -39,10 +39,23 @@ pub fn sweep(
                 attempt: a.attempt,
                 lease: a.lease,
             });
+            remove_container(store, a.job_id, a.attempt);
         }
         let rescued = store.rescue_worker(w.id, &reason, workq_store::RescueKind::Lost)?;
         report.rescued.extend(rescued);
         report.dead_workers.push((w.id, w.name.clone(), reason));
     }
     Ok(report)
+}
+
+/// Removes the container of one attempt, if the job runs in one (its engine keeps it running
+/// after the client process is killed).
+pub fn remove_container(store: &dyn Store, job: workq_core::JobId, attempt: u32) {
+    let Ok(Some(j)) = store.get(job) else { return };
+    let Some(c) = &j.spec.container else { return };
+    let Ok(store_id) = store.store_id() else {
+        return;
+    };
+    let name = workq_core::Container::name(&store_id, job, attempt);
+    crate::container::signal(&c.runtime, &name, crate::container::Action::Remove);
 }

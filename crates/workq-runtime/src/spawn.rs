@@ -68,17 +68,33 @@ pub fn describe_spawn_error(job: &ClaimedJob, e: &io::Error) -> String {
 /// Must be called from a thread that lives as long as the job: the parent-death signal fires
 /// when the spawning thread exits.
 pub fn spawn_job(job: &ClaimedJob, log_dir: &Path, store_id: &str) -> io::Result<Started> {
-    let Some(program) = job.spec.argv.first() else {
+    if job.spec.argv.is_empty() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "the job has an empty command",
         ));
-    };
+    }
     let log_path = log_path(log_dir, job.id, job.attempt);
     let log = open_log(&log_path)?;
     let log_err = log.try_clone()?;
+    let argv: Vec<String> = match &job.spec.container {
+        None => job.spec.argv.clone(),
+        Some(c) => {
+            let cwd = match &job.spec.cwd {
+                Some(d) => d.clone(),
+                None => std::env::current_dir()?.display().to_string(),
+            };
+            let mut env = job.spec.env.clone();
+            env.insert("WORKQ_JOB_ID".into(), job.id.to_string());
+            env.insert("WORKQ_ATTEMPT".into(), job.attempt.to_string());
+            env.insert("WORKQ_QUEUE".into(), job.spec.queue.clone());
+            let name = workq_core::Container::name(store_id, job.id, job.attempt);
+            c.argv(&name, &cwd, &env, &job.spec.argv)
+        }
+    };
+    let program = &argv[0];
     let mut cmd = Command::new(program);
-    cmd.args(&job.spec.argv[1..])
+    cmd.args(&argv[1..])
         .envs(&job.spec.env)
         .env("WORKQ_JOB_ID", job.id.to_string())
         .env("WORKQ_ATTEMPT", job.attempt.to_string())

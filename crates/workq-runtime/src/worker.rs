@@ -116,6 +116,30 @@ struct Running {
     timeout: Option<Duration>,
     kill_grace: Duration,
     stopping: Option<(StopReason, Instant)>,
+    /// Runtime and name of the job's container, if it runs in one.
+    container: Option<(String, String)>,
+}
+
+impl Running {
+    /// SIGTERM to the job's process group, and `stop` to its container.
+    fn term(&self) {
+        spawn::signal_group(self.pgid, libc::SIGTERM);
+        if let Some((runtime, name)) = &self.container {
+            crate::container::signal(
+                runtime,
+                name,
+                crate::container::Action::Stop(self.kill_grace),
+            );
+        }
+    }
+
+    /// SIGKILL to the job's process group, and `kill` to its container.
+    fn kill(&self) {
+        spawn::signal_group(self.pgid, libc::SIGKILL);
+        if let Some((runtime, name)) = &self.container {
+            crate::container::signal(runtime, name, crate::container::Action::Kill);
+        }
+    }
 }
 
 struct Loop<'a> {
@@ -505,6 +529,12 @@ impl Loop<'_> {
                         timeout: job.spec.timeout,
                         kill_grace: job.spec.kill_grace,
                         stopping: None,
+                        container: job.spec.container.as_ref().map(|c| {
+                            (
+                                c.runtime.clone(),
+                                workq_core::Container::name(&self.store_id, job.id, job.attempt),
+                            )
+                        }),
                     },
                 );
                 Some(SpawnRecord {
@@ -628,7 +658,7 @@ impl Loop<'_> {
         for (id, r) in self.running.iter_mut() {
             if let Some((_, kill_at)) = r.stopping {
                 if now >= kill_at {
-                    spawn::signal_group(r.pgid, libc::SIGKILL);
+                    r.kill();
                     r.stopping = r
                         .stopping
                         .map(|(why, _)| (why, now + Duration::from_secs(3600)));
@@ -642,7 +672,7 @@ impl Loop<'_> {
                         r.timeout.map(format_duration).unwrap_or_default(),
                         format_duration(r.kill_grace)
                     ));
-                    spawn::signal_group(r.pgid, libc::SIGTERM);
+                    r.term();
                     r.stopping = Some((StopReason::Timeout, now + r.kill_grace));
                     r.deadline = None;
                 }
@@ -657,7 +687,7 @@ impl Loop<'_> {
                     "job {id}: interrupting (SIGTERM, SIGKILL in {}); it goes back to the queue",
                     format_duration(r.kill_grace)
                 ));
-                spawn::signal_group(r.pgid, libc::SIGTERM);
+                r.term();
                 r.stopping = Some((StopReason::Interrupt, now + r.kill_grace));
             }
         }
@@ -683,7 +713,7 @@ impl Loop<'_> {
                         "job {id}: cancel requested, sending SIGTERM (SIGKILL in {})",
                         format_duration(r.kill_grace)
                     ));
-                    spawn::signal_group(r.pgid, libc::SIGTERM);
+                    r.term();
                     r.stopping = Some((StopReason::Cancel, now + r.kill_grace));
                 }
             }

@@ -77,6 +77,7 @@ macro_rules! store_conformance {
             running_jobs_and_worker_outcomes,
             store_id_and_diagnosis,
             unique_keys_seen_for_batch_runs,
+            container_spec_round_trips,
         );
         #[test]
         fn changed_after_another_handle_writes() {
@@ -2260,6 +2261,23 @@ pub fn unique_keys_seen_for_batch_runs(factory: &Factory) {
         ],
         "the newest job per key; failed {failed} and succeeded {done} are older or excluded"
     );
+}
+
+/// A job's container settings come back from `get` and from a claim.
+pub fn container_spec_round_trips(factory: &Factory) {
+    let s = factory(ManualClock::new(T0));
+    let s = &*s;
+    let w = worker(s, "w");
+    let mut sp = spec("default", "c");
+    sp.container = Some(workq_core::Container {
+        runtime: "podman".into(),
+        image: "example/tool:1.0".into(),
+    });
+    let id = submit1(s, sp.clone());
+    assert_eq!(job(s, id).spec.container, sp.container);
+    assert_eq!(claim_one(s, w, &["default"]).spec.container, sp.container);
+    let plain = submit1(s, spec("default", "plain"));
+    assert_eq!(job(s, plain).spec.container, None);
 }
 
 /// The store id is stable and non-empty; the diagnosis reports a healthy schema.

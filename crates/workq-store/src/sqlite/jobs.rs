@@ -64,8 +64,8 @@ pub(super) fn submit(s: &SqliteStore, jobs: &[JobSpec]) -> Result<Vec<Submitted>
         let mut insert = tx.prepare_cached(
             "INSERT INTO jobs (queue, state, priority, run_at, deps_pending, argv, env, cwd, labels,
                  retries, backoff_ms, timeout_ms, kill_grace_ms, unique_key, idempotency_key,
-                 max_rescues, created_at)
-             VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                 max_rescues, created_at, container)
+             VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
         )?;
         let mut by_idem = tx.prepare_cached("SELECT id FROM jobs WHERE idempotency_key = ?1")?;
         let mut by_unique = tx.prepare_cached(
@@ -132,6 +132,9 @@ pub(super) fn submit(s: &SqliteStore, jobs: &[JobSpec]) -> Result<Vec<Submitted>
                 spec.idempotency_key,
                 spec.max_rescues,
                 now,
+                spec.container
+                    .as_ref()
+                    .and_then(|c| serde_json::to_string(c).ok()),
             ])?;
             let id = tx.last_insert_rowid();
             for dep in &deps {

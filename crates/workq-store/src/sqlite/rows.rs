@@ -11,14 +11,14 @@ use workq_core::{Attempt, Job, JobSpec, JobState, Outcome, Timestamp, WorkerReco
 pub(crate) const JOB_COLUMNS: &str = "j.id, j.state, \
      j.queue, j.argv, j.env, j.cwd, j.labels, j.priority, j.retries, j.backoff_ms, \
      j.timeout_ms, j.kill_grace_ms, j.run_at, j.unique_key, j.idempotency_key, j.max_rescues, \
-     j.deps_pending, j.attempt, j.failures, j.rescues, j.worker_id, j.cancel_requested, \
+     j.container, j.deps_pending, j.attempt, j.failures, j.rescues, j.worker_id, j.cancel_requested, \
      j.exit_code, j.last_error, j.created_at, j.started_at, j.finished_at, \
      (SELECT w.name FROM workers w WHERE w.id = j.worker_id)";
 
 /// Columns of `jobs` (unaliased) that make up a [`JobSpec`], in [`spec_from_row`] order from `offset`.
 pub(crate) const SPEC_COLUMNS: &str =
     "queue, argv, env, cwd, labels, priority, retries, backoff_ms, \
-     timeout_ms, kill_grace_ms, run_at, unique_key, idempotency_key, max_rescues";
+     timeout_ms, kill_grace_ms, run_at, unique_key, idempotency_key, max_rescues, container";
 
 fn json_map(text: Option<String>) -> BTreeMap<String, String> {
     text.and_then(|t| serde_json::from_str(&t).ok())
@@ -61,6 +61,9 @@ pub(crate) fn spec_from_row(r: &Row<'_>, o: usize) -> rusqlite::Result<JobSpec> 
         unique_key: r.get(o + 11)?,
         idempotency_key: r.get(o + 12)?,
         max_rescues: r.get(o + 13)?,
+        container: r
+            .get::<_, Option<String>>(o + 14)?
+            .and_then(|t| serde_json::from_str(&t).ok()),
     })
 }
 
@@ -73,18 +76,18 @@ pub(crate) fn job_from_row(r: &Row<'_>) -> rusqlite::Result<Job> {
         state: parse_state(&state)?,
         run_at: spec.run_at.unwrap_or_default(),
         spec,
-        deps_pending: r.get(16)?,
-        attempt: r.get(17)?,
-        failures: r.get(18)?,
-        rescues: r.get(19)?,
-        worker_id: r.get(20)?,
-        cancel_requested: r.get::<_, i64>(21)? != 0,
-        exit_code: r.get(22)?,
-        last_error: r.get(23)?,
-        created_at: Timestamp(r.get(24)?),
-        started_at: r.get::<_, Option<i64>>(25)?.map(Timestamp),
-        finished_at: r.get::<_, Option<i64>>(26)?.map(Timestamp),
-        worker_name: r.get(27)?,
+        deps_pending: r.get(17)?,
+        attempt: r.get(18)?,
+        failures: r.get(19)?,
+        rescues: r.get(20)?,
+        worker_id: r.get(21)?,
+        cancel_requested: r.get::<_, i64>(22)? != 0,
+        exit_code: r.get(23)?,
+        last_error: r.get(24)?,
+        created_at: Timestamp(r.get(25)?),
+        started_at: r.get::<_, Option<i64>>(26)?.map(Timestamp),
+        finished_at: r.get::<_, Option<i64>>(27)?.map(Timestamp),
+        worker_name: r.get(28)?,
     })
 }
 

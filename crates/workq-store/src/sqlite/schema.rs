@@ -118,6 +118,10 @@ ALTER TABLE workers ADD COLUMN settings TEXT;
 CREATE INDEX workers_ended ON workers (stopped_at) WHERE stopped_at IS NOT NULL;
 CREATE INDEX attempts_by_worker ON attempts (worker_id, ended_at);
 "#,
+    r#"
+CREATE INDEX jobs_by_unique_key ON jobs (unique_key) WHERE unique_key IS NOT NULL;
+ALTER TABLE jobs ADD COLUMN container TEXT;
+"#,
 ];
 
 /// The schema version this build creates and understands.

@@ -101,6 +101,33 @@ pub fn run(ctx: &Context, _a: Args) -> CmdResult {
             ));
         }
     }
+    for q in ctx.config.queue_names() {
+        if ctx.config.str(&format!("queues.{q}.mode")).as_deref() != Some("container") {
+            continue;
+        }
+        match super::run::container_for(ctx, &q) {
+            Ok(Some(c)) => match workq_runtime::container::probe(&c.runtime) {
+                Ok(()) => f.push(ok(
+                    "container",
+                    format!("queue {q}: {} answers", c.runtime),
+                )),
+                Err(why) => f.push(problem(
+                    "container",
+                    format!("queue {q}: the {} engine is unreachable: {why}", c.runtime),
+                    format!(
+                        "start it (sudo systemctl start {0}), or check that this user may use it ({0} version)",
+                        c.runtime
+                    ),
+                )),
+            },
+            Ok(None) => {}
+            Err(e) => f.push(problem(
+                "container",
+                format!("queue {q}: {}", e.message),
+                e.hint.unwrap_or_else(|| "see the message".into()),
+            )),
+        }
+    }
     if !ctx.store_exists() {
         f.push(ok(
             "store",

@@ -10,7 +10,7 @@ mod list;
 mod logs;
 mod pools;
 mod retry;
-mod run;
+pub(crate) mod run;
 mod show;
 mod status;
 mod submit;

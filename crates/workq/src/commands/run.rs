@@ -117,9 +117,59 @@ fn read_rows(path: &PathBuf) -> Result<params::Table, CliError> {
     parsed.map_err(|e| CliError::usage(format!("--params {}: {e}", path.display())))
 }
 
+/// The queue's container settings when `mode = "container"`, with the runtime resolved.
+pub(crate) fn container_for(
+    ctx: &Context,
+    queue: &str,
+) -> Result<Option<workq_core::Container>, CliError> {
+    if ctx.config.str(&format!("queues.{queue}.mode")).as_deref() != Some("container") {
+        return Ok(None);
+    }
+    let image = ctx
+        .config
+        .str(&format!("queues.{queue}.image"))
+        .filter(|i| !i.trim().is_empty())
+        .ok_or_else(|| {
+            CliError::usage(format!(
+                "queue {queue} has mode = \"container\" but no image ({})",
+                ctx.config.source(&format!("queues.{queue}.mode"))
+            ))
+            .hint(format!("add image = \"…\" under [queues.{queue}]"))
+        })?;
+    let key = ctx.config.queue_key(queue, "runtime");
+    let key = if ctx.config.get(&key).is_some() {
+        key
+    } else {
+        "container.runtime".to_string()
+    };
+    let wanted = ctx.config.str(&key).unwrap_or_else(|| "auto".into());
+    let runtime = if wanted == "auto" {
+        workq_runtime::container::detect().ok_or_else(|| {
+            CliError::new(
+                code::UNAVAILABLE,
+                format!(
+                    "queue {queue} runs in containers, but neither docker nor podman is on PATH"
+                ),
+            )
+            .hint("install one of them, or set runtime = \"/path/to/docker\" under [container]")
+        })?
+    } else {
+        if !workq_runtime::container::exists(&wanted) {
+            return Err(CliError::new(
+                code::UNAVAILABLE,
+                format!("container runtime {wanted} ({key}, {}) is not on PATH", ctx.config.source(&key)),
+            )
+            .hint("install it, or set runtime = \"auto\" to use whichever of docker or podman is installed"));
+        }
+        wanted
+    };
+    Ok(Some(workq_core::Container { runtime, image }))
+}
+
 pub fn run(ctx: &Context, a: Args) -> CmdResult {
     let interrupts = a.wait.then(Interrupts::install);
     let template = template_of(ctx, &a.queue)?;
+    let container = container_for(ctx, &a.queue)?;
     let needed = template.params();
     let unique = match ctx.config.str(&format!("queues.{}.unique", a.queue)) {
         Some(u) => Some(
@@ -208,6 +258,7 @@ pub fn run(ctx: &Context, a: Args) -> CmdResult {
         })?;
         let mut spec = JobSpec::new(a.queue.clone(), argv);
         crate::config::apply_job_defaults(&ctx.config, &a.queue, &mut spec);
+        spec.container = container.clone();
         spec.cwd = Some(match &spec.cwd {
             Some(c) => cwd.join(c).display().to_string(),
             None => cwd.display().to_string(),

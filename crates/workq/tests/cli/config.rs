@@ -449,3 +449,237 @@ fn up_and_down_are_idempotent() {
     let out = p.ok(&["down"]);
     assert!(out.contains("worker prep is not running"), "{out}");
 }
+
+/// A stand-in for docker: logs every call, runs `run`'s command detached in its own session (as
+/// an engine would, outside the job's process group and without its marker), and kills it on
+/// `stop`, `kill` or `rm`. `version` fails while `state/down` exists.
+const FAKE_DOCKER: &str = r#"#!/bin/bash
+dir="$(dirname "$0")/state"; mkdir -p "$dir"
+printf '%s\n' "$*" >> "$dir/calls.log"
+case "$1" in
+  version) [ -e "$dir/down" ] && { echo "Cannot connect to the Docker daemon" >&2; exit 1; }; exit 0;;
+  run)
+    shift; name=""
+    while [ $# -gt 0 ]; do
+      case "$1" in
+        --rm|--init) shift;;
+        --name) name="$2"; shift 2;;
+        -v|-w|-e) shift 2;;
+        *) break;;
+      esac
+    done
+    shift
+    env -u WORKQ_JOB_ID -u WORKQ_ATTEMPT -u WORKQ_LEASE -u WORKQ_STORE_ID setsid "$@" &
+    pid=$!
+    echo "$pid" > "$dir/$name.pid"
+    wait "$pid"; rc=$?
+    rm -f "$dir/$name.pid"
+    exit $rc;;
+  stop|kill|rm)
+    name="${@: -1}"
+    [ -f "$dir/$name.pid" ] && kill -9 "$(cat "$dir/$name.pid")"
+    exit 0;;
+esac
+"#;
+
+const BOX: &str = r#"[queues.box]
+command = "sleep {secs}"
+mode = "container"
+image = "example/tool:1.0"
+env = { FOO = "bar baz" }
+kill_grace = "1s"
+
+[queues.boxt]
+command = "sleep {secs}"
+mode = "container"
+image = "example/tool:1.0"
+timeout = "1s"
+kill_grace = "1s"
+"#;
+
+#[test]
+fn container_mode_runs_and_stops_the_container_through_the_runtime() {
+    use std::os::unix::fs::PermissionsExt;
+    let p = Project::new();
+    p.write(".workq/config.toml", BOX);
+    p.write("bin/docker", FAKE_DOCKER);
+    std::fs::set_permissions(
+        p.path().join("bin/docker"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        p.path().join("bin").display(),
+        std::env::var("PATH").unwrap()
+    );
+    let state = p.path().join("bin/state");
+    let calls = || std::fs::read_to_string(state.join("calls.log")).unwrap_or_default();
+    let run = |args: &[&str]| p.cmd().env("PATH", &path).args(args).output().unwrap();
+    let container_pid = |job: i64| -> i32 {
+        let f = std::fs::read_dir(&state)
+            .unwrap()
+            .flatten()
+            .find(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .ends_with(&format!("-{job}-1.pid"))
+            })
+            .expect("container pid file");
+        std::fs::read_to_string(f.path())
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+
+    // Without a runtime on PATH, run says so.
+    let out = p
+        .cmd()
+        .env("PATH", "/usr/bin:/bin")
+        .args(["run", "box", "--param", "secs=0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(5));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("neither docker nor podman is on PATH"));
+
+    assert_eq!(run(&["doctor"]).status.code(), Some(0));
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(state.join("down"), "").unwrap();
+    let out = run(&["doctor"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("engine is unreachable") && text.contains("Cannot connect"),
+        "{text}"
+    );
+    std::fs::remove_file(state.join("down")).unwrap();
+
+    // The exact invocation: --rm, --init, a name from job and attempt, the cwd mounted at the same
+    // path, the job's env, the image, then the command.
+    let out = run(&["run", "box", "--param", "secs=0", "--wait"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cwd = p.path().display().to_string();
+    let first = calls()
+        .lines()
+        .find(|l| l.starts_with("run "))
+        .unwrap()
+        .to_string();
+    assert!(
+        first.starts_with("run --rm --init --name workq-"),
+        "{first}"
+    );
+    assert!(first.contains(&format!("-1-1 -v {cwd}:{cwd} -w {cwd} -e FOO=bar baz -e WORKQ_ATTEMPT=1 -e WORKQ_JOB_ID=1 -e WORKQ_QUEUE=box example/tool:1.0 sleep 0")), "{first}");
+
+    // A timeout stops the container itself, not only the client.
+    let out = run(&["run", "boxt", "--param", "secs=300", "--wait"]);
+    assert_eq!(out.status.code(), Some(1));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !calls().contains("stop ") {
+        assert!(std::time::Instant::now() < deadline, "no stop: {}", calls());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let stop = calls()
+        .lines()
+        .find(|l| l.starts_with("stop "))
+        .map(str::to_string);
+    assert!(
+        stop.as_deref()
+            .is_some_and(|l| l.starts_with("stop --time 1 workq-") && l.ends_with("-2-1")),
+        "{}",
+        calls()
+    );
+    super::lifecycle_wait_dead(container_pid(2));
+
+    // So does a cancel.
+    {
+        let mut c = p.cmd();
+        c.env("PATH", &path);
+        let out = c
+            .args([
+                "worker",
+                "start",
+                "boxer",
+                "-d",
+                "-Q",
+                "box",
+                "--stop-timeout",
+                "30s",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let v: Value =
+        serde_json::from_slice(&run(&["--json", "run", "box", "--param", "secs=300"]).stdout)
+            .unwrap();
+    let id = v["submitted"][0]["id"].as_i64().unwrap();
+    p.wait_job(id, "running", |j| state_of(j) == "running");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::fs::read_dir(&state).unwrap().flatten().all(|e| {
+        !e.file_name()
+            .to_string_lossy()
+            .ends_with(&format!("-{id}-1.pid"))
+    }) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the container never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let pid = container_pid(id);
+    run(&["cancel", &id.to_string()]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !calls().contains(&format!("-{id}-1\n")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no stop of the container: {}",
+            calls()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    super::lifecycle_wait_dead(pid);
+
+    // And `worker stop` past its timeout removes the container of the job it kills.
+    let v: Value =
+        serde_json::from_slice(&run(&["--json", "run", "box", "--param", "secs=301"]).stdout)
+            .unwrap();
+    let id = v["submitted"][0]["id"].as_i64().unwrap();
+    p.wait_job(id, "running", |j| state_of(j) == "running");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::fs::read_dir(&state).unwrap().flatten().all(|e| {
+        !e.file_name()
+            .to_string_lossy()
+            .ends_with(&format!("-{id}-1.pid"))
+    }) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the container never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let pid = container_pid(id);
+    let out = run(&["worker", "stop", "boxer", "-t", "1"]);
+    assert!(out.status.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !calls().contains(&format!("-{id}-1\n")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no rm of the container: {}",
+            calls()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(calls().contains("rm -f workq-"), "{}", calls());
+    super::lifecycle_wait_dead(pid);
+    assert_eq!(state_of(&p.job(id)), "queued");
+}

@@ -290,6 +290,15 @@ fn wait_gone(root: &Path, job: i64, attempt: u32) {
     }
 }
 
+/// Waits until `pid` is gone (a liveness bound, not a timing assertion).
+fn lifecycle_wait_dead(pid: i32) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while process_alive(pid) {
+        assert!(Instant::now() < deadline, "process {pid} is still alive");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn process_alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|s| {
