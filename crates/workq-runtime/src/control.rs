@@ -283,7 +283,8 @@ pub fn stop(
             worker_id = now.worker_id.or(worker_id);
         }
     }
-    for (what, t) in [("monitor", r.monitor), ("worker", worker)] {
+    // The worker first: killing its monitor first would hand it a parent-death SIGTERM.
+    for (what, t) in [("worker", worker), ("monitor", r.monitor)] {
         if let Some(t) = t {
             if procinfo::signal_verified(t.pid, t.start_time, libc::SIGKILL) {
                 say(format!("killed {what} pid {}", t.pid));

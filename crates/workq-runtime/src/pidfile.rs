@@ -284,7 +284,17 @@ pub fn remove_if_unlocked(path: &Path) -> io::Result<bool> {
         // Unreadable: without its lock we cannot know that nobody owns it.
         Err(e) => return Err(e),
     };
-    if !try_lock(&file)? {
+    // Another process may hold the lock for a moment (a probe, or a child between fork and
+    // exec that still shares a probe's descriptor): try a few times before calling it owned.
+    let mut locked = false;
+    for _ in 0..10 {
+        if try_lock(&file)? {
+            locked = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    if !locked {
         return Ok(false);
     }
     if same_inode(&file, path) {
