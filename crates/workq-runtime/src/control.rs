@@ -91,6 +91,24 @@ fn verified_monitor(path: &Path, worker: i32) -> Option<Target> {
     target(holder, procinfo::start_time(holder))
 }
 
+/// The running worker `name` as the registry knows it, when its PID file cannot be trusted.
+fn from_registry(store: &dyn Store, name: &str, path: &Path) -> Result<Option<Found>, StoreError> {
+    Ok(live_record(store, name)?.map(|w| {
+        Found::Running(Box::new(Running {
+            worker: Target {
+                pid: w.pid,
+                start_time: w.pid_start_time,
+            },
+            monitor: verified_monitor(path, w.pid),
+            worker_id: Some(w.id),
+            settings: w
+                .settings
+                .as_deref()
+                .and_then(|s| WorkerSettings::from_json(s).ok()),
+        }))
+    }))
+}
+
 /// True if the registry has a live worker with the id, pid and start time `info` names.
 fn registered(store: &dyn Store, info: &PidInfo) -> Result<bool, StoreError> {
     Ok(store.workers(false)?.iter().any(|w| {
@@ -150,43 +168,19 @@ pub fn find(store: &dyn Store, run_dir: &Path, name: &str) -> Result<Found, Stor
         }
         Probe::Live { problem, .. } => {
             let problem = problem.unwrap_or_default();
-            match live_record(store, name)? {
-                Some(w) => Found::Running(Box::new(Running {
-                    worker: Target {
-                        pid: w.pid,
-                        start_time: w.pid_start_time,
-                    },
-                    monitor: verified_monitor(&path, w.pid),
-                    worker_id: Some(w.id),
-                    settings: w
-                        .settings
-                        .as_deref()
-                        .and_then(|s| WorkerSettings::from_json(s).ok()),
-                })),
-                None => Found::Unsure(format!(
+            from_registry(store, name, &path)?.unwrap_or_else(|| {
+                Found::Unsure(format!(
                     "PID file {} is damaged: {problem}; no registered worker {name} matches, so nothing will be signalled on its word",
                     path.display()
-                )),
-            }
+                ))
+            })
         }
-        Probe::Unreadable(why) => match live_record(store, name)? {
-            Some(w) => Found::Running(Box::new(Running {
-                worker: Target {
-                    pid: w.pid,
-                    start_time: w.pid_start_time,
-                },
-                monitor: verified_monitor(&path, w.pid),
-                worker_id: Some(w.id),
-                settings: w
-                    .settings
-                    .as_deref()
-                    .and_then(|s| WorkerSettings::from_json(s).ok()),
-            })),
-            None => Found::Unsure(format!(
+        Probe::Unreadable(why) => from_registry(store, name, &path)?.unwrap_or_else(|| {
+            Found::Unsure(format!(
                 "{why}; no registered worker {name} runs, so it is probably stale: fix its permissions or remove it (rm {})",
                 path.display()
-            )),
-        },
+            ))
+        }),
     })
 }
 
