@@ -7,11 +7,14 @@
 pub mod clock;
 pub mod conformance;
 mod error;
+pub mod pgtest;
+pub mod pg;
 pub mod sqlite;
 mod types;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::StoreError;
+pub use pg::{PgOptions, PgStore};
 pub use sqlite::{lock_holder, JournalMode, SqliteOptions, SqliteStore};
 pub use types::*;
 

@@ -8,6 +8,11 @@ mod schema;
 mod workers;
 pub use lock::lock_holder;
 
+/// The checksum recorded for a migration's text (shared with the PostgreSQL store).
+pub(crate) fn schema_checksum(sql: &str) -> u64 {
+    schema::checksum(sql)
+}
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

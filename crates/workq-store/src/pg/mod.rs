@@ -1,0 +1,425 @@
+//! The PostgreSQL store: the same tables and semantics as the SQLite one, in schema `workq`,
+//! for workers on many hosts. Claims use `FOR UPDATE SKIP LOCKED`; every write that can give a
+//! worker something to do sends `NOTIFY workq_changes` (delivered at commit); a sequence bumped
+//! by every write answers `changed()` with one cheap read.
+
+mod ops;
+mod rows;
+pub(crate) mod schema;
+
+use std::cell::{Cell, RefCell};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use postgres::error::SqlState;
+use postgres::{Client, NoTls, Transaction};
+
+use crate::{Clock, Result, StoreError, SystemClock};
+
+/// Options of a PostgreSQL store.
+#[derive(Clone)]
+pub struct PgOptions {
+    /// The clock (injected in tests).
+    pub clock: Arc<dyn Clock>,
+    /// Host name recorded on attempts.
+    pub host: String,
+    /// How long to wait for a connection.
+    pub connect_timeout: Duration,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        PgOptions {
+            clock: Arc::new(SystemClock),
+            host: "localhost".into(),
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A workq store in a PostgreSQL database.
+pub struct PgStore {
+    url: String,
+    display: String,
+    conn: RefCell<Option<Client>>,
+    opts: PgOptions,
+    rng: AtomicU64,
+    seen_change: Cell<i64>,
+}
+
+/// The channel workers listen on.
+pub const CHANNEL: &str = "workq_changes";
+
+pub(crate) enum TxErr {
+    Pg(postgres::Error),
+    Store(StoreError),
+}
+
+impl From<postgres::Error> for TxErr {
+    fn from(e: postgres::Error) -> Self {
+        TxErr::Pg(e)
+    }
+}
+
+/// `user@host:port/db` of a URL, never the password.
+pub fn describe_url(url: &str) -> String {
+    match url.parse::<postgres::Config>() {
+        Ok(c) => {
+            let host = c
+                .get_hosts()
+                .first()
+                .map(|h| match h {
+                    postgres::config::Host::Tcp(s) => s.clone(),
+                    postgres::config::Host::Unix(p) => p.display().to_string(),
+                })
+                .unwrap_or_else(|| "localhost".into());
+            let port = c.get_ports().first().copied().unwrap_or(5432);
+            let user = c.get_user().unwrap_or("(default user)");
+            let db = c.get_dbname().unwrap_or(user);
+            format!("postgres://{user}@{host}:{port}/{db}")
+        }
+        Err(_) => "the PostgreSQL URL given".into(),
+    }
+}
+
+fn seed() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    t ^ (u64::from(std::process::id()) << 32) ^ 0xA076_1D64_78BD_642F
+}
+
+impl PgStore {
+    /// Connects, creates or upgrades schema `workq` (under an advisory lock, so hosts starting
+    /// at once migrate once), and returns the store.
+    pub fn open(url: &str, opts: PgOptions) -> Result<PgStore> {
+        let store = PgStore {
+            url: url.to_string(),
+            display: describe_url(url),
+            conn: RefCell::new(None),
+            opts,
+            rng: AtomicU64::new(seed()),
+            seen_change: Cell::new(0),
+        };
+        let mut client = store.connect()?;
+        store.migrate(&mut client)?;
+        client
+            .batch_execute("SET search_path TO workq")
+            .map_err(|e| store.err(e))?;
+        *store.conn.borrow_mut() = Some(client);
+        store.seen_change.set(store.change_counter()?);
+        Ok(store)
+    }
+
+    /// `user@host:port/db` of this store (no password).
+    pub fn location(&self) -> &str {
+        &self.display
+    }
+
+    /// The URL this store connects to.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn connect(&self) -> Result<Client> {
+        let mut cfg: postgres::Config =
+            self.url
+                .parse()
+                .map_err(|e: postgres::Error| StoreError::Unavailable {
+                    path: self.display.clone(),
+                    reason: format!(
+                        "not a valid PostgreSQL URL ({e}); use postgres://USER@HOST:PORT/DATABASE"
+                    ),
+                })?;
+        cfg.connect_timeout(self.opts.connect_timeout);
+        cfg.application_name("workq");
+        cfg.connect(NoTls).map_err(|e| self.err(e))
+    }
+
+    fn migrate(&self, c: &mut Client) -> Result<()> {
+        let mut run = || -> std::result::Result<(), TxErr> {
+            let mut tx = c.transaction()?;
+            // One migrator at a time across every host.
+            tx.execute("SELECT pg_advisory_xact_lock(7426823517)", &[])?;
+            tx.batch_execute("CREATE SCHEMA IF NOT EXISTS workq; SET LOCAL search_path TO workq")?;
+            let exists: bool = tx
+                .query_one("SELECT to_regclass('workq.meta') IS NOT NULL", &[])?
+                .get(0);
+            let mut version = 0i64;
+            if exists {
+                for row in tx.query("SELECT version, checksum FROM meta ORDER BY version", &[])? {
+                    let v: i64 = row.get(0);
+                    let sum: i64 = row.get(1);
+                    version = version.max(v);
+                    if let Some(sql) = schema::MIGRATIONS.get((v - 1) as usize) {
+                        let expected = crate::sqlite::schema_checksum(sql);
+                        if sum as u64 != expected {
+                            return Err(TxErr::Store(StoreError::MigrationMismatch {
+                                path: self.display.clone(),
+                                version: v,
+                                found: sum as u64,
+                                expected,
+                            }));
+                        }
+                    }
+                }
+            }
+            let latest = schema::latest_version();
+            if version > latest {
+                return Err(TxErr::Store(StoreError::NewerSchema {
+                    path: self.display.clone(),
+                    found: version,
+                    supported: latest,
+                }));
+            }
+            let now = self.opts.clock.now().0;
+            for (i, sql) in schema::MIGRATIONS.iter().enumerate().skip(version as usize) {
+                tx.batch_execute(sql)?;
+                tx.execute(
+                    "INSERT INTO meta (version, checksum, applied_at) VALUES ($1, $2, $3)",
+                    &[
+                        &(i as i64 + 1),
+                        &(crate::sqlite::schema_checksum(sql) as i64),
+                        &now,
+                    ],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        };
+        match run() {
+            Ok(()) => Ok(()),
+            Err(TxErr::Pg(e)) => Err(self.err(e)),
+            Err(TxErr::Store(e)) => Err(e),
+        }
+    }
+
+    /// Runs `f` with a live connection, reconnecting once if the connection was lost.
+    fn with<T>(
+        &self,
+        mut f: impl FnMut(&mut Client) -> std::result::Result<T, TxErr>,
+    ) -> Result<T> {
+        let mut slot = self.conn.borrow_mut();
+        for round in 0..2 {
+            if slot.as_ref().is_none_or(|c| c.is_closed()) {
+                let mut c = self.connect()?;
+                c.batch_execute("SET search_path TO workq")
+                    .map_err(|e| self.err(e))?;
+                *slot = Some(c);
+            }
+            let Some(client) = slot.as_mut() else {
+                continue;
+            };
+            match f(client) {
+                Ok(v) => return Ok(v),
+                Err(TxErr::Store(e)) => return Err(e),
+                Err(TxErr::Pg(e)) => {
+                    let lost = e.is_closed() || client.is_closed() || is_connection_error(&e);
+                    if lost {
+                        *slot = None;
+                        if round == 0 {
+                            // A server restart or a terminated session: one fresh try. A
+                            // transaction that was cut off never committed, so this is safe.
+                            continue;
+                        }
+                    }
+                    return Err(self.err(e));
+                }
+            }
+        }
+        Err(StoreError::Unavailable {
+            path: self.display.clone(),
+            reason: "the connection keeps failing".into(),
+        })
+    }
+
+    /// Runs `f` in one transaction, committing on `Ok`; bumps the change counter, and with
+    /// `notify` wakes listening workers at commit.
+    fn write<T>(
+        &self,
+        notify: bool,
+        mut f: impl FnMut(&mut Transaction<'_>) -> std::result::Result<T, TxErr>,
+    ) -> Result<T> {
+        self.with(|c| {
+            let mut tx = c.transaction()?;
+            let v = f(&mut tx)?;
+            tx.execute("SELECT nextval('changes')", &[])?;
+            if notify {
+                tx.execute("SELECT pg_notify($1, '')", &[&CHANNEL])?;
+            }
+            tx.commit()?;
+            Ok(v)
+        })
+    }
+
+    fn change_counter(&self) -> Result<i64> {
+        self.with(|c| {
+            let row = c.query_one(
+                "SELECT last_value + (CASE WHEN is_called THEN 1 ELSE 0 END) FROM changes",
+                &[],
+            )?;
+            Ok(row.get::<_, i64>(0))
+        })
+    }
+
+    pub(crate) fn err(&self, e: postgres::Error) -> StoreError {
+        if let Some(db) = e.as_db_error() {
+            let code = db.code();
+            return if *code == SqlState::UNIQUE_VIOLATION {
+                StoreError::Conflict(db.message().to_string())
+            } else if *code == SqlState::INVALID_CATALOG_NAME {
+                StoreError::Unavailable {
+                    path: self.display.clone(),
+                    reason: format!(
+                        "{}; create it first (createdb) or fix the database name in the URL",
+                        db.message()
+                    ),
+                }
+            } else if *code == SqlState::INVALID_PASSWORD
+                || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+            {
+                StoreError::Unavailable {
+                    path: self.display.clone(),
+                    reason: format!("authentication failed ({}); check the user and password (PGPASSWORD or ~/.pgpass) and pg_hba.conf", db.message()),
+                }
+            } else if *code == SqlState::DISK_FULL {
+                StoreError::DiskFull {
+                    path: self.display.clone(),
+                }
+            } else if *code == SqlState::READ_ONLY_SQL_TRANSACTION {
+                StoreError::ReadOnly {
+                    path: self.display.clone(),
+                    reason: db.message().to_string(),
+                }
+            } else if *code == SqlState::ADMIN_SHUTDOWN
+                || *code == SqlState::CANNOT_CONNECT_NOW
+                || *code == SqlState::CRASH_SHUTDOWN
+                || *code == SqlState::TOO_MANY_CONNECTIONS
+            {
+                StoreError::Unavailable {
+                    path: self.display.clone(),
+                    reason: db.message().to_string(),
+                }
+            } else {
+                StoreError::Backend {
+                    path: self.display.clone(),
+                    detail: db.message().to_string(),
+                }
+            };
+        }
+        let text = e.to_string();
+        let source = std::error::Error::source(&e)
+            .map(|s| s.to_string())
+            .unwrap_or_default();
+        let reason = if source.contains("refused") || text.contains("refused") {
+            "connection refused: is the server running and listening there?".to_string()
+        } else if source.contains("timed out") || text.contains("timeout") {
+            "the connection timed out".to_string()
+        } else if e.is_closed() {
+            "the connection was closed".to_string()
+        } else if source.is_empty() {
+            text
+        } else {
+            format!("{text}: {source}")
+        };
+        StoreError::Unavailable {
+            path: self.display.clone(),
+            reason,
+        }
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.opts.clock.now().0
+    }
+
+    /// A fresh random 63-bit fencing token (never zero).
+    fn new_lease(&self) -> i64 {
+        let mut z = self
+            .rng
+            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
+            .wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        ((z >> 1) as i64).max(1)
+    }
+}
+
+fn is_connection_error(e: &postgres::Error) -> bool {
+    if let Some(db) = e.as_db_error() {
+        let c = db.code();
+        return *c == SqlState::ADMIN_SHUTDOWN
+            || *c == SqlState::CRASH_SHUTDOWN
+            || *c == SqlState::CANNOT_CONNECT_NOW;
+    }
+    true
+}
+
+/// A thread that LISTENs on its own connection and calls `on_change` for each notification,
+/// until dropped. Reconnects after errors (with a pause), so a server restart is survived.
+pub struct Listener {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+    }
+}
+
+impl PgStore {
+    /// Starts a listener thread that calls `on_change` whenever a write sends a notification.
+    pub fn listen(&self, on_change: Box<dyn Fn() + Send>) -> Listener {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let url = self.url.clone();
+        let timeout = self.opts.connect_timeout;
+        let _ = std::thread::Builder::new()
+            .name("workq-listen".into())
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                while !flag.load(Ordering::Acquire) {
+                    let Ok(mut cfg) = url.parse::<postgres::Config>() else {
+                        return;
+                    };
+                    cfg.connect_timeout(timeout);
+                    let Ok(mut c) = cfg.connect(NoTls) else {
+                        std::thread::sleep(Duration::from_secs(1));
+                        continue;
+                    };
+                    if c.batch_execute(&format!("LISTEN {CHANNEL}")).is_err() {
+                        continue;
+                    }
+                    // Whatever happened while we were away: look once.
+                    on_change();
+                    loop {
+                        if flag.load(Ordering::Acquire) {
+                            return;
+                        }
+                        let got = {
+                            use postgres::fallible_iterator::FallibleIterator;
+                            let mut n = c.notifications();
+                            let mut it = n.timeout_iter(Duration::from_millis(500));
+                            match it.next() {
+                                Ok(Some(_)) => {
+                                    // Coalesce a burst into one wake-up.
+                                    while let Ok(Some(_)) = it.next() {}
+                                    Some(true)
+                                }
+                                Ok(None) => Some(false),
+                                Err(_) => None,
+                            }
+                        };
+                        match got {
+                            Some(true) => on_change(),
+                            Some(false) if !c.is_closed() => {}
+                            _ => break,
+                        }
+                    }
+                }
+            });
+        Listener { stop }
+    }
+}

@@ -1,0 +1,155 @@
+//! Mapping PostgreSQL rows to domain types (every integer column is BIGINT).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use postgres::Row;
+use workq_core::{Attempt, Job, JobSpec, JobState, Outcome, Timestamp, WorkerRecord, WorkerState};
+
+/// Columns of `jobs` (aliased `j`) read by [`job_from_row`].
+pub(crate) const JOB_COLUMNS: &str = "j.id, j.state, \
+     j.queue, j.argv, j.env, j.cwd, j.labels, j.priority, j.retries, j.backoff_ms, \
+     j.timeout_ms, j.kill_grace_ms, j.run_at, j.unique_key, j.idempotency_key, j.max_rescues, \
+     j.container, j.deps_pending, j.attempt, j.failures, j.rescues, j.worker_id, j.cancel_requested, \
+     j.exit_code, j.last_error, j.created_at, j.started_at, j.finished_at, \
+     (SELECT w.name FROM workers w WHERE w.id = j.worker_id)";
+
+/// Columns that make up a [`JobSpec`], in [`spec_from_row`] order.
+pub(crate) const SPEC_COLUMNS: &str =
+    "queue, argv, env, cwd, labels, priority, retries, backoff_ms, \
+     timeout_ms, kill_grace_ms, run_at, unique_key, idempotency_key, max_rescues, container";
+
+fn json_map(text: Option<String>) -> BTreeMap<String, String> {
+    text.and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
+}
+
+/// Encodes a map as JSON, or NULL when empty.
+pub(crate) fn map_json(map: &BTreeMap<String, String>) -> Option<String> {
+    if map.is_empty() {
+        None
+    } else {
+        serde_json::to_string(map).ok()
+    }
+}
+
+fn u32_of(v: i64) -> u32 {
+    v.clamp(0, u32::MAX as i64) as u32
+}
+
+fn ms(v: i64) -> Duration {
+    Duration::from_millis(v.max(0) as u64)
+}
+
+/// Reads a [`JobSpec`] from [`SPEC_COLUMNS`] starting at column `o`.
+pub(crate) fn spec_from_row(r: &Row, o: usize) -> JobSpec {
+    let argv: String = r.get(o + 1);
+    JobSpec {
+        queue: r.get(o),
+        argv: serde_json::from_str(&argv).unwrap_or_default(),
+        env: json_map(r.get(o + 2)),
+        cwd: r.get(o + 3),
+        labels: json_map(r.get(o + 4)),
+        priority: r
+            .get::<_, i64>(o + 5)
+            .clamp(i32::MIN as i64, i32::MAX as i64) as i32,
+        retries: u32_of(r.get(o + 6)),
+        backoff: ms(r.get(o + 7)),
+        timeout: r.get::<_, Option<i64>>(o + 8).map(ms),
+        kill_grace: ms(r.get(o + 9)),
+        run_at: Some(Timestamp(r.get(o + 10))),
+        after: Vec::new(),
+        unique_key: r.get(o + 11),
+        idempotency_key: r.get(o + 12),
+        max_rescues: u32_of(r.get(o + 13)),
+        container: r
+            .get::<_, Option<String>>(o + 14)
+            .and_then(|t| serde_json::from_str(&t).ok()),
+    }
+}
+
+/// Reads a [`Job`] from [`JOB_COLUMNS`].
+pub(crate) fn job_from_row(r: &Row) -> Job {
+    let spec = spec_from_row(r, 2);
+    let state: String = r.get(1);
+    Job {
+        id: r.get(0),
+        state: state.parse().unwrap_or(JobState::Failed),
+        run_at: spec.run_at.unwrap_or_default(),
+        spec,
+        deps_pending: u32_of(r.get(17)),
+        attempt: u32_of(r.get(18)),
+        failures: u32_of(r.get(19)),
+        rescues: u32_of(r.get(20)),
+        worker_id: r.get(21),
+        cancel_requested: r.get(22),
+        exit_code: r.get::<_, Option<i64>>(23).map(|c| c as i32),
+        last_error: r.get(24),
+        created_at: Timestamp(r.get(25)),
+        started_at: r.get::<_, Option<i64>>(26).map(Timestamp),
+        finished_at: r.get::<_, Option<i64>>(27).map(Timestamp),
+        worker_name: r.get(28),
+    }
+}
+
+/// Columns of `attempts` (aliased `a`) read by [`attempt_from_row`].
+pub(crate) const ATTEMPT_COLUMNS: &str =
+    "a.job_id, a.attempt, a.worker_id, a.host, a.pid, a.pgid, \
+     a.pid_start_time, a.started_at, a.ended_at, a.outcome, a.exit_code, a.signal, a.error, \
+     a.log_path, (SELECT w.name FROM workers w WHERE w.id = a.worker_id), a.lease";
+
+/// Reads an [`Attempt`] from [`ATTEMPT_COLUMNS`].
+pub(crate) fn attempt_from_row(r: &Row) -> Attempt {
+    let outcome: Option<String> = r.get(9);
+    Attempt {
+        job_id: r.get(0),
+        attempt: u32_of(r.get(1)),
+        worker_id: r.get(2),
+        host: r.get(3),
+        pid: r.get::<_, Option<i64>>(4).map(|v| v as i32),
+        pgid: r.get::<_, Option<i64>>(5).map(|v| v as i32),
+        pid_start_time: r.get::<_, Option<i64>>(6).map(|v| v as u64),
+        started_at: Timestamp(r.get(7)),
+        ended_at: r.get::<_, Option<i64>>(8).map(Timestamp),
+        outcome: outcome.and_then(|o| o.parse::<Outcome>().ok()),
+        exit_code: r.get::<_, Option<i64>>(10).map(|v| v as i32),
+        signal: r.get::<_, Option<i64>>(11).map(|v| v as i32),
+        error: r.get(12),
+        log_path: r.get(13),
+        worker_name: r.get(14),
+        lease: r.get(15),
+    }
+}
+
+/// Columns of `workers` (aliased `w`) read by [`worker_from_row`].
+pub(crate) const WORKER_COLUMNS: &str =
+    "w.id, w.name, w.host, w.boot_id, w.pid, w.pid_start_time, \
+     w.queues, w.slots, w.state, w.jobs_done, w.jobs_failed, w.started_at, w.heartbeat_at, \
+     w.stopped_at, w.stop_reason, w.version, \
+     (SELECT count(*) FROM jobs j WHERE j.state = 'running' AND j.worker_id = w.id), w.settings";
+
+/// Reads a [`WorkerRecord`] from [`WORKER_COLUMNS`].
+pub(crate) fn worker_from_row(r: &Row) -> WorkerRecord {
+    let queues: String = r.get(6);
+    let state: String = r.get(8);
+    WorkerRecord {
+        id: r.get(0),
+        name: r.get(1),
+        host: r.get(2),
+        boot_id: r.get(3),
+        pid: r.get::<_, i64>(4) as i32,
+        pid_start_time: r.get::<_, i64>(5) as u64,
+        queues: serde_json::from_str(&queues).unwrap_or_default(),
+        slots: u32_of(r.get(7)),
+        state: WorkerState::parse(&state),
+        jobs_done: r.get::<_, i64>(9).max(0) as u64,
+        jobs_failed: r.get::<_, i64>(10).max(0) as u64,
+        started_at: Timestamp(r.get(11)),
+        heartbeat_at: Timestamp(r.get(12)),
+        stopped_at: r.get::<_, Option<i64>>(13).map(Timestamp),
+        stop_reason: r.get(14),
+        version: r.get(15),
+        running_jobs: u32_of(r.get(16)),
+        settings: r.get(17),
+    }
+}

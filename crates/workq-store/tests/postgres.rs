@@ -1,0 +1,58 @@
+//! The store conformance suite on PostgreSQL: a throwaway cluster for this test process, one
+//! fresh database per test. Skipped with a loud line when the server binaries are missing;
+//! under CI=true a skip is a failure.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use workq_store::{pgtest, ManualClock, PgOptions, PgStore, Store};
+
+/// True (after saying so loudly) when there is no PostgreSQL to test against.
+fn skip() -> bool {
+    match pgtest::shared() {
+        Ok(_) => false,
+        Err(e) => {
+            assert!(
+                !std::env::var("CI").is_ok_and(|v| v == "true"),
+                "PostgreSQL tests cannot be skipped under CI=true: {e}"
+            );
+            eprintln!("\n!!!!! SKIPPING PostgreSQL store tests: {e} !!!!!\n");
+            true
+        }
+    }
+}
+
+fn fresh_url() -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let cluster = pgtest::shared().expect("a PostgreSQL cluster");
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let c = cluster.lock().unwrap_or_else(|p| p.into_inner());
+    c.create_db(&format!("conf_{}_{n}", std::process::id()))
+        .expect("create a database")
+}
+
+fn open(url: &str, clock: ManualClock) -> PgStore {
+    PgStore::open(
+        url,
+        PgOptions {
+            clock: Arc::new(clock),
+            host: "host-1".into(),
+            ..PgOptions::default()
+        },
+    )
+    .expect("open the PostgreSQL store")
+}
+
+fn fresh(clock: ManualClock) -> Box<dyn Store> {
+    Box::new(open(&fresh_url(), clock))
+}
+
+fn pair(clock: ManualClock) -> (Box<dyn Store>, Box<dyn Store>) {
+    let url = fresh_url();
+    (
+        Box::new(open(&url, clock.clone())),
+        Box::new(open(&url, clock)),
+    )
+}
+
+workq_store::store_conformance!(fresh, pair, skip = skip);
