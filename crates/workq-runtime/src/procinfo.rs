@@ -2,8 +2,11 @@
 
 use workq_core::{JobId, WorkerRecord};
 
-/// This host's name.
+/// This host's name (`WORKQ_HOST` overrides it, e.g. to run two "hosts" on one machine).
 pub fn hostname() -> String {
+    if let Some(h) = std::env::var("WORKQ_HOST").ok().filter(|h| !h.is_empty()) {
+        return h;
+    }
     let mut buf = [0u8; 256];
     // SAFETY: gethostname writes at most buf.len() bytes into our buffer.
     let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
@@ -60,10 +63,27 @@ pub fn process_alive(pid: i32, start: u64) -> bool {
     }
 }
 
-/// Why a registered worker on this host is dead, or `None` if it is alive.
-pub fn worker_death(w: &WorkerRecord, my_host: &str, my_boot: &str) -> Option<String> {
+/// How long a worker on another host may go without a heartbeat before it counts as dead.
+pub const HEARTBEAT_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Why a registered worker is dead, or `None` if it is alive: on this host, its process is gone
+/// (or the host rebooted); on another host, its heartbeat is older than [`HEARTBEAT_TTL`].
+pub fn worker_death(
+    w: &WorkerRecord,
+    my_host: &str,
+    my_boot: &str,
+    now: workq_core::Timestamp,
+) -> Option<String> {
     if w.host != my_host {
-        return None;
+        let age = now.since(w.heartbeat_at);
+        return (age > HEARTBEAT_TTL).then(|| {
+            format!(
+                "no heartbeat from host {} for {} (limit {})",
+                w.host,
+                workq_core::format_duration(age),
+                workq_core::format_duration(HEARTBEAT_TTL)
+            )
+        });
     }
     if w.boot_id != my_boot && my_boot != "unknown" {
         return Some("the host rebooted since it started".into());
@@ -161,7 +181,7 @@ pub fn display_state(
     if !w.state.is_live() {
         return w.state.as_str();
     }
-    if worker_death(w, my_host, my_boot).is_some() {
+    if worker_death(w, my_host, my_boot, now).is_some() {
         return "dead";
     }
     if now.since(w.heartbeat_at) > ttl {

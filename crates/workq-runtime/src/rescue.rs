@@ -25,11 +25,12 @@ pub fn sweep(
     let host = procinfo::hostname();
     let boot = procinfo::boot_id();
     let mut report = SweepReport::default();
+    let now = store.now();
     for w in store.workers(false)? {
         if Some(w.id) == skip {
             continue;
         }
-        let Some(reason) = procinfo::worker_death(&w, &host, &boot) else {
+        let Some(reason) = procinfo::worker_death(&w, &host, &boot, now) else {
             continue;
         };
         // Kill leftovers first, so a rescued job never runs beside a survivor of its old attempt.

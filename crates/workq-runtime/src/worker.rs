@@ -156,6 +156,10 @@ struct Loop<'a> {
     host: String,
     store_id: String,
     last_prune: Option<Instant>,
+    /// When a heartbeat last reached the store.
+    last_heartbeat_ok: Instant,
+    /// The jobs were stopped because the store could not be reached (self-fencing).
+    fenced: bool,
 }
 
 /// Runs a worker on the calling thread until SIGTERM/SIGINT/SIGHUP, then drains and returns.
@@ -211,6 +215,13 @@ pub fn run_worker(
             source,
         }
     })?;
+    // Writes from other hosts (PostgreSQL) arrive as notifications on the store's channel.
+    let _subscription = store.subscribe(Box::new({
+        let tx = tx.clone();
+        move || {
+            let _ = tx.send(Event::Wake);
+        }
+    }));
     if bell.is_none() {
         log.info(format_args!(
             "state dir path too long for a unix socket; waking by polling every {:?}",
@@ -242,6 +253,8 @@ pub fn run_worker(
         host,
         store_id,
         last_prune: None,
+        last_heartbeat_ok: Instant::now(),
+        fenced: false,
     };
     let reason = lp.run(&rx, bell.as_ref(), on_ready);
     let uptime = started.elapsed();
@@ -327,10 +340,23 @@ impl Loop<'_> {
                 } else {
                     self.paused_state
                 };
-                if let Err(e) = self.store.heartbeat(self.id, state) {
-                    self.log.error(format_args!("heartbeat failed: {e}"));
+                match self.store.heartbeat(self.id, state) {
+                    Ok(()) => {
+                        self.last_heartbeat_ok = now;
+                        if self.fenced {
+                            self.fenced = false;
+                            self.log
+                                .info(format_args!("the store answers again: claiming again"));
+                        }
+                    }
+                    Err(e) => {
+                        self.log.error(format_args!("heartbeat failed: {e}"));
+                        self.fence_if_unreachable(now);
+                    }
                 }
                 self.sweep();
+                // A wake-up may have been lost (a notification during a reconnect): look again.
+                dirty = true;
                 next_heartbeat = now + self.opts.heartbeat;
             }
             if now >= next_poll {
@@ -441,7 +467,7 @@ impl Loop<'_> {
     /// scheduled jobs, if any wait.
     fn claim_and_spawn(&mut self) -> Option<Instant> {
         let free = self.free_slots();
-        if free == 0 || self.paused_state == WorkerState::Paused {
+        if free == 0 || self.paused_state == WorkerState::Paused || self.fenced {
             return None;
         }
         let claimed = match self.store.claim(self.id, &self.opts.queues, free) {
@@ -717,6 +743,30 @@ impl Loop<'_> {
                     r.stopping = Some((StopReason::Cancel, now + r.kill_grace));
                 }
             }
+        }
+    }
+
+    /// On a store shared across hosts, a worker that cannot heartbeat will be declared dead
+    /// after the TTL and its jobs rescued elsewhere: before that happens it kills them itself,
+    /// so a rescued job never runs twice at once. They end `interrupted` if the store still
+    /// knows them as ours when it answers again; otherwise their results are stale.
+    fn fence_if_unreachable(&mut self, now: Instant) {
+        let limit = procinfo::HEARTBEAT_TTL.saturating_sub(Duration::from_secs(20));
+        if self.fenced
+            || !self.store.shared_across_hosts()
+            || now.duration_since(self.last_heartbeat_ok) < limit
+        {
+            return;
+        }
+        self.fenced = true;
+        self.log.error(format_args!(
+            "cannot reach the store for {}: stopping my {} job(s) before other hosts take them over",
+            format_duration(now.duration_since(self.last_heartbeat_ok)),
+            self.running.len()
+        ));
+        for r in self.running.values_mut() {
+            r.stopping = Some((StopReason::Interrupt, now + Duration::from_secs(3600)));
+            r.kill();
         }
     }
 

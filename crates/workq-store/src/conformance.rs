@@ -219,6 +219,12 @@ impl<S: Store, G: Send> Store for Guarded<S, G> {
     fn diagnose(&self) -> Result<Diagnosis> {
         self.store.diagnose()
     }
+    fn subscribe(&self, on_change: Box<dyn Fn() + Send>) -> Option<Box<dyn std::any::Any + Send>> {
+        self.store.subscribe(on_change)
+    }
+    fn shared_across_hosts(&self) -> bool {
+        self.store.shared_across_hosts()
+    }
     fn queue_stats(&self) -> Result<Vec<QueueStats>> {
         self.store.queue_stats()
     }

@@ -7,8 +7,8 @@
 pub mod clock;
 pub mod conformance;
 mod error;
-pub mod pgtest;
 pub mod pg;
+pub mod pgtest;
 pub mod sqlite;
 mod types;
 
@@ -126,6 +126,20 @@ pub trait Store: Send {
 
     /// Backend facts and an integrity check, for `workq doctor`.
     fn diagnose(&self) -> Result<Diagnosis>;
+
+    /// Calls `on_change` (from another thread) whenever another process writes something a
+    /// worker may act on, for as long as the returned handle lives. `None` when the backend has
+    /// no such channel (SQLite workers are woken through their doorbell sockets instead).
+    fn subscribe(&self, on_change: Box<dyn Fn() + Send>) -> Option<Box<dyn std::any::Any + Send>> {
+        let _ = on_change;
+        None
+    }
+
+    /// True when workers on other hosts can share this store, so liveness there is judged by
+    /// heartbeat age and a worker that cannot reach it must stop its own jobs in time.
+    fn shared_across_hosts(&self) -> bool {
+        false
+    }
 
     /// Per-queue counts for `status`.
     fn queue_stats(&self) -> Result<Vec<QueueStats>>;

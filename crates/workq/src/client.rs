@@ -61,6 +61,29 @@ impl Client {
         Client::open_with(state_dir, db, lock_timeout, workq_store::JournalMode::Auto)
     }
 
+    /// Opens the PostgreSQL store at `url`, with `state_dir` holding this host's logs and sockets.
+    pub fn open_postgres(state_dir: &Path, url: &str) -> Result<Client, Error> {
+        for dir in [
+            state_dir.to_path_buf(),
+            state_dir.join("run"),
+            state_dir.join("logs"),
+        ] {
+            std::fs::create_dir_all(&dir).map_err(|source| Error::StateDir {
+                path: dir.clone(),
+                source,
+            })?;
+        }
+        let opts = workq_store::PgOptions {
+            host: procinfo::hostname(),
+            ..workq_store::PgOptions::default()
+        };
+        let store = workq_store::PgStore::open(url, opts)?;
+        Ok(Client {
+            store: Box::new(store),
+            state_dir: state_dir.to_path_buf(),
+        })
+    }
+
     /// Like [`Client::open_with_lock_timeout`], with an explicit SQLite journal mode.
     pub fn open_with(
         state_dir: &Path,

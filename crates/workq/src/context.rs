@@ -9,8 +9,10 @@ use crate::error::{code, CliError};
 pub struct Context {
     /// The state directory (may not exist yet).
     pub state_dir: PathBuf,
-    /// The database file.
+    /// The database file (SQLite).
     pub db_path: PathBuf,
+    /// The PostgreSQL URL, when the store is PostgreSQL.
+    pub pg_url: Option<String>,
     /// Whether the state directory was given or found (false: the `./.workq` fallback).
     pub found: bool,
     /// Print JSON.
@@ -74,7 +76,22 @@ impl Context {
                 "fix the setting, or see `workq config show --sources` and README's Configuration",
             )
         })?;
+        let mut pg_url = None;
         let db_path = match &store {
+            Some(url) if is_pg(url) => {
+                let source = if std::env::var("WORKQ_STORE").ok().as_deref() == Some(url.as_str()) {
+                    crate::config::Source::Env("WORKQ_STORE".into())
+                } else {
+                    crate::config::Source::Flag("--store".into())
+                };
+                config.set_source(
+                    "store.url",
+                    toml::Value::String(workq_store::pg::describe_url(url)),
+                    source,
+                );
+                pg_url = Some(url.clone());
+                state_dir.join("workq.db")
+            }
             Some(url) => {
                 let from_env = std::env::var("WORKQ_STORE").ok().as_deref() == Some(url.as_str());
                 let (key, source) = if from_env {
@@ -112,7 +129,13 @@ impl Context {
                 .map_err(|e| CliError::usage(format!("WORKQ_LOCK_TIMEOUT: {e}")))?,
             _ => std::time::Duration::from_secs(10),
         };
+        if let Some(url) = &pg_url {
+            // Processes this command starts (workers, monitors) find the store here rather than
+            // in their command line, where a password would be visible to other users.
+            std::env::set_var("WORKQ_STORE", url);
+        }
         Ok(Context {
+            pg_url,
             config,
             lock_timeout,
             state_dir,
@@ -129,12 +152,39 @@ impl Context {
 
     /// True if the store exists already (read-only commands do not create it).
     pub fn store_exists(&self) -> bool {
-        self.db_path.exists()
+        self.pg_url.is_some() || self.db_path.exists()
+    }
+
+    /// The `--store` arguments that make a child process open this store (none for PostgreSQL:
+    /// the URL travels in `WORKQ_STORE`, out of sight of `ps`).
+    pub fn store_args(&self) -> Vec<String> {
+        match &self.pg_url {
+            Some(_) => Vec::new(),
+            None => vec![
+                "--store".into(),
+                format!("sqlite://{}", self.db_path.display()),
+            ],
+        }
+    }
+
+    /// Where the store is, for messages (never a password).
+    pub fn store_location(&self) -> String {
+        match &self.pg_url {
+            Some(url) => workq_store::pg::describe_url(url),
+            None => self.db_path.display().to_string(),
+        }
     }
 
     /// Opens the store, creating the state dir on first use with a one-line notice.
     pub fn client(&self) -> Result<workq::Client, CliError> {
         let fresh = !self.state_dir.exists();
+        if let Some(url) = &self.pg_url {
+            let client = workq::Client::open_postgres(&self.state_dir, url)?;
+            if fresh && !self.quiet {
+                eprintln!("workq: created {}", self.state_dir.display());
+            }
+            return Ok(client);
+        }
         let mode = self.journal_mode();
         if mode == workq_store::JournalMode::Auto
             && !self.quiet
@@ -213,12 +263,26 @@ fn parse_store_url(url: &str, cwd: &Path) -> Result<PathBuf, CliError> {
         }
         return Ok(absolute(cwd, Path::new(path)));
     }
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Err(CliError::new(
-            code::UNAVAILABLE,
-            "PostgreSQL stores are not supported by this build yet",
-        )
-        .hint("use the embedded default (omit --store) or sqlite://PATH"));
+    Err(
+        CliError::usage(format!("--store {:?}: unknown store URL", redact(url)))
+            .hint("use sqlite://PATH or postgres://USER@HOST:PORT/DATABASE"),
+    )
+}
+
+fn is_pg(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// A URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let userinfo = &url[s + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
     }
-    Err(CliError::usage(format!("--store {url:?}: unknown store URL")).hint("use sqlite://PATH"))
 }

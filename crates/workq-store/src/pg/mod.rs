@@ -196,9 +196,18 @@ impl PgStore {
         }
     }
 
-    /// Runs `f` with a live connection, reconnecting once if the connection was lost.
-    fn with<T>(
+    /// Runs a read with a live connection, reconnecting and trying once more if the connection
+    /// was lost.
+    fn with<T>(&self, f: impl FnMut(&mut Client) -> std::result::Result<T, TxErr>) -> Result<T> {
+        self.run(true, f)
+    }
+
+    /// Runs `f` with a live connection; after a lost connection it reconnects and, only when
+    /// `retry`, tries again. Writes are never retried: a commit whose answer was lost may have
+    /// happened, and doing it twice could duplicate a job.
+    fn run<T>(
         &self,
+        retry: bool,
         mut f: impl FnMut(&mut Client) -> std::result::Result<T, TxErr>,
     ) -> Result<T> {
         let mut slot = self.conn.borrow_mut();
@@ -219,9 +228,8 @@ impl PgStore {
                     let lost = e.is_closed() || client.is_closed() || is_connection_error(&e);
                     if lost {
                         *slot = None;
-                        if round == 0 {
-                            // A server restart or a terminated session: one fresh try. A
-                            // transaction that was cut off never committed, so this is safe.
+                        if round == 0 && retry {
+                            // A server restart or a terminated session: one fresh try.
                             continue;
                         }
                     }
@@ -242,7 +250,7 @@ impl PgStore {
         notify: bool,
         mut f: impl FnMut(&mut Transaction<'_>) -> std::result::Result<T, TxErr>,
     ) -> Result<T> {
-        self.with(|c| {
+        self.run(false, |c| {
             let mut tx = c.transaction()?;
             let v = f(&mut tx)?;
             tx.execute("SELECT nextval('changes')", &[])?;

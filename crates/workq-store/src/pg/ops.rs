@@ -977,6 +977,14 @@ impl Store for PgStore {
         })
     }
 
+    fn subscribe(&self, on_change: Box<dyn Fn() + Send>) -> Option<Box<dyn std::any::Any + Send>> {
+        Some(Box::new(self.listen(on_change)))
+    }
+
+    fn shared_across_hosts(&self) -> bool {
+        true
+    }
+
     fn diagnose(&self) -> Result<Diagnosis> {
         self.with(|c| {
             let version: i64 = c

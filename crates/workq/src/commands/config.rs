@@ -62,7 +62,7 @@ fn show(ctx: &Context, a: ShowArgs) -> CmdResult {
                 "settings": settings,
                 "files": cfg.files,
                 "state_dir": ctx.state_dir,
-                "store": ctx.db_path,
+                "store": ctx.store_location(),
                 "journal_mode_in_effect": journal,
             })
         );

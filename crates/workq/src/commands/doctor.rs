@@ -221,7 +221,7 @@ pub fn run(ctx: &Context, _a: Args) -> CmdResult {
     let mut dead = 0;
     for w in store.workers(true)? {
         if w.state.is_live() {
-            if let Some(why) = procinfo::worker_death(&w, &host, &boot) {
+            if let Some(why) = procinfo::worker_death(&w, &host, &boot, store.now()) {
                 dead += 1;
                 f.push(problem(
                     "workers",

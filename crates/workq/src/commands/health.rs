@@ -113,7 +113,7 @@ pub fn run(ctx: &Context, a: Args) -> CmdResult {
         ));
         let local = w.host == host;
         if local {
-            match procinfo::worker_death(w, &host, &boot) {
+            match procinfo::worker_death(w, &host, &boot, now) {
                 None => checks.push(check("process", true, format!("pid {} is alive", w.pid))),
                 Some(why) => checks.push(check(
                     "process",

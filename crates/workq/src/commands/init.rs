@@ -82,7 +82,10 @@ pub fn run(ctx: &Context, _a: Args) -> CmdResult {
             .join(".workq")
     };
     let existed = dir.join("workq.db").exists();
-    let client = workq::Client::open_at(&dir, &ctx.db_path)?;
+    let client = match &ctx.pg_url {
+        Some(url) => workq::Client::open_postgres(&dir, url)?,
+        None => workq::Client::open_at(&dir, &ctx.db_path)?,
+    };
     let config = dir.join("config.toml");
     if !config.exists() {
         std::fs::write(&config, config_text()).map_err(|e| {

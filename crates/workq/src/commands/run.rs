@@ -508,9 +508,8 @@ fn start_pool(
     let mut args = vec![
         "--state-dir".to_string(),
         ctx.state_dir.display().to_string(),
-        "--store".to_string(),
-        format!("sqlite://{}", ctx.db_path.display()),
     ];
+    args.extend(ctx.store_args());
     if let Some(f) = ctx.config.files.last() {
         args.extend(["--config".to_string(), f.display().to_string()]);
     }

@@ -291,11 +291,12 @@ fn wait_for_one(
                 format!("cannot find the workq executable to start a worker: {e}"),
             )
         })?;
-        let args = vec![
+        let mut args = vec![
             "--state-dir".to_string(),
             ctx.state_dir.display().to_string(),
-            "--store".to_string(),
-            format!("sqlite://{}", ctx.db_path.display()),
+        ];
+        args.extend(ctx.store_args());
+        args.extend([
             "-q".to_string(),
             "worker".to_string(),
             "start".to_string(),
@@ -305,7 +306,7 @@ fn wait_for_one(
             queue.to_string(),
             "--stop-timeout".to_string(),
             "0s".to_string(),
-        ];
+        ]);
         let w = workq_runtime::ephemeral::EphemeralWorker::start(&exe, &args).map_err(|e| {
             CliError::new(
                 code::UNAVAILABLE,

@@ -322,14 +322,9 @@ pub(crate) fn apply_config(cfg: &crate::config::Config, s: &mut WorkerSettings) 
 
 /// `--state-dir` and `--store` for re-executed processes, so they open the same store.
 fn global_args(ctx: &Context) -> Vec<OsString> {
-    let mut store = OsString::from("sqlite://");
-    store.push(ctx.db_path.as_os_str());
-    vec![
-        "--state-dir".into(),
-        ctx.state_dir.clone().into_os_string(),
-        "--store".into(),
-        store,
-    ]
+    let mut v: Vec<OsString> = vec!["--state-dir".into(), ctx.state_dir.clone().into_os_string()];
+    v.extend(ctx.store_args().into_iter().map(OsString::from));
+    v
 }
 
 fn already_running(name: &str, found: &Found) -> CliError {

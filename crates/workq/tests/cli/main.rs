@@ -9,6 +9,7 @@ use serde_json::Value;
 
 mod config;
 mod lifecycle;
+mod pg;
 
 fn bin() -> PathBuf {
     assert_cmd::cargo::cargo_bin("workq")
@@ -17,13 +18,22 @@ fn bin() -> PathBuf {
 /// A temp project with its own state dir.
 struct Project {
     dir: tempfile::TempDir,
+    env: Vec<(String, String)>,
 }
 
 impl Project {
     fn new() -> Self {
         Project {
             dir: tempfile::tempdir().expect("temp dir"),
+            env: Vec::new(),
         }
+    }
+
+    /// A project whose commands (and the workers they start) use the store at `url`.
+    fn with_store(url: &str) -> Self {
+        let mut p = Project::new();
+        p.env.push(("WORKQ_STORE".into(), url.into()));
+        p
     }
 
     fn path(&self) -> &Path {
@@ -50,6 +60,9 @@ impl Project {
             if k.starts_with("WORKQ_") && k.contains("__") {
                 c.env_remove(k);
             }
+        }
+        for (k, v) in &self.env {
+            c.env(k, v);
         }
         c
     }
@@ -116,9 +129,15 @@ impl Project {
 
     /// A foreground worker with `args`, once it is registered.
     fn worker_with(&self, name: &str, args: &[&str]) -> Worker {
+        self.worker_env(name, args, &[])
+    }
+
+    /// A foreground worker with `args` and extra environment, once it is registered.
+    fn worker_env(&self, name: &str, args: &[&str], env: &[(&str, &str)]) -> Worker {
         let log = self.path().join(format!("worker-{name}.log"));
         let child = self
             .cmd()
+            .envs(env.iter().copied())
             .args(["worker", "start", name])
             .args(args)
             .stdout(Stdio::null())

@@ -1,0 +1,251 @@
+//! The command line and workers against PostgreSQL: a throwaway cluster for this test process.
+//! Skipped with a loud line when the server binaries are missing; under CI=true a skip fails.
+
+use std::time::{Duration, Instant};
+
+use workq_store::pgtest;
+
+use super::{state_of, wait_gone, Project, Worker};
+
+fn cluster() -> Option<&'static std::sync::Mutex<pgtest::Cluster>> {
+    match pgtest::shared() {
+        Ok(c) => Some(c),
+        Err(e) => {
+            assert!(
+                !std::env::var("CI").is_ok_and(|v| v == "true"),
+                "PostgreSQL tests cannot be skipped under CI=true: {e}"
+            );
+            eprintln!("\n!!!!! SKIPPING PostgreSQL command-line tests: {e} !!!!!\n");
+            None
+        }
+    }
+}
+
+fn fresh_db(name: &str) -> Option<String> {
+    let c = cluster()?;
+    let c = c.lock().unwrap_or_else(|p| p.into_inner());
+    Some(
+        c.create_db(&format!("{name}_{}", std::process::id()))
+            .expect("create a database"),
+    )
+}
+
+#[test]
+fn pg_store_runs_jobs_and_names_connection_failures_without_the_password() {
+    let Some(url) = fresh_db("cli") else { return };
+    let p = Project::with_store(&url);
+    let out = p.ok(&["submit", "--wait", "--", "echo", "hello from postgres"]);
+    assert_eq!(out, "hello from postgres\n");
+    let id = p.submit(&["--", "true"]);
+    let mut w = p.worker("pgw", 2);
+    p.wait_job(id, "succeeded", |j| state_of(j) == "succeeded");
+    let s = p.json(&["status"]);
+    assert_eq!(s["workers"][0]["name"], "pgw", "{s}");
+    let doc = String::from_utf8_lossy(&p.run(&["doctor"]).stdout).into_owned();
+    assert!(
+        doc.contains("postgres store at postgres://workq@127.0.0.1:"),
+        "{doc}"
+    );
+    w.signal(libc::SIGTERM);
+    assert!(w.wait_exit().success());
+
+    // A missing database and a refused connection: exit 5, naming user, host and database,
+    // never the password.
+    let port = url
+        .rsplit(':')
+        .next()
+        .and_then(|r| r.split('/').next())
+        .unwrap()
+        .to_string();
+    let bad = format!("postgres://workq:s3cret@127.0.0.1:{port}/no_such_db");
+    let out = p
+        .cmd()
+        .env("WORKQ_STORE", &bad)
+        .args(["list"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(
+        err.contains("workq@127.0.0.1")
+            && err.contains("no_such_db")
+            && err.contains("does not exist"),
+        "{err}"
+    );
+    assert!(!err.contains("s3cret"), "{err}");
+    let out = p
+        .cmd()
+        .env("WORKQ_STORE", "postgres://workq:s3cret@127.0.0.1:1/db")
+        .args(["list"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(
+        err.contains("127.0.0.1:1/db") && err.contains("refused"),
+        "{err}"
+    );
+    assert!(!err.contains("s3cret"), "{err}");
+}
+
+/// The chaos run of the SQLite suite, on PostgreSQL with two "hosts": workers SIGKILLed and
+/// restarted at random, the server restarted the hard way, and worker sessions terminated.
+#[test]
+fn pg_chaos_two_hosts_server_restart_and_terminated_sessions() {
+    const JOBS: usize = 160;
+    let Some(url) = fresh_db("chaos") else { return };
+    let p = Project::with_store(&url);
+    let log = p.path().join("events.log");
+    let lines: String = (0..JOBS)
+        .map(|_| {
+            format!(
+                "echo start $WORKQ_JOB_ID $WORKQ_ATTEMPT $(date +%s%N) >> {l}; sleep 0.0$(( $WORKQ_JOB_ID % 9 + 1 )); echo end $WORKQ_JOB_ID $WORKQ_ATTEMPT $(date +%s%N) >> {l}\n",
+                l = log.display()
+            )
+        })
+        .collect();
+    let file = p.path().join("jobs.txt");
+    std::fs::write(&file, lines).unwrap();
+    let ids: Vec<i64> = p
+        .ok(&["submit", "--lines", file.to_str().unwrap()])
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    assert_eq!(ids.len(), JOBS);
+    let host = |i: usize| {
+        if i.is_multiple_of(2) {
+            "host-a"
+        } else {
+            "host-b"
+        }
+    };
+    let start = |i: usize, n: usize| -> Worker {
+        p.worker_env(
+            &format!("c{i}-{n}"),
+            &["-w", "2", "--stop-timeout", "2s"],
+            &[("WORKQ_HOST", host(i))],
+        )
+    };
+    let mut workers: Vec<Worker> = (0..3).map(|i| start(i, 0)).collect();
+    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15 ^ u64::from(std::process::id());
+    let mut rand = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let (mut kills, mut restarts, mut terminated) = (0, 0, 0);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut round = 0;
+    loop {
+        round += 1;
+        // The server may be restarting: a failed look is not a verdict.
+        let out = p.run(&[
+            "--json",
+            "list",
+            "--state",
+            "queued,running",
+            "--limit",
+            "0",
+        ]);
+        if out.status.success() {
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            if v.as_array().unwrap().is_empty() {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "the chaos run did not finish");
+        std::thread::sleep(Duration::from_millis(150 + rand() % 250));
+        match round % 6 {
+            2 if restarts < 2 => {
+                let c = cluster().unwrap();
+                c.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .restart_immediate()
+                    .expect("restart");
+                restarts += 1;
+            }
+            4 if terminated < 3 => {
+                let mut admin =
+                    postgres::Client::connect(&url, postgres::NoTls).expect("admin connection");
+                let n: i64 = admin
+                    .query_one(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                         WHERE application_name = 'workq' AND datname = current_database()
+                           AND pid <> pg_backend_pid()",
+                        &[],
+                    )
+                    .expect("terminate")
+                    .get(0);
+                terminated += n;
+            }
+            _ if kills < 8 => {
+                let i = (rand() % 3) as usize;
+                workers[i].signal(libc::SIGKILL);
+                workers[i].wait_exit();
+                kills += 1;
+                workers[i] = start(i, kills);
+            }
+            _ => {}
+        }
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    let mut runs: std::collections::BTreeMap<(i64, u32), (u128, Option<u128>)> = Default::default();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(f.len(), 4, "malformed line {line:?}");
+        let key = (f[1].parse().unwrap(), f[2].parse().unwrap());
+        let t: u128 = f[3].parse().unwrap();
+        match f[0] {
+            "start" => assert!(
+                runs.insert(key, (t, None)).is_none(),
+                "attempt {key:?} started twice"
+            ),
+            _ => runs.get_mut(&key).expect("end without start").1 = Some(t),
+        }
+    }
+    let mut lost_total = 0;
+    for &id in &ids {
+        let j = p.job(id);
+        assert_eq!(
+            state_of(&j),
+            "succeeded",
+            "job {id} was lost or failed: {j}"
+        );
+        let attempts = j["attempts"].as_array().unwrap();
+        let succeeded: Vec<u32> = attempts
+            .iter()
+            .filter(|a| a["outcome"] == "succeeded")
+            .map(|a| a["attempt"].as_u64().unwrap() as u32)
+            .collect();
+        assert_eq!(
+            succeeded.len(),
+            1,
+            "job {id} must succeed exactly once: {j}"
+        );
+        for a in &attempts[..attempts.len() - 1] {
+            assert_eq!(
+                a["outcome"], "lost",
+                "re-run of job {id} not explained by a lost attempt: {j}"
+            );
+            lost_total += 1;
+        }
+        let mine: Vec<_> = runs.iter().filter(|((jid, _), _)| *jid == id).collect();
+        for pair in mine.windows(2) {
+            let (_, (s1, e1)) = pair[0];
+            let (_, (s2, _)) = pair[1];
+            assert!(
+                s1 < s2 && e1.is_none_or(|e| e <= *s2),
+                "job {id}: executions overlap: {mine:?}"
+            );
+        }
+    }
+    for ((id, attempt), (_, end)) in &runs {
+        if end.is_none() {
+            wait_gone(p.path(), *id, *attempt);
+        }
+    }
+    eprintln!(
+        "pg chaos: {kills} kills, {restarts} server restarts, {terminated} sessions terminated, {lost_total} lost attempts re-run, {JOBS} jobs each succeeded once"
+    );
+}
