@@ -3,6 +3,8 @@
 //! worker something to do sends `NOTIFY workq_changes` (delivered at commit); a sequence bumped
 //! by every write answers `changed()` with one cheap read.
 
+mod import;
+pub use import::CopyReport;
 mod ops;
 mod rows;
 pub(crate) mod schema;

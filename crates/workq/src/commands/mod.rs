@@ -13,6 +13,7 @@ mod retry;
 pub(crate) mod run;
 mod show;
 mod status;
+mod store;
 mod submit;
 mod wait;
 mod worker;
@@ -105,6 +106,9 @@ enum Command {
     Down(pools::DownArgs),
     /// Check every worker's health; exit 1 if any check fails (for cron and probes)
     Health(health::Args),
+    /// Move the store: copy a SQLite store into PostgreSQL
+    #[command(subcommand)]
+    Store(store::Command),
     /// Show the effective configuration and where each setting came from
     #[command(subcommand)]
     Config(config::Command),
@@ -141,6 +145,7 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Down(a) => pools::down(&ctx, a),
         Command::Doctor(a) => doctor::run(&ctx, a),
         Command::Config(c) => config::run(&ctx, c),
+        Command::Store(c) => store::run(&ctx, c),
     }
 }
 

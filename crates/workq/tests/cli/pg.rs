@@ -249,3 +249,47 @@ fn pg_chaos_two_hosts_server_restart_and_terminated_sessions() {
         "pg chaos: {kills} kills, {restarts} server restarts, {terminated} sessions terminated, {lost_total} lost attempts re-run, {JOBS} jobs each succeeded once"
     );
 }
+
+#[test]
+fn store_migrate_copies_a_sqlite_store_into_postgres() {
+    let Some(url) = fresh_db("migrate") else {
+        return;
+    };
+    let p = Project::new();
+    let ok = p.submit(&["--label", "kind=good", "--", "true"]);
+    let bad = p.submit(&["--", "sh", "-c", "exit 3"]);
+    let mut w = p.worker("old", 1);
+    p.wait_job(bad, "failed", |j| state_of(j) == "failed");
+    w.signal(libc::SIGTERM);
+    w.wait_exit();
+    let first = p.submit(&["--", "true"]);
+    let after = p.submit(&["--after", &first.to_string(), "--", "echo", "after"]);
+
+    let v = p.json(&["store", "migrate", "--to", &url]);
+    assert_eq!(v["copied"]["jobs"], 4, "{v}");
+    assert_eq!(v["copied"]["attempts"], 2, "{v}");
+    assert_eq!(v["copied"]["workers"], 1, "{v}");
+    assert_eq!(v["copied"]["deps"], 1, "{v}");
+    let again = p.run(&["store", "migrate", "--to", &url]);
+    assert_eq!(
+        again.status.code(),
+        Some(4),
+        "a non-empty target is refused"
+    );
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--replace"));
+    p.ok(&["store", "migrate", "--to", &url, "--replace"]);
+
+    let pg = Project::with_store(&url);
+    let jobs = pg.json(&["list"]);
+    assert_eq!(jobs.as_array().unwrap().len(), 4, "{jobs}");
+    assert_eq!(state_of(&pg.job(ok)), "succeeded");
+    let b = pg.job(bad);
+    assert_eq!((state_of(&b), b["exit_code"].as_i64()), ("failed", Some(3)));
+    assert_eq!(b["attempts"][0]["outcome"], "failed");
+    assert_eq!(pg.json(&["list", "--label", "kind=good"])[0]["id"], ok);
+    let new = pg.submit(&["--", "true"]);
+    assert!(new > after, "ids continue after the copied ones");
+    let _w = pg.worker("new", 2);
+    pg.wait_job(after, "succeeded", |j| state_of(j) == "succeeded");
+    pg.wait_job(new, "succeeded", |j| state_of(j) == "succeeded");
+}

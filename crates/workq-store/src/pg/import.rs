@@ -1,0 +1,248 @@
+//! `workq store migrate --to postgres://…`: copy a whole SQLite store into PostgreSQL.
+
+use postgres::types::ToSql;
+use rusqlite::types::ValueRef;
+
+use super::{PgStore, TxErr};
+use crate::{Result, StoreError};
+
+#[derive(Clone, Copy)]
+enum Col {
+    Int,
+    Text,
+    Bool,
+}
+
+/// Tables in dependency-free order, with their columns as both stores name them.
+const TABLES: &[(&str, &[(&str, Col)])] = &[
+    (
+        "queues",
+        &[
+            ("name", Col::Text),
+            ("paused", Col::Bool),
+            ("concurrency", Col::Int),
+        ],
+    ),
+    (
+        "jobs",
+        &[
+            ("id", Col::Int),
+            ("queue", Col::Text),
+            ("state", Col::Text),
+            ("priority", Col::Int),
+            ("run_at", Col::Int),
+            ("deps_pending", Col::Int),
+            ("argv", Col::Text),
+            ("env", Col::Text),
+            ("cwd", Col::Text),
+            ("labels", Col::Text),
+            ("retries", Col::Int),
+            ("backoff_ms", Col::Int),
+            ("timeout_ms", Col::Int),
+            ("kill_grace_ms", Col::Int),
+            ("unique_key", Col::Text),
+            ("idempotency_key", Col::Text),
+            ("attempt", Col::Int),
+            ("failures", Col::Int),
+            ("rescues", Col::Int),
+            ("max_rescues", Col::Int),
+            ("lease", Col::Int),
+            ("worker_id", Col::Int),
+            ("cancel_requested", Col::Bool),
+            ("exit_code", Col::Int),
+            ("last_error", Col::Text),
+            ("created_at", Col::Int),
+            ("started_at", Col::Int),
+            ("finished_at", Col::Int),
+            ("container", Col::Text),
+        ],
+    ),
+    ("deps", &[("after_id", Col::Int), ("job_id", Col::Int)]),
+    (
+        "attempts",
+        &[
+            ("job_id", Col::Int),
+            ("attempt", Col::Int),
+            ("worker_id", Col::Int),
+            ("host", Col::Text),
+            ("lease", Col::Int),
+            ("pid", Col::Int),
+            ("pgid", Col::Int),
+            ("pid_start_time", Col::Int),
+            ("started_at", Col::Int),
+            ("ended_at", Col::Int),
+            ("outcome", Col::Text),
+            ("exit_code", Col::Int),
+            ("signal", Col::Int),
+            ("error", Col::Text),
+            ("log_path", Col::Text),
+        ],
+    ),
+    (
+        "workers",
+        &[
+            ("id", Col::Int),
+            ("name", Col::Text),
+            ("host", Col::Text),
+            ("boot_id", Col::Text),
+            ("pid", Col::Int),
+            ("pid_start_time", Col::Int),
+            ("queues", Col::Text),
+            ("slots", Col::Int),
+            ("state", Col::Text),
+            ("started_at", Col::Int),
+            ("heartbeat_at", Col::Int),
+            ("stopped_at", Col::Int),
+            ("stop_reason", Col::Text),
+            ("jobs_done", Col::Int),
+            ("jobs_failed", Col::Int),
+            ("version", Col::Text),
+            ("mode", Col::Text),
+            ("settings", Col::Text),
+        ],
+    ),
+    (
+        "worker_controls",
+        &[
+            ("host", Col::Text),
+            ("name", Col::Text),
+            ("paused", Col::Bool),
+            ("updated_at", Col::Int),
+        ],
+    ),
+    (
+        "events",
+        &[
+            ("id", Col::Int),
+            ("at", Col::Int),
+            ("kind", Col::Text),
+            ("job_id", Col::Int),
+            ("worker_id", Col::Int),
+            ("detail", Col::Text),
+        ],
+    ),
+];
+
+/// Rows copied per table.
+pub type CopyReport = Vec<(String, u64)>;
+
+impl PgStore {
+    /// Copies every table of the SQLite database `src` into this store in one transaction.
+    /// Refuses a target that already holds jobs or workers unless `replace`, which empties it
+    /// first. The store id is carried over, so the jobs' process markers keep matching.
+    pub fn import_sqlite(&self, src: &std::path::Path, replace: bool) -> Result<CopyReport> {
+        let display = src.display().to_string();
+        let sq =
+            rusqlite::Connection::open_with_flags(src, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .map_err(|e| StoreError::Unavailable {
+                    path: display.clone(),
+                    reason: e.to_string(),
+                })?;
+        let sq_err = |e: rusqlite::Error| StoreError::Backend {
+            path: display.clone(),
+            detail: e.to_string(),
+        };
+        // Read everything first: the copy is one PostgreSQL transaction.
+        let mut data: Vec<(
+            &str,
+            &[(&str, Col)],
+            Vec<Vec<Option<String>>>,
+            Vec<Vec<Option<i64>>>,
+        )> = Vec::new();
+        for (table, cols) in TABLES {
+            let names: Vec<&str> = cols.iter().map(|c| c.0).collect();
+            let mut st = sq
+                .prepare(&format!("SELECT {} FROM {table}", names.join(", ")))
+                .map_err(sq_err)?;
+            let mut texts = Vec::new();
+            let mut ints = Vec::new();
+            let mut rows = st.query([]).map_err(sq_err)?;
+            while let Some(r) = rows.next().map_err(sq_err)? {
+                let mut t = Vec::with_capacity(cols.len());
+                let mut n = Vec::with_capacity(cols.len());
+                for i in 0..cols.len() {
+                    match r.get_ref(i).map_err(sq_err)? {
+                        ValueRef::Null => {
+                            t.push(None);
+                            n.push(None);
+                        }
+                        ValueRef::Integer(v) => {
+                            t.push(Some(v.to_string()));
+                            n.push(Some(v));
+                        }
+                        ValueRef::Real(v) => {
+                            t.push(Some(v.to_string()));
+                            n.push(Some(v as i64));
+                        }
+                        ValueRef::Text(b) | ValueRef::Blob(b) => {
+                            let s = String::from_utf8_lossy(b).into_owned();
+                            n.push(s.parse().ok());
+                            t.push(Some(s));
+                        }
+                    }
+                }
+                texts.push(t);
+                ints.push(n);
+            }
+            data.push((table, cols, texts, ints));
+        }
+        let store_id: Option<String> = sq
+            .query_row(
+                "SELECT value FROM store_info WHERE key = 'store_id'",
+                [],
+                |r| r.get(0),
+            )
+            .ok();
+        self.write(true, |tx| {
+            let existing: i64 = tx
+                .query_one("SELECT (SELECT count(*) FROM jobs) + (SELECT count(*) FROM workers)", &[])?
+                .get(0);
+            if existing > 0 && !replace {
+                return Err(TxErr::Store(StoreError::Conflict(format!(
+                    "{} already holds {existing} jobs and workers; nothing was copied (pass --replace to empty it first)",
+                    self.display
+                ))));
+            }
+            tx.batch_execute(
+                "TRUNCATE queues, jobs, deps, attempts, workers, worker_controls, events RESTART IDENTITY",
+            )?;
+            let mut report = Vec::new();
+            for (table, cols, texts, ints) in &data {
+                let names: Vec<&str> = cols.iter().map(|c| c.0).collect();
+                let marks: Vec<String> = (1..=cols.len()).map(|i| format!("${i}")).collect();
+                let st = tx.prepare(&format!(
+                    "INSERT INTO {table} ({}) VALUES ({})",
+                    names.join(", "),
+                    marks.join(", ")
+                ))?;
+                for (t, n) in texts.iter().zip(ints) {
+                    let bools: Vec<Option<bool>> = n.iter().map(|v| v.map(|x| x != 0)).collect();
+                    let args: Vec<&(dyn ToSql + Sync)> = cols
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (_, kind))| match kind {
+                            Col::Int => &n[i] as &(dyn ToSql + Sync),
+                            Col::Text => &t[i] as &(dyn ToSql + Sync),
+                            Col::Bool => &bools[i] as &(dyn ToSql + Sync),
+                        })
+                        .collect();
+                    tx.execute(&st, &args)?;
+                }
+                report.push((table.to_string(), texts.len() as u64));
+            }
+            for table in ["jobs", "workers", "events"] {
+                tx.execute(
+                    &format!(
+                        "SELECT setval(pg_get_serial_sequence('workq.{table}', 'id'),
+                                       greatest((SELECT max(id) FROM {table}), 1))"
+                    ),
+                    &[],
+                )?;
+            }
+            if let Some(id) = &store_id {
+                tx.execute("UPDATE store_info SET value = $1 WHERE key = 'store_id'", &[id])?;
+            }
+            Ok(report)
+        })
+    }
+}
