@@ -123,6 +123,14 @@ const TABLES: &[(&str, &[(&str, Col)])] = &[
     ),
 ];
 
+/// One table read from SQLite: its name, columns, and each row as text and as integers.
+type TableRows = (
+    &'static str,
+    &'static [(&'static str, Col)],
+    Vec<Vec<Option<String>>>,
+    Vec<Vec<Option<i64>>>,
+);
+
 /// Rows copied per table.
 pub type CopyReport = Vec<(String, u64)>;
 
@@ -143,12 +151,7 @@ impl PgStore {
             detail: e.to_string(),
         };
         // Read everything first: the copy is one PostgreSQL transaction.
-        let mut data: Vec<(
-            &str,
-            &[(&str, Col)],
-            Vec<Vec<Option<String>>>,
-            Vec<Vec<Option<i64>>>,
-        )> = Vec::new();
+        let mut data: Vec<TableRows> = Vec::new();
         for (table, cols) in TABLES {
             let names: Vec<&str> = cols.iter().map(|c| c.0).collect();
             let mut st = sq
