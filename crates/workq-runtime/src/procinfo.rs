@@ -66,6 +66,23 @@ pub fn process_alive(pid: i32, start: u64) -> bool {
 /// How long a worker on another host may go without a heartbeat before it counts as dead.
 pub const HEARTBEAT_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// The heartbeat TTL in force: `WORKQ_HEARTBEAT_TTL` (a duration) overrides [`HEARTBEAT_TTL`].
+/// Every host sharing a store must use the same value.
+pub fn heartbeat_ttl() -> std::time::Duration {
+    std::env::var("WORKQ_HEARTBEAT_TTL")
+        .ok()
+        .and_then(|v| workq_core::parse_duration(&v).ok())
+        .filter(|d| !d.is_zero())
+        .unwrap_or(HEARTBEAT_TTL)
+}
+
+/// When a worker that cannot heartbeat stops its own jobs: 20 s before the TTL runs out (a
+/// third of it for short TTLs), so they are gone before another host may rescue them.
+pub fn fence_after() -> std::time::Duration {
+    let ttl = heartbeat_ttl();
+    ttl.saturating_sub(std::time::Duration::from_secs(20).min(ttl / 3))
+}
+
 /// Why a registered worker is dead, or `None` if it is alive: on this host, its process is gone
 /// (or the host rebooted); on another host, its heartbeat is older than [`HEARTBEAT_TTL`].
 pub fn worker_death(
@@ -76,12 +93,13 @@ pub fn worker_death(
 ) -> Option<String> {
     if w.host != my_host {
         let age = now.since(w.heartbeat_at);
-        return (age > HEARTBEAT_TTL).then(|| {
+        let ttl = heartbeat_ttl();
+        return (age > ttl).then(|| {
             format!(
                 "no heartbeat from host {} for {} (limit {})",
                 w.host,
                 workq_core::format_duration(age),
-                workq_core::format_duration(HEARTBEAT_TTL)
+                workq_core::format_duration(ttl)
             )
         });
     }

@@ -751,7 +751,7 @@ impl Loop<'_> {
     /// so a rescued job never runs twice at once. They end `interrupted` if the store still
     /// knows them as ours when it answers again; otherwise their results are stale.
     fn fence_if_unreachable(&mut self, now: Instant) {
-        let limit = procinfo::HEARTBEAT_TTL.saturating_sub(Duration::from_secs(20));
+        let limit = procinfo::fence_after();
         if self.fenced
             || !self.store.shared_across_hosts()
             || now.duration_since(self.last_heartbeat_ok) < limit

@@ -315,12 +315,25 @@ impl Cluster {
     /// Restarts the server the hard way (like `pg_ctl restart -m immediate`): SIGQUIT, then
     /// start again on the same port.
     pub fn restart_immediate(&mut self) -> Result<(), String> {
+        self.stop_immediate();
+        self.launch()
+    }
+
+    /// Stops the server at once (SIGQUIT, like `pg_ctl stop -m immediate`); the data stays.
+    pub fn stop_immediate(&mut self) {
         if let Some(mut s) = self.server.take() {
             // SAFETY: signalling the server process we started.
             unsafe {
                 libc::kill(s.id() as i32, libc::SIGQUIT);
             }
             let _ = s.wait();
+        }
+    }
+
+    /// Starts the server again after [`Cluster::stop_immediate`].
+    pub fn start_again(&mut self) -> Result<(), String> {
+        if self.server.is_some() {
+            return Ok(());
         }
         self.launch()
     }

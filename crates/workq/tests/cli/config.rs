@@ -526,11 +526,19 @@ fn container_mode_runs_and_stops_the_container_through_the_runtime() {
                     .ends_with(&format!("-{job}-1.pid"))
             })
             .expect("container pid file");
-        std::fs::read_to_string(f.path())
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
+        // The stand-in creates the file, then writes the pid: wait for the pid.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            if let Ok(pid) = std::fs::read_to_string(f.path())
+                .unwrap_or_default()
+                .trim()
+                .parse()
+            {
+                return pid;
+            }
+            assert!(std::time::Instant::now() < deadline, "empty pid file");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     };
 
     // Without a runtime on PATH, run says so.

@@ -93,7 +93,12 @@ fn pg_store_runs_jobs_and_names_connection_failures_without_the_password() {
 #[test]
 fn pg_chaos_two_hosts_server_restart_and_terminated_sessions() {
     const JOBS: usize = 160;
-    let Some(url) = fresh_db("chaos") else { return };
+    if cluster().is_none() {
+        return;
+    }
+    // Its own cluster: restarting the shared one would break the tests running beside it.
+    let mut own = pgtest::Cluster::start().expect("a private cluster");
+    let url = own.create_db("chaos").expect("database");
     let p = Project::with_store(&url);
     let log = p.path().join("events.log");
     let lines: String = (0..JOBS)
@@ -158,11 +163,7 @@ fn pg_chaos_two_hosts_server_restart_and_terminated_sessions() {
         std::thread::sleep(Duration::from_millis(150 + rand() % 250));
         match round % 6 {
             2 if restarts < 2 => {
-                let c = cluster().unwrap();
-                c.lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .restart_immediate()
-                    .expect("restart");
+                own.restart_immediate().expect("restart");
                 restarts += 1;
             }
             4 if terminated < 3 => {
@@ -292,4 +293,58 @@ fn store_migrate_copies_a_sqlite_store_into_postgres() {
     let _w = pg.worker("new", 2);
     pg.wait_job(after, "succeeded", |j| state_of(j) == "succeeded");
     pg.wait_job(new, "succeeded", |j| state_of(j) == "succeeded");
+}
+
+/// A worker that cannot reach a shared store kills its own jobs before other hosts could
+/// rescue them (self-fencing), and carries on when the store is back.
+#[test]
+fn a_worker_cut_off_from_postgres_fences_its_jobs_then_recovers() {
+    if cluster().is_none() {
+        return;
+    }
+    let mut own = pgtest::Cluster::start().expect("a private cluster");
+    let url = own.create_db("fence").expect("database");
+    let p = Project::with_store(&url);
+    let mut w = p.worker_env(
+        "fenced",
+        &["--heartbeat", "300ms"],
+        &[("WORKQ_HEARTBEAT_TTL", "6s")],
+    );
+    let id = p.submit(&["--shell", "--", "sleep 300 & wait"]);
+    p.wait_job(id, "running", |j| {
+        state_of(j) == "running" && j["attempts"][0]["pid"].is_i64()
+    });
+    assert!(!super::marked_processes(p.path(), id, 1).is_empty());
+    own.stop_immediate();
+    wait_gone(p.path(), id, 1);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !w.log_text().contains("cannot reach the store") {
+        assert!(Instant::now() < deadline, "{}", w.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The worker fenced by its own measure of the silence, which must be under the TTL.
+    let log = w.log_text();
+    let silence = log
+        .split("cannot reach the store for ")
+        .nth(1)
+        .and_then(|r| r.split(':').next())
+        .and_then(|d| workq_core::parse_duration(d).ok())
+        .expect("the fencing line says how long the store was silent");
+    assert!(
+        silence < Duration::from_secs(6),
+        "fenced after {silence:?}, past the TTL: {log}"
+    );
+    own.start_again().expect("start again");
+    let j = p.wait_job(id, "running again on attempt 2", |j| {
+        j["attempt"] == 2 && state_of(j) == "running"
+    });
+    assert_eq!(j["attempts"][0]["outcome"], "interrupted", "{j}");
+    assert!(
+        w.log_text().contains("the store answers again"),
+        "{}",
+        w.log_text()
+    );
+    p.ok(&["cancel", &id.to_string()]);
+    w.signal(libc::SIGTERM);
+    w.wait_exit();
 }
