@@ -137,8 +137,15 @@ pub fn find(store: &dyn Store, run_dir: &Path, name: &str) -> Result<Found, Stor
             let holder = workq_store::lock_holder(&path);
             let mut r = running_from_info(&info);
             let registered = registered(store, &info)?;
-            let worker_ok = registered || (holder.is_some() && holder == Some(info.pid));
-            let monitor_ok = holder.is_some() && holder == info.monitor_pid;
+            // The monitor is the lock holder, or (when /proc/locks does not say) the live
+            // process of that identity whose child is the worker.
+            let child_of_monitor = info.monitor_pid.is_some()
+                && procinfo::parent_pid(info.pid) == info.monitor_pid;
+            let monitor_ok = info.monitor_alive()
+                && (holder == info.monitor_pid || (holder.is_none() && child_of_monitor));
+            let worker_ok = registered
+                || (holder.is_some() && holder == Some(info.pid))
+                || (monitor_ok && child_of_monitor);
             if !worker_ok {
                 r.worker.start_time = 0;
             }

@@ -56,3 +56,32 @@ fn pair(clock: ManualClock) -> (Box<dyn Store>, Box<dyn Store>) {
 }
 
 workq_store::store_conformance!(fresh, pair, skip = skip);
+
+/// Several hosts opening a fresh database at once migrate it once (advisory lock).
+#[test]
+fn concurrent_first_opens_migrate_once() {
+    if skip() {
+        return;
+    }
+    let url = fresh_url();
+    let handles: Vec<_> = (0..6)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let s = open(&url, ManualClock::new(workq_core::Timestamp(1)));
+                s.store_id().expect("store id")
+            })
+        })
+        .collect();
+    let ids: Vec<String> = handles
+        .into_iter()
+        .map(|h| h.join().expect("open"))
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] == w[1]), "one store: {ids:?}");
+    let mut c = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+    let rows: i64 = c
+        .query_one("SELECT count(*) FROM workq.meta", &[])
+        .expect("meta")
+        .get(0);
+    assert_eq!(rows as usize, 1, "each migration recorded once");
+}

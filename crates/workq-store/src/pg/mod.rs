@@ -47,7 +47,10 @@ pub struct PgStore {
     conn: RefCell<Option<Client>>,
     opts: PgOptions,
     rng: AtomicU64,
-    seen_change: Cell<i64>,
+    /// The change counter at the previous `changed()` (read lazily: one-shot commands never ask).
+    seen_change: Cell<Option<i64>>,
+    /// Prepared statements of the current connection.
+    pub(crate) stmts: ops::Cache,
 }
 
 /// The channel workers listen on.
@@ -103,15 +106,26 @@ impl PgStore {
             conn: RefCell::new(None),
             opts,
             rng: AtomicU64::new(seed()),
-            seen_change: Cell::new(0),
+            seen_change: Cell::new(None),
+            stmts: Default::default(),
         };
         let mut client = store.connect()?;
-        store.migrate(&mut client)?;
-        client
-            .batch_execute("SET search_path TO workq")
-            .map_err(|e| store.err(e))?;
+        // Most opens find the schema current: one simple query instead of the locked migration.
+        let current = client
+            .simple_query("SELECT coalesce(max(version), 0)::text FROM workq.meta")
+            .ok()
+            .and_then(|msgs| {
+                msgs.into_iter().find_map(|m| match m {
+                    postgres::SimpleQueryMessage::Row(r) => {
+                        r.get(0).and_then(|v| v.parse::<i64>().ok())
+                    }
+                    _ => None,
+                })
+            });
+        if current != Some(schema::latest_version()) {
+            store.migrate(&mut client)?;
+        }
         *store.conn.borrow_mut() = Some(client);
-        store.seen_change.set(store.change_counter()?);
         Ok(store)
     }
 
@@ -137,6 +151,8 @@ impl PgStore {
                 })?;
         cfg.connect_timeout(self.opts.connect_timeout);
         cfg.application_name("workq");
+        // The session's search path is set at connect time, saving a round trip.
+        cfg.options("-c search_path=workq");
         cfg.connect(NoTls).map_err(|e| self.err(e))
     }
 
@@ -215,10 +231,9 @@ impl PgStore {
         let mut slot = self.conn.borrow_mut();
         for round in 0..2 {
             if slot.as_ref().is_none_or(|c| c.is_closed()) {
-                let mut c = self.connect()?;
-                c.batch_execute("SET search_path TO workq")
-                    .map_err(|e| self.err(e))?;
-                *slot = Some(c);
+                // Statements belong to the connection that prepared them.
+                self.stmts.borrow_mut().clear();
+                *slot = Some(self.connect()?);
             }
             let Some(client) = slot.as_mut() else {
                 continue;
@@ -255,9 +270,15 @@ impl PgStore {
         self.run(false, |c| {
             let mut tx = c.transaction()?;
             let v = f(&mut tx)?;
-            tx.execute("SELECT nextval('changes')", &[])?;
             if notify {
-                tx.execute("SELECT pg_notify($1, '')", &[&CHANNEL])?;
+                ops::qy(
+                    &self.stmts,
+                    &mut tx,
+                    "SELECT nextval('changes'), pg_notify($1, '')",
+                    &[&CHANNEL],
+                )?;
+            } else {
+                ops::qy(&self.stmts, &mut tx, "SELECT nextval('changes')", &[])?;
             }
             tx.commit()?;
             Ok(v)
@@ -266,7 +287,9 @@ impl PgStore {
 
     fn change_counter(&self) -> Result<i64> {
         self.with(|c| {
-            let row = c.query_one(
+            let row = ops::q1(
+                &self.stmts,
+                c,
                 "SELECT last_value + (CASE WHEN is_called THEN 1 ELSE 0 END) FROM changes",
                 &[],
             )?;

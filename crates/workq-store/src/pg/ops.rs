@@ -1,7 +1,8 @@
 //! The Store trait on PostgreSQL: the same statements as the SQLite store, in PostgreSQL's
 //! dialect, with row locks where SQLite relies on its single writer.
 
-use postgres::Transaction;
+use postgres::types::ToSql;
+use postgres::{GenericClient, Row, Statement, Transaction};
 use workq_core::{
     next_after_failure, Attempt, ClaimedJob, FailureDecision, Job, JobId, JobSpec, JobState,
     Outcome, Timestamp, WorkerId, WorkerRecord, WorkerState,
@@ -16,8 +17,71 @@ use crate::{
 };
 
 type Tx<'a, 'b> = &'a mut Transaction<'b>;
+type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
+
+/// Prepared statements of the current connection, by SQL text: each statement is parsed by
+/// the server once per connection instead of on every call (a round trip each).
+pub(crate) type Cache = std::cell::RefCell<std::collections::HashMap<String, Statement>>;
+
+pub(crate) fn prep<C: GenericClient>(
+    cache: &Cache,
+    c: &mut C,
+    sql: &str,
+) -> std::result::Result<Statement, postgres::Error> {
+    if let Some(st) = cache.borrow().get(sql) {
+        return Ok(st.clone());
+    }
+    let st = c.prepare(sql)?;
+    let mut m = cache.borrow_mut();
+    if m.len() > 256 {
+        m.clear();
+    }
+    m.insert(sql.to_string(), st.clone());
+    Ok(st)
+}
+
+pub(crate) fn ex<C: GenericClient>(
+    cache: &Cache,
+    c: &mut C,
+    sql: &str,
+    p: Params<'_>,
+) -> std::result::Result<u64, postgres::Error> {
+    let st = prep(cache, c, sql)?;
+    c.execute(&st, p)
+}
+
+pub(crate) fn qy<C: GenericClient>(
+    cache: &Cache,
+    c: &mut C,
+    sql: &str,
+    p: Params<'_>,
+) -> std::result::Result<Vec<Row>, postgres::Error> {
+    let st = prep(cache, c, sql)?;
+    c.query(&st, p)
+}
+
+pub(crate) fn qo<C: GenericClient>(
+    cache: &Cache,
+    c: &mut C,
+    sql: &str,
+    p: Params<'_>,
+) -> std::result::Result<Option<Row>, postgres::Error> {
+    let st = prep(cache, c, sql)?;
+    c.query_opt(&st, p)
+}
+
+pub(crate) fn q1<C: GenericClient>(
+    cache: &Cache,
+    c: &mut C,
+    sql: &str,
+    p: Params<'_>,
+) -> std::result::Result<Row, postgres::Error> {
+    let st = prep(cache, c, sql)?;
+    c.query_one(&st, p)
+}
 
 fn event(
+    cache: &Cache,
     tx: Tx<'_, '_>,
     at: i64,
     kind: &str,
@@ -25,7 +89,9 @@ fn event(
     worker: Option<i64>,
     detail: Option<&str>,
 ) -> std::result::Result<(), postgres::Error> {
-    tx.execute(
+    ex(
+        cache,
+        tx,
         "INSERT INTO events (at, kind, job_id, worker_id, detail) VALUES ($1, $2, $3, $4, $5)",
         &[&at, &kind, &job, &worker, &detail],
     )?;
@@ -33,18 +99,25 @@ fn event(
 }
 
 fn cancel_dependents(
+    cache: &Cache,
     tx: Tx<'_, '_>,
     id: JobId,
     now: i64,
 ) -> std::result::Result<(), postgres::Error> {
-    if tx
-        .query_opt("SELECT 1 FROM deps WHERE after_id = $1 LIMIT 1", &[&id])?
-        .is_none()
+    if qo(
+        cache,
+        tx,
+        "SELECT 1 FROM deps WHERE after_id = $1 LIMIT 1",
+        &[&id],
+    )?
+    .is_none()
     {
         return Ok(());
     }
     let msg = format!("a job it depends on ({id}) did not succeed");
-    tx.execute(
+    ex(
+        cache,
+        tx,
         "WITH RECURSIVE d(id) AS (
              SELECT job_id FROM deps WHERE after_id = $1
              UNION SELECT deps.job_id FROM deps JOIN d ON deps.after_id = d.id)
@@ -55,14 +128,24 @@ fn cancel_dependents(
     Ok(())
 }
 
-fn release_dependents(tx: Tx<'_, '_>, id: JobId) -> std::result::Result<(), postgres::Error> {
-    if tx
-        .query_opt("SELECT 1 FROM deps WHERE after_id = $1 LIMIT 1", &[&id])?
-        .is_none()
+fn release_dependents(
+    cache: &Cache,
+    tx: Tx<'_, '_>,
+    id: JobId,
+) -> std::result::Result<(), postgres::Error> {
+    if qo(
+        cache,
+        tx,
+        "SELECT 1 FROM deps WHERE after_id = $1 LIMIT 1",
+        &[&id],
+    )?
+    .is_none()
     {
         return Ok(());
     }
-    tx.execute(
+    ex(
+        cache,
+        tx,
         "UPDATE jobs SET deps_pending = deps_pending - 1
          WHERE id IN (SELECT job_id FROM deps WHERE after_id = $1)
            AND state = 'queued' AND deps_pending > 0",
@@ -81,15 +164,20 @@ impl PgStore {
         let mut out = Vec::with_capacity(jobs.len());
         for spec in jobs {
             if let Some(key) = &spec.idempotency_key {
-                if let Some(r) =
-                    tx.query_opt("SELECT id FROM jobs WHERE idempotency_key = $1", &[key])?
-                {
+                if let Some(r) = qo(
+                    &self.stmts,
+                    tx,
+                    "SELECT id FROM jobs WHERE idempotency_key = $1",
+                    &[key],
+                )? {
                     out.push(Submitted::Existing(r.get(0)));
                     continue;
                 }
             }
             if let Some(key) = &spec.unique_key {
-                if let Some(r) = tx.query_opt(
+                if let Some(r) = qo(
+                    &self.stmts,
+                    tx,
                     "SELECT id FROM jobs WHERE unique_key = $1 AND state IN ('queued', 'running')",
                     &[key],
                 )? {
@@ -102,9 +190,13 @@ impl PgStore {
             deps.dedup();
             let mut pending = 0i64;
             for dep in &deps {
-                let state: Option<String> = tx
-                    .query_opt("SELECT state FROM jobs WHERE id = $1 FOR SHARE", &[dep])?
-                    .map(|r| r.get(0));
+                let state: Option<String> = qo(
+                    &self.stmts,
+                    tx,
+                    "SELECT state FROM jobs WHERE id = $1 FOR SHARE",
+                    &[dep],
+                )?
+                .map(|r| r.get(0));
                 match state.as_deref() {
                     None => {
                         return Err(TxErr::Store(StoreError::NotFound(format!(
@@ -127,7 +219,7 @@ impl PgStore {
                 .and_then(|c| serde_json::to_string(c).ok());
             // A concurrent submit of the same key or idempotency key loses quietly here and is
             // answered from the row that won.
-            let inserted = tx.query_opt(
+            let inserted = qo(&self.stmts, tx,
                 "INSERT INTO jobs (queue, state, priority, run_at, deps_pending, argv, env, cwd, labels,
                      retries, backoff_ms, timeout_ms, kill_grace_ms, unique_key, idempotency_key,
                      max_rescues, created_at, container)
@@ -155,15 +247,18 @@ impl PgStore {
             )?;
             let Some(row) = inserted else {
                 if let Some(key) = &spec.idempotency_key {
-                    if let Some(r) =
-                        tx.query_opt("SELECT id FROM jobs WHERE idempotency_key = $1", &[key])?
-                    {
+                    if let Some(r) = qo(
+                        &self.stmts,
+                        tx,
+                        "SELECT id FROM jobs WHERE idempotency_key = $1",
+                        &[key],
+                    )? {
                         out.push(Submitted::Existing(r.get(0)));
                         continue;
                     }
                 }
                 if let Some(key) = &spec.unique_key {
-                    if let Some(r) = tx.query_opt(
+                    if let Some(r) = qo(&self.stmts, tx,
                         "SELECT id FROM jobs WHERE unique_key = $1 AND state IN ('queued', 'running')",
                         &[key],
                     )? {
@@ -177,12 +272,14 @@ impl PgStore {
             };
             let id: i64 = row.get(0);
             for dep in &deps {
-                tx.execute(
+                ex(
+                    &self.stmts,
+                    tx,
                     "INSERT INTO deps (after_id, job_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
                     &[dep, &id],
                 )?;
             }
-            event(tx, now, "submitted", Some(id), None, None)?;
+            event(&self.stmts, tx, now, "submitted", Some(id), None, None)?;
             out.push(Submitted::Created(id));
         }
         Ok(out)
@@ -200,7 +297,9 @@ impl PgStore {
             RescueKind::Lost => (Outcome::Lost, WorkerState::Dead),
             RescueKind::Interrupted => (Outcome::Interrupted, WorkerState::Stopped),
         };
-        let running = tx.query(
+        let running = qy(
+            &self.stmts,
+            tx,
             "SELECT id, attempt, rescues, max_rescues, cancel_requested FROM jobs
              WHERE worker_id = $1 AND state = 'running' ORDER BY id FOR UPDATE",
             &[&worker],
@@ -215,22 +314,28 @@ impl PgStore {
                     format!("interrupted: its worker {worker} was stopped ({reason}); queued again")
                 }
             };
-            tx.execute(
+            ex(
+                &self.stmts,
+                tx,
                 "UPDATE attempts SET ended_at = $3, outcome = $5, error = $4
                  WHERE job_id = $1 AND attempt = $2 AND ended_at IS NULL",
                 &[&id, &attempt, &now, &error, &outcome.as_str()],
             )?;
             let new_state = if cancel_requested {
-                tx.execute(
+                ex(
+                    &self.stmts,
+                    tx,
                     "UPDATE jobs SET state = 'cancelled', finished_at = $2, lease = NULL,
                          last_error = 'cancelled; its worker died while stopping it'
                      WHERE id = $1",
                     &[&id, &now],
                 )?;
-                cancel_dependents(tx, id, now)?;
+                cancel_dependents(&self.stmts, tx, id, now)?;
                 JobState::Cancelled
             } else if how == RescueKind::Interrupted {
-                tx.execute(
+                ex(
+                    &self.stmts,
+                    tx,
                     "UPDATE jobs SET state = 'queued', run_at = $2, lease = NULL, last_error = $3
                      WHERE id = $1",
                     &[&id, &now, &error],
@@ -241,16 +346,20 @@ impl PgStore {
                     "lost {} times (its worker died each time); not requeued again so a job that kills its worker cannot loop forever",
                     rescues + 1
                 );
-                tx.execute(
+                ex(
+                    &self.stmts,
+                    tx,
                     "UPDATE jobs SET state = 'failed', finished_at = $2, lease = NULL,
                          rescues = rescues + 1, last_error = $3
                      WHERE id = $1",
                     &[&id, &now, &msg],
                 )?;
-                cancel_dependents(tx, id, now)?;
+                cancel_dependents(&self.stmts, tx, id, now)?;
                 JobState::Failed
             } else {
-                tx.execute(
+                ex(
+                    &self.stmts,
+                    tx,
                     "UPDATE jobs SET state = 'queued', run_at = $2, lease = NULL,
                          rescues = rescues + 1, last_error = $3
                      WHERE id = $1",
@@ -259,6 +368,7 @@ impl PgStore {
                 JobState::Queued
             };
             event(
+                &self.stmts,
                 tx,
                 now,
                 "rescued",
@@ -272,7 +382,9 @@ impl PgStore {
                 new_state,
             });
         }
-        let changed = tx.execute(
+        let changed = ex(
+            &self.stmts,
+            tx,
             "UPDATE workers SET state = $4, stopped_at = $2, stop_reason = $3
              WHERE id = $1 AND state NOT IN ('stopped', 'dead', 'crash-looping')",
             &[&worker, &now, &reason, &end_state.as_str()],
@@ -282,7 +394,7 @@ impl PgStore {
                 RescueKind::Lost => "worker_dead",
                 RescueKind::Interrupted => "worker_stopped",
             };
-            event(tx, now, kind, None, Some(worker), Some(reason))?;
+            event(&self.stmts, tx, now, kind, None, Some(worker), Some(reason))?;
         }
         Ok(out)
     }
@@ -308,7 +420,9 @@ impl Store for PgStore {
         qs.sort();
         qs.dedup();
         self.write(false, |tx| {
-            let rows = tx.query(
+            let rows = qy(
+                &self.stmts,
+                tx,
                 &format!(
                     "WITH next AS MATERIALIZED (
                          SELECT id FROM jobs
@@ -335,7 +449,9 @@ impl Store for PgStore {
                 let id: i64 = r.get(0);
                 let lease: i64 = r.get(1);
                 let attempt: i64 = r.get(2);
-                tx.execute(
+                ex(
+                    &self.stmts,
+                    tx,
                     "INSERT INTO attempts (job_id, attempt, worker_id, host, lease, started_at)
                      VALUES ($1, $2, $3, $4, $5, $6)
                      ON CONFLICT (job_id, attempt) DO UPDATE SET worker_id = $3, host = $4,
@@ -369,7 +485,9 @@ impl Store for PgStore {
         }
         self.write(false, |tx| {
             for sp in spawns {
-                tx.execute(
+                ex(
+                    &self.stmts,
+                    tx,
                     "UPDATE attempts SET pid = $3, pgid = $4, pid_start_time = $5, log_path = $6
                      WHERE job_id = $1 AND lease = $2 AND ended_at IS NULL",
                     &[
@@ -396,14 +514,14 @@ impl Store for PgStore {
             let mut out = Vec::with_capacity(results.len());
             let (mut done, mut failed) = (0i64, 0i64);
             for (r, jitter) in results.iter().zip(&jitters) {
-                let row = tx.query_opt(
+                let row = qo(&self.stmts, tx,
                     "SELECT attempt, failures, retries, backoff_ms, cancel_requested FROM jobs
                      WHERE id = $1 AND lease = $2 AND state = 'running' FOR UPDATE",
                     &[&r.job_id, &r.lease],
                 )?;
                 let Some(row) = row else {
                     let detail = format!("finish with outcome {} arrived after the lease moved on", r.outcome);
-                    event(tx, now, "stale", Some(r.job_id), Some(worker), Some(&detail))?;
+                    event(&self.stmts, tx, now, "stale", Some(r.job_id), Some(worker), Some(&detail))?;
                     out.push(FinishOutcome::Stale);
                     continue;
                 };
@@ -415,7 +533,7 @@ impl Store for PgStore {
                     r.outcome
                 };
                 let exit = r.exit_code.map(i64::from);
-                tx.execute(
+                ex(&self.stmts, tx,
                     "UPDATE attempts SET ended_at = $3, outcome = $4, exit_code = $5, signal = $6, error = $7
                      WHERE job_id = $1 AND attempt = $2",
                     &[&r.job_id, &attempt, &now, &outcome.as_str(), &exit, &r.signal.map(i64::from), &r.error],
@@ -426,20 +544,20 @@ impl Store for PgStore {
                          failures = $5, lease = NULL WHERE id = $1";
                 let result = match outcome {
                     Outcome::Succeeded => {
-                        tx.execute(to_state, &[&r.job_id, &"succeeded", &now, &exit, &None::<String>, &failures])?;
-                        release_dependents(tx, r.job_id)?;
+                        ex(&self.stmts, tx, to_state, &[&r.job_id, &"succeeded", &now, &exit, &None::<String>, &failures])?;
+                        release_dependents(&self.stmts, tx, r.job_id)?;
                         done += 1;
                         FinishOutcome::Done(JobState::Succeeded)
                     }
                     Outcome::Cancelled => {
                         let err = r.error.clone().unwrap_or_else(|| "cancelled while running".into());
-                        tx.execute(to_state, &[&r.job_id, &"cancelled", &now, &exit, &Some(err), &failures])?;
-                        cancel_dependents(tx, r.job_id, now)?;
+                        ex(&self.stmts, tx, to_state, &[&r.job_id, &"cancelled", &now, &exit, &Some(err), &failures])?;
+                        cancel_dependents(&self.stmts, tx, r.job_id, now)?;
                         failed += 1;
                         FinishOutcome::Done(JobState::Cancelled)
                     }
                     Outcome::Interrupted | Outcome::Lost | Outcome::Stale => {
-                        tx.execute(requeue, &[&r.job_id, &now, &exit, &r.error, &failures])?;
+                        ex(&self.stmts, tx, requeue, &[&r.job_id, &now, &exit, &r.error, &failures])?;
                         FinishOutcome::Requeued(Timestamp(now))
                     }
                     Outcome::Failed | Outcome::Timeout | Outcome::SpawnError => {
@@ -447,12 +565,12 @@ impl Store for PgStore {
                         let base = std::time::Duration::from_millis(backoff_ms.max(0) as u64);
                         match next_after_failure(Timestamp(now), failures as u32, retries as u32, base, *jitter) {
                             FailureDecision::RetryAt(at) => {
-                                tx.execute(requeue, &[&r.job_id, &at.0, &exit, &r.error, &failures])?;
+                                ex(&self.stmts, tx, requeue, &[&r.job_id, &at.0, &exit, &r.error, &failures])?;
                                 FinishOutcome::Requeued(at)
                             }
                             FailureDecision::GiveUp => {
-                                tx.execute(to_state, &[&r.job_id, &"failed", &now, &exit, &r.error, &failures])?;
-                                cancel_dependents(tx, r.job_id, now)?;
+                                ex(&self.stmts, tx, to_state, &[&r.job_id, &"failed", &now, &exit, &r.error, &failures])?;
+                                cancel_dependents(&self.stmts, tx, r.job_id, now)?;
                                 failed += 1;
                                 FinishOutcome::Done(JobState::Failed)
                             }
@@ -464,11 +582,11 @@ impl Store for PgStore {
                     FinishOutcome::Requeued(_) => "requeued",
                     FinishOutcome::Stale => "stale",
                 };
-                event(tx, now, kind, Some(r.job_id), Some(worker), r.error.as_deref())?;
+                event(&self.stmts, tx, now, kind, Some(r.job_id), Some(worker), r.error.as_deref())?;
                 out.push(result);
             }
             if done + failed > 0 {
-                tx.execute(
+                ex(&self.stmts, tx,
                     "UPDATE workers SET jobs_done = jobs_done + $2, jobs_failed = jobs_failed + $3 WHERE id = $1",
                     &[&worker, &done, &failed],
                 )?;
@@ -479,7 +597,9 @@ impl Store for PgStore {
 
     fn get(&self, id: JobId) -> Result<Option<Job>> {
         self.with(|c| {
-            Ok(c.query_opt(
+            Ok(qo(
+                &self.stmts,
+                c,
                 &format!("SELECT {JOB_COLUMNS} FROM jobs j WHERE j.id = $1"),
                 &[&id],
             )?
@@ -489,7 +609,7 @@ impl Store for PgStore {
 
     fn attempts(&self, id: JobId) -> Result<Vec<Attempt>> {
         self.with(|c| {
-            Ok(c.query(
+            Ok(qy(&self.stmts, c,
                 &format!("SELECT {ATTEMPT_COLUMNS} FROM attempts a WHERE a.job_id = $1 ORDER BY a.attempt"),
                 &[&id],
             )?
@@ -569,7 +689,7 @@ impl Store for PgStore {
                     }
                 })
                 .collect();
-            Ok(c.query(&sql, &args)?
+            Ok(qy(&self.stmts, c, &sql, &args)?
                 .iter()
                 .map(rows::job_from_row)
                 .collect())
@@ -578,13 +698,14 @@ impl Store for PgStore {
 
     fn count_unfinished(&self, queue: Option<&str>) -> Result<u64> {
         self.with(|c| {
-            let n: i64 = c
-                .query_one(
-                    "SELECT count(*) FROM jobs WHERE state IN ('queued', 'running')
+            let n: i64 = q1(
+                &self.stmts,
+                c,
+                "SELECT count(*) FROM jobs WHERE state IN ('queued', 'running')
                      AND ($1::text IS NULL OR queue = $1)",
-                    &[&queue],
-                )?
-                .get(0);
+                &[&queue],
+            )?
+            .get(0);
             Ok(n as u64)
         })
     }
@@ -594,7 +715,9 @@ impl Store for PgStore {
         self.write(true, |tx| {
             let mut out = Vec::with_capacity(ids.len());
             for &id in ids {
-                let row = tx.query_opt(
+                let row = qo(
+                    &self.stmts,
+                    tx,
                     "SELECT state, worker_id FROM jobs WHERE id = $1 FOR UPDATE",
                     &[&id],
                 )?;
@@ -606,21 +729,33 @@ impl Store for PgStore {
                 let worker: Option<i64> = row.get(1);
                 match state.as_str() {
                     "queued" => {
-                        tx.execute(
+                        ex(
+                            &self.stmts,
+                            tx,
                             "UPDATE jobs SET state = 'cancelled', finished_at = $2,
                                  last_error = 'cancelled before it started' WHERE id = $1",
                             &[&id, &now],
                         )?;
-                        cancel_dependents(tx, id, now)?;
-                        event(tx, now, "cancelled", Some(id), None, None)?;
+                        cancel_dependents(&self.stmts, tx, id, now)?;
+                        event(&self.stmts, tx, now, "cancelled", Some(id), None, None)?;
                         out.push(CancelOutcome::Cancelled(id));
                     }
                     "running" => {
-                        tx.execute(
+                        ex(
+                            &self.stmts,
+                            tx,
                             "UPDATE jobs SET cancel_requested = TRUE WHERE id = $1",
                             &[&id],
                         )?;
-                        event(tx, now, "cancel_requested", Some(id), worker, None)?;
+                        event(
+                            &self.stmts,
+                            tx,
+                            now,
+                            "cancel_requested",
+                            Some(id),
+                            worker,
+                            None,
+                        )?;
                         out.push(CancelOutcome::Requested(id, worker));
                     }
                     other => out.push(CancelOutcome::AlreadyDone(
@@ -638,13 +773,12 @@ impl Store for PgStore {
         self.write(true, |tx| {
             let mut out = Vec::with_capacity(ids.len());
             for &id in ids {
-                let state: Option<String> = tx
-                    .query_opt("SELECT state FROM jobs WHERE id = $1 FOR UPDATE", &[&id])?
+                let state: Option<String> = qo(&self.stmts, tx, "SELECT state FROM jobs WHERE id = $1 FOR UPDATE", &[&id])?
                     .map(|r| r.get(0));
                 match state.as_deref() {
                     None => out.push(RetryOutcome::NotFound(id)),
                     Some("failed") | Some("cancelled") => {
-                        tx.execute(
+                        ex(&self.stmts, tx,
                             "UPDATE jobs SET state = 'queued', run_at = $2, failures = 0, rescues = 0,
                                  cancel_requested = FALSE, finished_at = NULL, lease = NULL,
                                  deps_pending = (SELECT count(*) FROM deps d JOIN jobs a ON a.id = d.after_id
@@ -655,7 +789,7 @@ impl Store for PgStore {
                              WHERE id = $1",
                             &[&id, &now],
                         )?;
-                        event(tx, now, "retried", Some(id), None, None)?;
+                        event(&self.stmts, tx, now, "retried", Some(id), None, None)?;
                         out.push(RetryOutcome::Requeued(id));
                     }
                     Some(other) => out.push(RetryOutcome::NotRetryable(id, other.parse().unwrap_or(JobState::Queued))),
@@ -667,7 +801,7 @@ impl Store for PgStore {
 
     fn failed_ids(&self, queue: Option<&str>) -> Result<Vec<JobId>> {
         self.with(|c| {
-            Ok(c.query(
+            Ok(qy(&self.stmts, c,
                 "SELECT id FROM jobs WHERE state = 'failed' AND ($1::text IS NULL OR queue = $1) ORDER BY id",
                 &[&queue],
             )?
@@ -679,7 +813,7 @@ impl Store for PgStore {
 
     fn cancel_requests(&self, worker: WorkerId) -> Result<Vec<(JobId, i64)>> {
         self.with(|c| {
-            Ok(c.query(
+            Ok(qy(&self.stmts, c,
                 "SELECT id, lease FROM jobs WHERE worker_id = $1 AND state = 'running' AND cancel_requested",
                 &[&worker],
             )?
@@ -692,8 +826,7 @@ impl Store for PgStore {
     fn next_run_at(&self, queues: &[String]) -> Result<Option<Timestamp>> {
         let now = self.now_ms();
         self.with(|c| {
-            let v: Option<i64> = c
-                .query_one(
+            let v: Option<i64> = q1(&self.stmts, c,
                     "SELECT min(run_at) FROM jobs
                      WHERE state = 'queued' AND deps_pending = 0 AND queue = ANY($1) AND run_at > $2",
                     &[&queues, &now],
@@ -705,15 +838,15 @@ impl Store for PgStore {
 
     fn changed(&self) -> Result<bool> {
         let n = self.change_counter()?;
-        Ok(self.seen_change.replace(n) != n)
+        // The first call has nothing to compare with: report a change, so the caller looks once.
+        Ok(self.seen_change.replace(Some(n)) != Some(n))
     }
 
     fn register_worker(&self, reg: &WorkerRegistration) -> Result<WorkerId> {
         let now = self.now_ms();
         let queues = serde_json::to_string(&reg.queues).unwrap_or_else(|_| "[]".into());
         self.write(false, |tx| {
-            let id: i64 = tx
-                .query_one(
+            let id: i64 = q1(&self.stmts, tx,
                     "INSERT INTO workers (name, host, boot_id, pid, pid_start_time, queues, slots, state,
                          started_at, heartbeat_at, version, settings)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, 'starting', $8, $8, $9, $10) RETURNING id",
@@ -731,7 +864,7 @@ impl Store for PgStore {
                     ],
                 )?
                 .get(0);
-            event(tx, now, "worker_started", None, Some(id), Some(&reg.name))?;
+            event(&self.stmts, tx, now, "worker_started", None, Some(id), Some(&reg.name))?;
             Ok(id)
         })
     }
@@ -739,7 +872,9 @@ impl Store for PgStore {
     fn heartbeat(&self, worker: WorkerId, state: WorkerState) -> Result<()> {
         let now = self.now_ms();
         self.with(|c| {
-            c.execute(
+            ex(
+                &self.stmts,
+                c,
                 "UPDATE workers SET heartbeat_at = $2, state = $3
                  WHERE id = $1 AND state NOT IN ('stopped', 'dead', 'crash-looping')",
                 &[&worker, &now, &state.as_str()],
@@ -751,12 +886,12 @@ impl Store for PgStore {
     fn worker_stopped(&self, worker: WorkerId, reason: &str) -> Result<()> {
         let now = self.now_ms();
         self.write(false, |tx| {
-            tx.execute(
+            ex(&self.stmts, tx,
                 "UPDATE workers SET state = 'stopped', stopped_at = $2, stop_reason = $3, heartbeat_at = $2
                  WHERE id = $1",
                 &[&worker, &now, &reason],
             )?;
-            event(tx, now, "worker_stopped", None, Some(worker), Some(reason))?;
+            event(&self.stmts, tx, now, "worker_stopped", None, Some(worker), Some(reason))?;
             Ok(())
         })
     }
@@ -771,7 +906,7 @@ impl Store for PgStore {
                      WHERE w.state NOT IN ('stopped', 'dead', 'crash-looping') ORDER BY w.id"
                 )
             };
-            Ok(c.query(&sql, &[])?
+            Ok(qy(&self.stmts, c, &sql, &[])?
                 .iter()
                 .map(rows::worker_from_row)
                 .collect())
@@ -780,7 +915,9 @@ impl Store for PgStore {
 
     fn running_attempts(&self, worker: WorkerId) -> Result<Vec<Attempt>> {
         self.with(|c| {
-            Ok(c.query(
+            Ok(qy(
+                &self.stmts,
+                c,
                 &format!(
                     "SELECT {ATTEMPT_COLUMNS} FROM jobs j JOIN attempts a
                          ON a.job_id = j.id AND a.attempt = j.attempt
@@ -807,12 +944,15 @@ impl Store for PgStore {
     fn mark_crash_looping(&self, worker: WorkerId, reason: &str) -> Result<()> {
         let now = self.now_ms();
         self.write(false, |tx| {
-            tx.execute(
+            ex(
+                &self.stmts,
+                tx,
                 "UPDATE workers SET state = 'crash-looping', stop_reason = $3,
                      stopped_at = coalesce(stopped_at, $2) WHERE id = $1",
                 &[&worker, &now, &reason],
             )?;
             event(
+                &self.stmts,
                 tx,
                 now,
                 "worker_crash_looping",
@@ -826,7 +966,7 @@ impl Store for PgStore {
 
     fn prune_workers(&self, before: Timestamp) -> Result<u64> {
         self.write(false, |tx| {
-            Ok(tx.execute(
+            Ok(ex(&self.stmts, tx,
                 "DELETE FROM workers
                  WHERE stopped_at IS NOT NULL AND stopped_at < $1
                    AND state IN ('stopped', 'dead', 'crash-looping')
@@ -839,20 +979,22 @@ impl Store for PgStore {
     fn set_worker_paused(&self, host: &str, name: &str, paused: bool) -> Result<()> {
         let now = self.now_ms();
         self.write(true, |tx| {
-            tx.execute(
+            ex(&self.stmts, tx,
                 "INSERT INTO worker_controls (host, name, paused, updated_at) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (host, name) DO UPDATE SET paused = $3, updated_at = $4",
                 &[&host, &name, &paused, &now],
             )?;
             let kind = if paused { "worker_paused" } else { "worker_resumed" };
-            event(tx, now, kind, None, None, Some(name))?;
+            event(&self.stmts, tx, now, kind, None, None, Some(name))?;
             Ok(())
         })
     }
 
     fn worker_paused(&self, host: &str, name: &str) -> Result<bool> {
         self.with(|c| {
-            Ok(c.query_opt(
+            Ok(qo(
+                &self.stmts,
+                c,
                 "SELECT paused FROM worker_controls WHERE host = $1 AND name = $2",
                 &[&host, &name],
             )?
@@ -863,7 +1005,7 @@ impl Store for PgStore {
 
     fn running_jobs(&self) -> Result<Vec<RunningJob>> {
         self.with(|c| {
-            Ok(c.query(
+            Ok(qy(&self.stmts, c,
                 "SELECT j.id, j.attempt, a.lease, j.worker_id, a.started_at, j.timeout_ms, j.kill_grace_ms
                  FROM jobs j JOIN attempts a ON a.job_id = j.id AND a.attempt = j.attempt
                  WHERE j.state = 'running'",
@@ -888,7 +1030,7 @@ impl Store for PgStore {
     fn worker_outcomes(&self, worker: WorkerId, since: Timestamp) -> Result<OutcomeCounts> {
         self.with(|c| {
             let mut counts = OutcomeCounts::default();
-            for r in c.query(
+            for r in qy(&self.stmts, c,
                 "SELECT outcome, count(*) FROM attempts WHERE worker_id = $1 AND ended_at >= $2 GROUP BY outcome",
                 &[&worker, &since.0],
             )? {
@@ -906,19 +1048,23 @@ impl Store for PgStore {
 
     fn store_id(&self) -> Result<String> {
         self.with(|c| {
-            Ok(
-                c.query_one("SELECT value FROM store_info WHERE key = 'store_id'", &[])?
-                    .get(0),
-            )
+            Ok(q1(
+                &self.stmts,
+                c,
+                "SELECT value FROM store_info WHERE key = 'store_id'",
+                &[],
+            )?
+            .get(0))
         })
     }
 
     fn queue_stats(&self) -> Result<Vec<QueueStats>> {
         let now = self.now_ms();
         self.with(|c| {
-            let mut out: Vec<QueueStats> = c
-                .query(
-                    "SELECT queue,
+            let mut out: Vec<QueueStats> = qy(
+                &self.stmts,
+                c,
+                "SELECT queue,
                         count(*) FILTER (WHERE state = 'queued' AND run_at <= $1),
                         count(*) FILTER (WHERE state = 'queued' AND run_at > $1),
                         count(*) FILTER (WHERE state = 'running'),
@@ -927,22 +1073,27 @@ impl Store for PgStore {
                         count(*) FILTER (WHERE state = 'cancelled'),
                         avg(finished_at - started_at) FILTER (WHERE state = 'succeeded')::float8
                      FROM jobs GROUP BY queue ORDER BY queue",
-                    &[&now],
-                )?
-                .iter()
-                .map(|r| QueueStats {
-                    queue: r.get(0),
-                    queued: r.get::<_, i64>(1) as u64,
-                    scheduled: r.get::<_, i64>(2) as u64,
-                    running: r.get::<_, i64>(3) as u64,
-                    succeeded: r.get::<_, i64>(4) as u64,
-                    failed: r.get::<_, i64>(5) as u64,
-                    cancelled: r.get::<_, i64>(6) as u64,
-                    paused: false,
-                    mean_duration_ms: r.get(7),
-                })
-                .collect();
-            for r in c.query("SELECT name FROM queues WHERE paused ORDER BY name", &[])? {
+                &[&now],
+            )?
+            .iter()
+            .map(|r| QueueStats {
+                queue: r.get(0),
+                queued: r.get::<_, i64>(1) as u64,
+                scheduled: r.get::<_, i64>(2) as u64,
+                running: r.get::<_, i64>(3) as u64,
+                succeeded: r.get::<_, i64>(4) as u64,
+                failed: r.get::<_, i64>(5) as u64,
+                cancelled: r.get::<_, i64>(6) as u64,
+                paused: false,
+                mean_duration_ms: r.get(7),
+            })
+            .collect();
+            for r in qy(
+                &self.stmts,
+                c,
+                "SELECT name FROM queues WHERE paused ORDER BY name",
+                &[],
+            )? {
                 let name: String = r.get(0);
                 match out.iter_mut().find(|q| q.queue == name) {
                     Some(q) => q.paused = true,
@@ -961,7 +1112,9 @@ impl Store for PgStore {
         self.with(|c| {
             let mut out = Vec::new();
             for k in keys {
-                if let Some(r) = c.query_opt(
+                if let Some(r) = qo(
+                    &self.stmts,
+                    c,
                     "SELECT id, state FROM jobs
                      WHERE unique_key = $1 AND state IN ('queued', 'running', 'succeeded')
                      ORDER BY id DESC LIMIT 1",
@@ -987,9 +1140,13 @@ impl Store for PgStore {
 
     fn diagnose(&self) -> Result<Diagnosis> {
         self.with(|c| {
-            let version: i64 = c
-                .query_one("SELECT coalesce(max(version), 0) FROM meta", &[])?
-                .get(0);
+            let version: i64 = q1(
+                &self.stmts,
+                c,
+                "SELECT coalesce(max(version), 0) FROM meta",
+                &[],
+            )?
+            .get(0);
             Ok(Diagnosis {
                 backend: "postgres".into(),
                 location: self.display.clone(),
