@@ -56,6 +56,10 @@ impl Context {
         quiet: bool,
         color: ColorChoice,
     ) -> Result<Context, CliError> {
+        // An empty WORKQ_STORE or WORKQ_STATE_DIR means unset, as shells tend to leave them.
+        let store = store.filter(|s| !s.trim().is_empty());
+        let state_dir = state_dir.filter(|d| !d.as_os_str().is_empty());
+        let config_file = config_file.filter(|f| !f.as_os_str().is_empty());
         let cwd = std::env::current_dir().map_err(|e| {
             CliError::new(
                 code::UNAVAILABLE,

@@ -809,6 +809,19 @@ fn spawn_errors_are_outcomes_not_crashes() {
 #[test]
 fn bad_input_gets_clear_errors_and_exit_codes() {
     let p = Project::new();
+    // Empty variables, as shells leave them, mean unset.
+    let out = p
+        .cmd()
+        .env("WORKQ_STORE", "")
+        .env("WORKQ_STATE_DIR", "")
+        .args(["list"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     p.submit(&["--", "true"]);
     let cases: &[(&[&str], i32, &str)] = &[
         (&["show", "42"], 3, "job 42 not found"),
