@@ -11,6 +11,12 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // An empty variable, as shells tend to leave them, means unset (clap would reject it).
+    for var in ["WORKQ_STATE_DIR", "WORKQ_STORE", "WORKQ_CONFIG"] {
+        if std::env::var_os(var).is_some_and(|v| v.is_empty()) {
+            std::env::remove_var(var);
+        }
+    }
     let cli = commands::Cli::parse();
     match commands::run(cli) {
         Ok(code) => ExitCode::from(code),
