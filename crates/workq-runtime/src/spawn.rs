@@ -75,7 +75,13 @@ pub fn spawn_job(job: &ClaimedJob, log_dir: &Path, store_id: &str) -> io::Result
         ));
     }
     let log_path = log_path(log_dir, job.id, job.attempt);
-    let log = open_log(&log_path)?;
+    // Named, and of kind Other, so it is never mistaken for a missing command.
+    let log = open_log(&log_path).map_err(|e| {
+        io::Error::other(format!(
+            "cannot open its log file {}: {e}",
+            log_path.display()
+        ))
+    })?;
     let log_err = log.try_clone()?;
     let argv: Vec<String> = match &job.spec.container {
         None => job.spec.argv.clone(),

@@ -339,6 +339,26 @@ fn io_open_error(path: &Path, e: &std::io::Error) -> StoreError {
     }
 }
 
+/// True when the filesystem holding `path` has less than 256 KiB left.
+fn disk_nearly_full(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: statvfs writes into the zeroed struct we pass; the path is NUL-terminated.
+    unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(c.as_ptr(), &mut st) != 0 {
+            return false;
+        }
+        (st.f_bavail as u64).saturating_mul(st.f_frsize as u64) < 256 * 1024
+    }
+}
+
 fn map_err(path: &str, e: rusqlite::Error) -> StoreError {
     let path = path.to_string();
     if let rusqlite::Error::SqliteFailure(f, msg) = &e {
@@ -347,6 +367,11 @@ fn map_err(path: &str, e: rusqlite::Error) -> StoreError {
             ErrorCode::NotADatabase => StoreError::NotADatabase { path },
             ErrorCode::DatabaseCorrupt => StoreError::Corrupt { path, detail },
             ErrorCode::DiskFull => StoreError::DiskFull { path },
+            // A write that fails for want of space often surfaces as a plain I/O error (the
+            // WAL or journal could not grow): say what it is when the disk is indeed full.
+            ErrorCode::SystemIoFailure if disk_nearly_full(Path::new(&path)) => {
+                StoreError::DiskFull { path }
+            }
             ErrorCode::ReadOnly => StoreError::ReadOnly {
                 path,
                 reason: detail,

@@ -1,0 +1,260 @@
+//! Faults users meet in the field: each test asserts the clear error, the exit code, and that
+//! nothing stored was lost.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::{state_of, Project};
+
+fn count(p: &Project, states: &str) -> usize {
+    p.json(&["list", "--state", states, "--limit", "0"])
+        .as_array()
+        .map(Vec::len)
+        .unwrap_or(0)
+}
+
+fn integrity_ok(p: &Project) {
+    let c = rusqlite::Connection::open(p.state().join("workq.db")).expect("open db");
+    let v: String = c
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .expect("integrity_check");
+    assert_eq!(v, "ok");
+}
+
+#[test]
+fn kill_9_of_submit_lines_is_all_or_nothing() {
+    let p = Project::new();
+    let lines: String = (0..100_000).map(|i| format!("echo {i}\n")).collect();
+    let file = p.path().join("many.txt");
+    std::fs::write(&file, lines).unwrap();
+    p.submit(&["--", "true"]); // the store exists, so the kill lands in the big submit
+    for delay_ms in [30u64, 120, 400] {
+        let before = count(&p, "queued");
+        let mut child = p
+            .cmd()
+            .args(["submit", "--lines"])
+            .arg(&file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGKILL);
+        }
+        let status = child.wait().unwrap();
+        let added = count(&p, "queued") - before;
+        assert!(
+            added == 0 || added == 100_000,
+            "killed after {delay_ms} ms ({status}): {added} of 100000 jobs stored"
+        );
+        integrity_ok(&p);
+    }
+}
+
+#[test]
+fn a_job_printing_hundreds_of_mib_keeps_the_worker_flat() {
+    let p = Project::new();
+    let w = p.worker("big", 1);
+    let id = p.submit(&["--", "head", "-c", "300000000", "/dev/zero"]);
+    let mut max_rss = 0u64;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", w.pid())).unwrap_or_default();
+        if let Some(kb) = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            max_rss = max_rss.max(kb);
+        }
+        let j = p.job(id);
+        if state_of(&j) == "succeeded" {
+            let log = j["attempts"][0]["log_file"].as_str().unwrap().to_string();
+            assert_eq!(std::fs::metadata(log).unwrap().len(), 300_000_000);
+            break;
+        }
+        assert!(Instant::now() < deadline, "the job did not finish: {j}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        max_rss < 64 * 1024,
+        "the worker grew to {max_rss} KiB while its job wrote 300 MB"
+    );
+}
+
+#[test]
+fn a_thousand_concurrent_submits_of_one_unique_key_queue_one_job() {
+    let p = Project::new();
+    p.submit(&["--", "true"]);
+    let handles: Vec<_> = (0..8)
+        .map(|_| {
+            let mut cmds = Vec::new();
+            for _ in 0..125 {
+                let mut c = p.cmd();
+                c.args(["--json", "submit", "--unique", "nightly", "--", "true"]);
+                cmds.push(c);
+            }
+            std::thread::spawn(move || {
+                let mut codes = Vec::new();
+                for mut c in cmds {
+                    let out = c.output().unwrap();
+                    codes.push((
+                        out.status.code(),
+                        String::from_utf8_lossy(&out.stdout).into_owned(),
+                        String::from_utf8_lossy(&out.stderr).into_owned(),
+                    ));
+                }
+                codes
+            })
+        })
+        .collect();
+    let results: Vec<_> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    let created: Vec<&(Option<i32>, String, String)> =
+        results.iter().filter(|r| r.0 == Some(0)).collect();
+    assert_eq!(created.len(), 1, "exactly one submit creates the job");
+    let id = serde_json::from_str::<Value>(&created[0].1).unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    for (code, _, err) in &results {
+        if *code != Some(0) {
+            assert_eq!(*code, Some(4), "{err}");
+            assert!(
+                err.contains(&format!("job {id}")),
+                "a duplicate names the job: {err}"
+            );
+        }
+    }
+    let keyed = p.json(&["list", "--limit", "0"]);
+    let n = keyed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| j["unique_key"] == "nightly")
+        .count();
+    assert_eq!(n, 1);
+    integrity_ok(&p);
+}
+
+#[test]
+fn an_unusable_log_directory_is_a_spawn_error_not_a_crash() {
+    let p = Project::new();
+    let w = p.worker("logs", 1);
+    // Job logs go to logs/000/: make that path a file.
+    std::fs::create_dir_all(p.state().join("logs")).unwrap();
+    let _ = std::fs::remove_dir_all(p.state().join("logs/000"));
+    std::fs::write(p.state().join("logs/000"), "not a directory").unwrap();
+    let id = p.submit(&["--", "true"]);
+    let j = p.wait_job(id, "failed", |j| state_of(j) == "failed");
+    assert_eq!(j["attempts"][0]["outcome"], "spawn_error", "{j}");
+    assert!(
+        j["last_error"].as_str().unwrap().contains("logs/000"),
+        "names the log path: {j}"
+    );
+    assert!(super::process_alive(w.pid()), "the worker lives on");
+    std::fs::remove_file(p.state().join("logs/000")).unwrap();
+    let ok = p.submit(&["--", "true"]);
+    p.wait_job(ok, "succeeded", |j| state_of(j) == "succeeded");
+    let not_exec = p.path().join("script.sh");
+    std::fs::write(&not_exec, "#!/bin/sh\necho hi\n").unwrap();
+    let id = p.submit(&["--", not_exec.to_str().unwrap()]);
+    let j = p.wait_job(id, "failed", |j| state_of(j) == "failed");
+    assert!(
+        j["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("permission denied"),
+        "{j}"
+    );
+}
+
+/// A mount needs CAP_SYS_ADMIN: without it the test says so and checks nothing.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &std::path::Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(dir).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("\n!!!!! SKIPPING the full-disk test: cannot mount a tmpfs here (needs root) !!!!!\n");
+            return None;
+        }
+        Some(Tmpfs(dir.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_refuses_new_jobs_clearly_and_loses_nothing() {
+    let p = Project::new();
+    let Some(_fs) = Tmpfs::mount(&p.state(), "8m") else {
+        return;
+    };
+    let mut w = p.worker("full", 1);
+    let mut acked: Vec<i64> = (0..3).map(|_| p.submit(&["--", "sleep", "0.3"])).collect();
+    // Fill the filesystem, leaving the database no room to grow.
+    let filler = p.state().join("filler");
+    let _ = std::process::Command::new("dd")
+        .args(["if=/dev/zero", "bs=64k"])
+        .arg(format!("of={}", filler.display()))
+        .stderr(Stdio::null())
+        .status();
+    let lines: String = (0..2_000)
+        .map(|i| format!("echo {i} padding padding padding\n"))
+        .collect();
+    std::fs::write(p.path().join("many.txt"), lines).unwrap();
+    let mut refused = None;
+    for _ in 0..200 {
+        let out = p.run(&["submit", "--lines", "many.txt"]);
+        if out.status.success() {
+            acked.extend(
+                String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .filter_map(|l| l.trim().parse::<i64>().ok()),
+            );
+        } else {
+            refused = Some(out);
+            break;
+        }
+    }
+    let out = refused.expect("a submit must fail once the disk is full");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(err.contains("is full") && err.contains("workq.db"), "{err}");
+    // The worker cannot record its results meanwhile; it keeps them.
+    std::thread::sleep(Duration::from_millis(1500));
+    std::fs::remove_file(&filler).unwrap();
+    integrity_ok(&p);
+    let out = p.run(&["wait", "--all", "--timeout", "120s"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for id in &acked {
+        assert_eq!(state_of(&p.job(*id)), "succeeded", "job {id}");
+    }
+    w.signal(libc::SIGTERM);
+    w.wait_exit();
+    integrity_ok(&p);
+}
