@@ -487,6 +487,41 @@ pub fn info_for_self(name: &str, worker_id: Option<i64>) -> PidInfo {
 }
 
 #[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        #[test]
+        fn any_pid_file_content_is_judged_without_panicking(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let d = tempfile::tempdir().unwrap();
+            let p = d.path().join("x.pid");
+            std::fs::write(&p, &bytes).unwrap();
+            // Unlocked: whatever it says, it is stale, crash-looping or (if it names this very
+            // process) an orphan; never live.
+            let live = matches!(probe(&p), Probe::Live { .. });
+            prop_assert!(!live, "an unlocked file was judged live");
+        }
+
+        #[test]
+        fn json_shaped_pid_files_are_judged_without_panicking(
+            pid in any::<i64>(), st in any::<u64>(), id in proptest::option::of(any::<i64>()),
+            state in proptest::option::of("[a-z-]{0,15}"),
+        ) {
+            let d = tempfile::tempdir().unwrap();
+            let p = d.path().join("x.pid");
+            let text = serde_json::json!({
+                "pid": pid, "start_time": st, "boot_id": "b", "worker_id": id,
+                "started_at": "", "name": "x", "state": state,
+            });
+            std::fs::write(&p, text.to_string()).unwrap();
+            let _ = probe(&p);
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

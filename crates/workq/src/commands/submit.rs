@@ -160,6 +160,12 @@ fn read_lines(source: &str) -> Result<Vec<String>, CliError> {
         })?;
         Box::new(std::io::BufReader::with_capacity(1 << 16, f))
     };
+    parse_lines(reader, source)
+}
+
+/// One command per non-empty line (a trailing `\r` dropped); any invalid UTF-8 is an error
+/// naming the line.
+fn parse_lines(reader: impl BufRead, source: &str) -> Result<Vec<String>, CliError> {
     let mut out = Vec::new();
     for (n, line) in reader.split(b'\n').enumerate() {
         let bytes = line.map_err(|e| {
@@ -384,5 +390,20 @@ fn wait_for_one(
             }
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn the_lines_reader_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..2000)) {
+            let got = super::parse_lines(&bytes[..], "fuzz");
+            if let Ok(lines) = got {
+                prop_assert!(lines.iter().all(|l| !l.trim().is_empty() && !l.contains('\n')));
+            }
+        }
     }
 }

@@ -556,6 +556,56 @@ pub fn apply_job_defaults(cfg: &Config, queue: &str, spec: &mut workq_core::JobS
 }
 
 #[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn load_text(text: &str) -> Result<Config, ConfigError> {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("c.toml");
+        std::fs::write(&p, text).unwrap();
+        Config::load(
+            &Paths {
+                system: None,
+                user: None,
+                project: vec![p],
+                explicit: true,
+            },
+            Vec::new(),
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        #[test]
+        fn any_text_loads_or_fails_cleanly(text in "\\PC{0,300}") {
+            let _ = load_text(&text);
+        }
+
+        #[test]
+        fn toml_shaped_text_loads_or_names_the_key(
+            section in "(store|defaults|worker|container|queues\\.[a-z]{1,5}|x)",
+            key in "[a-z_]{1,14}",
+            value in "(\"[^\"\\\\]{0,12}\"|-?[0-9]{1,12}|true|\\[\"a\", 1\\]|\\{ A = \"b\" \\})",
+        ) {
+            let text = format!("[{section}]\n{key} = {value}\n");
+            if let Err(e) = load_text(&text) {
+                prop_assert!(e.key.is_some() || e.at.is_some(), "{e}");
+            }
+        }
+
+        #[test]
+        fn any_env_value_is_checked(key in "WORKQ_[A-Z_]{1,20}__[A-Z_]{1,12}", value in "\\PC{0,40}") {
+            let d = tempfile::tempdir().unwrap();
+            let _ = Config::load(
+                &Paths { system: None, user: None, project: vec![d.path().join("none.toml")], explicit: false },
+                vec![(key, value)],
+            );
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
