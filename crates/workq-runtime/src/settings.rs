@@ -42,6 +42,9 @@ pub struct WorkerSettings {
     pub restart_window_ms: u64,
     /// Runs under a monitor, detached from the terminal.
     pub daemon: bool,
+    /// Finished jobs older than this are purged every hour, with their logs (`None`: kept).
+    #[serde(default)]
+    pub retention_ms: Option<u64>,
     /// Where each setting came from (`default`, `flag -w`, `restart`, …), for the start line.
     #[serde(default)]
     pub sources: BTreeMap<String, String>,
@@ -64,6 +67,7 @@ impl WorkerSettings {
             max_restarts: 3,
             restart_window_ms: 3_600_000,
             daemon: false,
+            retention_ms: None,
             sources: BTreeMap::new(),
         };
         for key in SETTING_KEYS {

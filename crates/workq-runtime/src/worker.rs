@@ -38,6 +38,8 @@ pub struct WorkerOptions {
     pub settings: Option<crate::WorkerSettings>,
     /// Stopped, dead and crash-looping registry rows older than this are pruned.
     pub registry_retention: Duration,
+    /// Finished jobs older than this are purged hourly, with their logs.
+    pub job_retention: Option<Duration>,
 }
 
 impl WorkerOptions {
@@ -54,6 +56,7 @@ impl WorkerOptions {
             poll: Duration::from_millis(100),
             settings: None,
             registry_retention: REGISTRY_RETENTION,
+            job_retention: None,
         }
     }
 
@@ -68,6 +71,7 @@ impl WorkerOptions {
         o.stop_timeout = settings.stop_timeout();
         o.heartbeat = settings.heartbeat();
         o.settings = Some(settings.clone());
+        o.job_retention = settings.retention_ms.map(Duration::from_millis);
         o
     }
 }
@@ -770,6 +774,42 @@ impl Loop<'_> {
         }
     }
 
+    /// Deletes jobs that finished longer ago than `keep`, 500 per transaction and at most
+    /// 20 batches per hour, so the store stays bounded under a steady stream of jobs.
+    fn purge_old_jobs(&self, keep: Duration) {
+        let before = Timestamp(self.store.now().0.saturating_sub(keep.as_millis() as i64));
+        let states = [
+            workq_core::JobState::Succeeded,
+            workq_core::JobState::Failed,
+            workq_core::JobState::Cancelled,
+        ];
+        let mut total = 0;
+        for _ in 0..20 {
+            match self.store.purge(before, &states, 500) {
+                Ok(p) => {
+                    for f in &p.log_files {
+                        let _ = std::fs::remove_file(f);
+                    }
+                    total += p.jobs;
+                    if p.jobs < 500 {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    self.log
+                        .error(format_args!("could not purge old jobs: {e}"));
+                    break;
+                }
+            }
+        }
+        if total > 0 {
+            self.log.info(format_args!(
+                "purged {total} job(s) that finished over {} ago",
+                format_duration(keep)
+            ));
+        }
+    }
+
     /// Follows `workq worker pause/resume`: the flag lives in the store under our name.
     fn refresh_pause(&mut self) {
         match self.store.worker_paused(&self.host, &self.opts.name) {
@@ -817,6 +857,9 @@ impl Loop<'_> {
                 Err(e) => self
                     .log
                     .error(format_args!("could not prune the registry: {e}")),
+            }
+            if let Some(keep) = self.opts.job_retention {
+                self.purge_old_jobs(keep);
             }
         }
         match rescue::sweep(self.store, Some(self.id)) {

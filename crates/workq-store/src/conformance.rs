@@ -83,6 +83,7 @@ macro_rules! store_conformance {
             store_id_and_diagnosis,
             unique_keys_seen_for_batch_runs,
             container_spec_round_trips,
+            purge_removes_old_finished_jobs_in_batches,
         );
         #[test]
         fn changed_after_another_handle_writes() {
@@ -218,6 +219,9 @@ impl<S: Store, G: Send> Store for Guarded<S, G> {
     }
     fn diagnose(&self) -> Result<Diagnosis> {
         self.store.diagnose()
+    }
+    fn purge(&self, before: Timestamp, states: &[JobState], limit: u32) -> Result<crate::Purged> {
+        self.store.purge(before, states, limit)
     }
     fn subscribe(&self, on_change: Box<dyn Fn() + Send>) -> Option<Box<dyn std::any::Any + Send>> {
         self.store.subscribe(on_change)
@@ -2295,6 +2299,78 @@ pub fn container_spec_round_trips(factory: &Factory) {
     assert_eq!(claim_one(s, w, &["default"]).spec.container, sp.container);
     let plain = submit1(s, spec("default", "plain"));
     assert_eq!(job(s, plain).spec.container, None);
+}
+
+/// Purge deletes only finished jobs of the given states that ended before the cut-off, at most
+/// `limit` per call, with their attempts, returning their log files; the rest is untouched.
+pub fn purge_removes_old_finished_jobs_in_batches(factory: &Factory) {
+    let clock = ManualClock::new(T0);
+    let s = factory(clock.clone());
+    let s = &*s;
+    let w = worker(s, "w");
+    let mut old = Vec::new();
+    for (i, outcome) in [Outcome::Succeeded, Outcome::Succeeded, Outcome::Failed]
+        .into_iter()
+        .enumerate()
+    {
+        let id = submit1(s, spec("default", &format!("old{i}")));
+        let c = claim_one(s, w, &["default"]);
+        ok(
+            "record_spawn",
+            s.record_spawn(&[SpawnRecord {
+                job_id: c.id,
+                lease: c.lease,
+                pid: 1,
+                pgid: 1,
+                pid_start_time: 1,
+                log_path: format!("/logs/{id}.1.log"),
+            }]),
+        );
+        finish(s, w, &c, outcome);
+        old.push(id);
+    }
+    let dependent = submit1(s, after(spec("default", "dep"), &[old[0]]));
+    clock.advance(3600 * SEC);
+    let recent = submit1(s, spec("default", "recent"));
+    let c = claim_one(s, w, &["default"]);
+    assert_eq!(c.id, dependent, "the dependent of a succeeded job runs");
+    finish(s, w, &c, Outcome::Succeeded);
+    let c = claim_one(s, w, &["default"]);
+    finish(s, w, &c, Outcome::Succeeded);
+    let queued = submit1(s, spec("default", "queued"));
+    let cut = T0.plus(60 * SEC);
+
+    let only_failed = ok("purge", s.purge(cut, &[JobState::Failed], 10));
+    assert_eq!(only_failed.jobs, 1);
+    assert_eq!(
+        only_failed.log_files,
+        vec![format!("/logs/{}.1.log", old[2])]
+    );
+    assert!(ok("get", s.get(old[2])).is_none());
+    let first = ok(
+        "purge",
+        s.purge(cut, &[JobState::Succeeded, JobState::Queued], 1),
+    );
+    assert_eq!(
+        first.jobs, 1,
+        "at most `limit` per call, and never an unfinished state"
+    );
+    let second = ok("purge", s.purge(cut, &[JobState::Succeeded], 10));
+    assert_eq!(second.jobs, 1);
+    assert_eq!(
+        ok("purge", s.purge(cut, &[JobState::Succeeded], 10)).jobs,
+        0
+    );
+    for id in &old {
+        assert!(ok("get", s.get(*id)).is_none(), "job {id} should be purged");
+        assert!(ok("attempts", s.attempts(*id)).is_empty());
+    }
+    for id in [dependent, recent, queued] {
+        assert!(
+            ok("get", s.get(id)).is_some(),
+            "job {id} is newer or unfinished"
+        );
+    }
 }
 
 /// The store id is stable and non-empty; the diagnosis reports a healthy schema.

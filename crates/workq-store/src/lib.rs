@@ -124,6 +124,11 @@ pub trait Store: Send {
     /// running or succeeded (a batch run skips those rows).
     fn jobs_with_unique_keys(&self, keys: &[String]) -> Result<Vec<(String, JobId, JobState)>>;
 
+    /// Deletes up to `limit` jobs in `states` (finished ones) that finished before `before`,
+    /// with their attempts, dependency rows and events older than `before`, in one short
+    /// transaction. Returns the deleted jobs' log files, for the caller to remove.
+    fn purge(&self, before: Timestamp, states: &[JobState], limit: u32) -> Result<Purged>;
+
     /// Backend facts and an integrity check, for `workq doctor`.
     fn diagnose(&self) -> Result<Diagnosis>;
 

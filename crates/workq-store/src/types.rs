@@ -221,3 +221,12 @@ pub struct QueueStats {
     /// Mean duration of succeeded jobs, in milliseconds.
     pub mean_duration_ms: Option<f64>,
 }
+
+/// What one purge batch removed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Purged {
+    /// Jobs deleted.
+    pub jobs: u64,
+    /// Their attempts' log files.
+    pub log_files: Vec<String>,
+}

@@ -1130,6 +1130,56 @@ impl Store for PgStore {
         })
     }
 
+    fn purge(&self, before: Timestamp, states: &[JobState], limit: u32) -> Result<crate::Purged> {
+        let states: Vec<String> = states
+            .iter()
+            .filter(|st| st.is_terminal())
+            .map(|st| st.as_str().to_string())
+            .collect();
+        if states.is_empty() || limit == 0 {
+            return Ok(crate::Purged::default());
+        }
+        self.write(false, |tx| {
+            let rows = qy(
+                &self.stmts,
+                tx,
+                "DELETE FROM jobs WHERE id IN (
+                     SELECT id FROM jobs
+                     WHERE finished_at IS NOT NULL AND finished_at < $1 AND state = ANY($2)
+                     ORDER BY finished_at LIMIT $3 FOR UPDATE SKIP LOCKED)
+                 RETURNING id",
+                &[&before.0, &states, &(limit as i64)],
+            )?;
+            let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+            let logs = qy(
+                &self.stmts,
+                tx,
+                "DELETE FROM attempts WHERE job_id = ANY($1) RETURNING log_path",
+                &[&ids],
+            )?;
+            ex(
+                &self.stmts,
+                tx,
+                "DELETE FROM deps WHERE after_id = ANY($1) OR job_id = ANY($1)",
+                &[&ids],
+            )?;
+            ex(
+                &self.stmts,
+                tx,
+                "DELETE FROM events WHERE id IN
+                     (SELECT id FROM events WHERE at < $1 ORDER BY id LIMIT $2)",
+                &[&before.0, &(limit as i64 * 8)],
+            )?;
+            Ok(crate::Purged {
+                jobs: ids.len() as u64,
+                log_files: logs
+                    .iter()
+                    .filter_map(|r| r.get::<_, Option<String>>(0))
+                    .collect(),
+            })
+        })
+    }
+
     fn subscribe(&self, on_change: Box<dyn Fn() + Send>) -> Option<Box<dyn std::any::Any + Send>> {
         Some(Box::new(self.listen(on_change)))
     }

@@ -406,3 +406,64 @@ pub(super) fn with_unique_keys(
     };
     run().map_err(|e| s.err(e))
 }
+
+pub(super) fn purge(
+    s: &SqliteStore,
+    before: workq_core::Timestamp,
+    states: &[JobState],
+    limit: u32,
+) -> Result<crate::Purged> {
+    let states: Vec<&str> = states
+        .iter()
+        .filter(|st| st.is_terminal())
+        .map(|st| st.as_str())
+        .collect();
+    if states.is_empty() || limit == 0 {
+        return Ok(crate::Purged::default());
+    }
+    let marks = (0..states.len())
+        .map(|i| format!("?{}", i + 3))
+        .collect::<Vec<_>>()
+        .join(",");
+    let select = format!(
+        "SELECT id FROM jobs INDEXED BY jobs_finished
+         WHERE finished_at IS NOT NULL AND finished_at < ?1 AND state IN ({marks})
+         ORDER BY finished_at LIMIT ?2"
+    );
+    s.write(Durability::Normal, |tx| {
+        let mut args: Vec<rusqlite::types::Value> = vec![before.0.into(), i64::from(limit).into()];
+        args.extend(
+            states
+                .iter()
+                .map(|st| rusqlite::types::Value::from(st.to_string())),
+        );
+        let ids: Vec<JobId> = tx
+            .prepare_cached(&select)?
+            .query_map(params_from_iter(args.iter()), |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut out = crate::Purged::default();
+        let mut logs = tx.prepare_cached(
+            "SELECT log_path FROM attempts WHERE job_id = ?1 AND log_path IS NOT NULL",
+        )?;
+        for id in &ids {
+            let paths: Vec<String> = logs
+                .query_map([id], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            out.log_files.extend(paths);
+            tx.prepare_cached("DELETE FROM attempts WHERE job_id = ?1")?
+                .execute([id])?;
+            tx.prepare_cached("DELETE FROM deps WHERE after_id = ?1 OR job_id = ?1")?
+                .execute([id])?;
+            tx.prepare_cached("DELETE FROM jobs WHERE id = ?1")?
+                .execute([id])?;
+        }
+        // Events are appended in time order: the oldest come first by id.
+        tx.prepare_cached(
+            "DELETE FROM events WHERE id IN
+                 (SELECT id FROM events WHERE at < ?1 ORDER BY id LIMIT ?2)",
+        )?
+        .execute(params![before.0, i64::from(limit) * 8])?;
+        out.jobs = ids.len() as u64;
+        Ok(out)
+    })
+}

@@ -552,6 +552,14 @@ impl crate::Store for SqliteStore {
     fn diagnose(&self) -> Result<crate::Diagnosis> {
         workers::diagnose(self)
     }
+    fn purge(
+        &self,
+        before: workq_core::Timestamp,
+        states: &[workq_core::JobState],
+        limit: u32,
+    ) -> Result<crate::Purged> {
+        jobs::purge(self, before, states, limit)
+    }
     fn queue_stats(&self) -> Result<Vec<crate::QueueStats>> {
         jobs::queue_stats(self)
     }

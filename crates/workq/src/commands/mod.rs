@@ -9,6 +9,7 @@ mod init;
 mod list;
 mod logs;
 mod pools;
+mod purge;
 mod retry;
 pub(crate) mod run;
 mod show;
@@ -92,6 +93,8 @@ enum Command {
     Cancel(cancel::Args),
     /// Queue failed or cancelled jobs again
     Retry(retry::Args),
+    /// Remove old finished jobs and their logs
+    Purge(purge::Args),
     /// Queues and workers at a glance
     Status(status::Args),
     /// Start, stop, restart, inspect, pause and resume local workers
@@ -138,6 +141,7 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Cancel(a) => cancel::run(&ctx, a),
         Command::Retry(a) => retry::run(&ctx, a),
         Command::Status(a) => status::run(&ctx, a),
+        Command::Purge(a) => purge::run(&ctx, a),
         Command::Worker(c) => worker::run(&ctx, c),
         Command::Workers(c) => workers::run(&ctx, c),
         Command::Health(a) => health::run(&ctx, a),

@@ -269,6 +269,9 @@ fn settings_from(ctx: &Context, a: &StartArgs) -> Result<WorkerSettings, CliErro
 /// from.
 pub(crate) fn apply_config(cfg: &crate::config::Config, s: &mut WorkerSettings) {
     use crate::config::Source;
+    if let Some(Some(keep)) = cfg.dur("store.retention") {
+        s.retention_ms = Some(keep.as_millis() as u64);
+    }
     let set = |key: &str| cfg.get(key).filter(|v| v.source != Source::Default);
     if let Some(v) = set("worker.slots").and_then(|v| v.value.as_integer()) {
         s.slots = v.clamp(1, u32::MAX as i64) as u32;

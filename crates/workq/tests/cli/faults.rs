@@ -258,3 +258,58 @@ fn a_full_disk_refuses_new_jobs_clearly_and_loses_nothing() {
     w.wait_exit();
     integrity_ok(&p);
 }
+
+#[test]
+fn purge_removes_finished_jobs_and_their_logs_and_retention_does_it_hourly() {
+    let p = Project::new();
+    let ids: Vec<i64> = (0..3)
+        .map(|i| p.submit(&["--", "echo", &i.to_string()]))
+        .collect();
+    let mut w = p.worker("p", 2);
+    p.ok(&["wait", "--all"]);
+    w.signal(libc::SIGTERM);
+    w.wait_exit();
+    let logs: Vec<String> = ids
+        .iter()
+        .map(|id| {
+            p.job(*id)["attempts"][0]["log_file"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let queued = p.submit(&["--", "true"]);
+    assert_eq!(
+        p.run(&["purge", "--older-than", "0s", "--state", "queued"])
+            .status
+            .code(),
+        Some(2)
+    );
+    let v = p.json(&["purge", "--older-than", "1h"]);
+    assert_eq!(v["purged"], 0, "nothing is that old");
+    let v = p.json(&["purge", "--older-than", "0s"]);
+    assert_eq!(v["purged"], 3, "{v}");
+    for (id, log) in ids.iter().zip(&logs) {
+        assert_eq!(p.run(&["show", &id.to_string()]).status.code(), Some(3));
+        assert!(!std::path::Path::new(log).exists(), "{log} removed");
+    }
+    assert_eq!(
+        state_of(&p.job(queued)),
+        "queued",
+        "unfinished jobs are never purged"
+    );
+    integrity_ok(&p);
+
+    // With store.retention set, a worker purges on start and every hour.
+    std::fs::write(
+        p.state().join("config.toml"),
+        "[store]\nretention = \"0s\"\n",
+    )
+    .unwrap();
+    let _w = p.worker("r", 1);
+    p.wait_job(queued, "succeeded", |j| state_of(j) == "succeeded");
+    let _w2 = p.worker("r2", 1);
+    p.wait_job(queued, "purged by the new worker's first sweep", |j| {
+        j.is_null()
+    });
+}
