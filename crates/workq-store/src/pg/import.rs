@@ -207,7 +207,7 @@ impl PgStore {
                 ))));
             }
             tx.batch_execute(
-                "TRUNCATE queues, jobs, deps, attempts, workers, worker_controls, events RESTART IDENTITY",
+                "TRUNCATE queues, jobs, deps, attempts, workers, worker_controls, events, queue_counts RESTART IDENTITY",
             )?;
             let mut report = Vec::new();
             for (table, cols, texts, ints) in &data {

@@ -1061,39 +1061,55 @@ impl Store for PgStore {
     fn queue_stats(&self) -> Result<Vec<QueueStats>> {
         let now = self.now_ms();
         self.with(|c| {
-            let mut out: Vec<QueueStats> = qy(
-                &self.stmts,
-                c,
-                "SELECT queue,
-                        count(*) FILTER (WHERE state = 'queued' AND run_at <= $1),
-                        count(*) FILTER (WHERE state = 'queued' AND run_at > $1),
-                        count(*) FILTER (WHERE state = 'running'),
-                        count(*) FILTER (WHERE state = 'succeeded'),
-                        count(*) FILTER (WHERE state = 'failed'),
-                        count(*) FILTER (WHERE state = 'cancelled'),
-                        avg(finished_at - started_at) FILTER (WHERE state = 'succeeded')::float8
-                     FROM jobs GROUP BY queue ORDER BY queue",
-                &[&now],
-            )?
-            .iter()
-            .map(|r| QueueStats {
-                queue: r.get(0),
-                queued: r.get::<_, i64>(1) as u64,
-                scheduled: r.get::<_, i64>(2) as u64,
-                running: r.get::<_, i64>(3) as u64,
-                succeeded: r.get::<_, i64>(4) as u64,
-                failed: r.get::<_, i64>(5) as u64,
-                cancelled: r.get::<_, i64>(6) as u64,
-                paused: false,
-                mean_duration_ms: r.get(7),
-            })
-            .collect();
+            let mut out: Vec<QueueStats> = Vec::new();
             for r in qy(
                 &self.stmts,
                 c,
-                "SELECT name FROM queues WHERE paused ORDER BY name",
+                "SELECT queue, state, n, dur_sum, dur_n FROM queue_counts WHERE n > 0 ORDER BY queue",
                 &[],
             )? {
+                let queue: String = r.get(0);
+                let state: String = r.get(1);
+                let n = r.get::<_, i64>(2).max(0) as u64;
+                let i = match out.iter().position(|q| q.queue == queue) {
+                    Some(i) => i,
+                    None => {
+                        out.push(QueueStats {
+                            queue,
+                            ..Default::default()
+                        });
+                        out.len() - 1
+                    }
+                };
+                let q = &mut out[i];
+                match state.as_str() {
+                    "queued" => q.queued = n,
+                    "running" => q.running = n,
+                    "succeeded" => {
+                        q.succeeded = n;
+                        let (sum, cnt): (i64, i64) = (r.get(3), r.get(4));
+                        q.mean_duration_ms = (cnt > 0).then(|| sum as f64 / cnt as f64);
+                    }
+                    "failed" => q.failed = n,
+                    "cancelled" => q.cancelled = n,
+                    _ => {}
+                }
+            }
+            for q in out.iter_mut() {
+                if q.queued > 0 {
+                    let n: i64 = q1(
+                        &self.stmts,
+                        c,
+                        "SELECT count(*) FROM jobs
+                         WHERE state = 'queued' AND run_at > created_at AND queue = $1 AND run_at > $2",
+                        &[&q.queue, &now],
+                    )?
+                    .get(0);
+                    q.scheduled = (n.max(0) as u64).min(q.queued);
+                    q.queued -= q.scheduled;
+                }
+            }
+            for r in qy(&self.stmts, c, "SELECT name FROM queues WHERE paused ORDER BY name", &[])? {
                 let name: String = r.get(0);
                 match out.iter_mut().find(|q| q.queue == name) {
                     Some(q) => q.paused = true,

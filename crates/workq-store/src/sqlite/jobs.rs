@@ -335,31 +335,51 @@ pub(super) fn failed_ids(s: &SqliteStore, queue: Option<&str>) -> Result<Vec<Job
 pub(super) fn queue_stats(s: &SqliteStore) -> Result<Vec<QueueStats>> {
     let now = s.now();
     let run = || -> rusqlite::Result<Vec<QueueStats>> {
+        // Counts come from the trigger-maintained table; only the scheduled split reads jobs,
+        // through the small index of delayed jobs.
         let mut out: Vec<QueueStats> = Vec::new();
         let mut st = s.conn.prepare_cached(
-            "SELECT queue,
-                    sum(state = 'queued' AND run_at <= ?1),
-                    sum(state = 'queued' AND run_at > ?1),
-                    sum(state = 'running'), sum(state = 'succeeded'),
-                    sum(state = 'failed'), sum(state = 'cancelled'),
-                    avg(CASE WHEN state = 'succeeded' THEN finished_at - started_at END)
-             FROM jobs GROUP BY queue ORDER BY queue",
+            "SELECT queue, state, n, dur_sum, dur_n FROM queue_counts WHERE n > 0 ORDER BY queue",
         )?;
-        let rows = st.query_map([now], |r| {
-            Ok(QueueStats {
-                queue: r.get(0)?,
-                queued: r.get::<_, i64>(1)? as u64,
-                scheduled: r.get::<_, i64>(2)? as u64,
-                running: r.get::<_, i64>(3)? as u64,
-                succeeded: r.get::<_, i64>(4)? as u64,
-                failed: r.get::<_, i64>(5)? as u64,
-                cancelled: r.get::<_, i64>(6)? as u64,
-                paused: false,
-                mean_duration_ms: r.get(7)?,
-            })
-        })?;
-        for row in rows {
-            out.push(row?);
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            let queue: String = r.get(0)?;
+            let state: String = r.get(1)?;
+            let n = r.get::<_, i64>(2)?.max(0) as u64;
+            let q = match out.iter().position(|q| q.queue == queue) {
+                Some(i) => &mut out[i],
+                None => {
+                    out.push(QueueStats {
+                        queue: queue.clone(),
+                        ..Default::default()
+                    });
+                    let last = out.len() - 1;
+                    &mut out[last]
+                }
+            };
+            match state.as_str() {
+                "queued" => q.queued = n,
+                "running" => q.running = n,
+                "succeeded" => {
+                    q.succeeded = n;
+                    let (sum, cnt): (i64, i64) = (r.get(3)?, r.get(4)?);
+                    q.mean_duration_ms = (cnt > 0).then(|| sum as f64 / cnt as f64);
+                }
+                "failed" => q.failed = n,
+                "cancelled" => q.cancelled = n,
+                _ => {}
+            }
+        }
+        let mut sched = s.conn.prepare_cached(
+            "SELECT count(*) FROM jobs INDEXED BY jobs_delayed
+             WHERE state = 'queued' AND run_at > created_at AND queue = ?1 AND run_at > ?2",
+        )?;
+        for q in out.iter_mut() {
+            if q.queued > 0 {
+                let n: i64 = sched.query_row(params![q.queue, now], |r| r.get(0))?;
+                q.scheduled = (n.max(0) as u64).min(q.queued);
+                q.queued -= q.scheduled;
+            }
         }
         let mut paused = s
             .conn

@@ -121,6 +121,51 @@ CREATE INDEX attempts_by_worker ON attempts (worker_id, ended_at);
     r#"
 CREATE INDEX jobs_by_unique_key ON jobs (unique_key) WHERE unique_key IS NOT NULL;
 ALTER TABLE jobs ADD COLUMN container TEXT;
+-- Per-queue counts kept by triggers, so `status` costs the same with a million rows.
+CREATE TABLE queue_counts (
+    queue   TEXT    NOT NULL,
+    state   TEXT    NOT NULL,
+    n       INTEGER NOT NULL DEFAULT 0,
+    dur_sum INTEGER NOT NULL DEFAULT 0,
+    dur_n   INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (queue, state)
+) WITHOUT ROWID;
+INSERT INTO queue_counts (queue, state, n, dur_sum, dur_n)
+    SELECT queue, state, count(*),
+           coalesce(sum(CASE WHEN state = 'succeeded' AND started_at IS NOT NULL
+                             THEN finished_at - started_at END), 0),
+           count(CASE WHEN state = 'succeeded' AND started_at IS NOT NULL THEN 1 END)
+    FROM jobs GROUP BY queue, state;
+CREATE TRIGGER jobs_count_insert AFTER INSERT ON jobs BEGIN
+    INSERT INTO queue_counts (queue, state, n) VALUES (NEW.queue, NEW.state, 1)
+        ON CONFLICT (queue, state) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER jobs_count_delete AFTER DELETE ON jobs BEGIN
+    UPDATE queue_counts SET n = n - 1,
+        dur_sum = dur_sum - (CASE WHEN OLD.state = 'succeeded' AND OLD.started_at IS NOT NULL
+                                  THEN OLD.finished_at - OLD.started_at ELSE 0 END),
+        dur_n = dur_n - (CASE WHEN OLD.state = 'succeeded' AND OLD.started_at IS NOT NULL
+                              THEN 1 ELSE 0 END)
+    WHERE queue = OLD.queue AND state = OLD.state;
+END;
+CREATE TRIGGER jobs_count_update AFTER UPDATE OF state ON jobs WHEN OLD.state <> NEW.state BEGIN
+    UPDATE queue_counts SET n = n - 1,
+        dur_sum = dur_sum - (CASE WHEN OLD.state = 'succeeded' AND OLD.started_at IS NOT NULL
+                                  THEN OLD.finished_at - OLD.started_at ELSE 0 END),
+        dur_n = dur_n - (CASE WHEN OLD.state = 'succeeded' AND OLD.started_at IS NOT NULL
+                              THEN 1 ELSE 0 END)
+    WHERE queue = OLD.queue AND state = OLD.state;
+    INSERT INTO queue_counts (queue, state, n, dur_sum, dur_n)
+        VALUES (NEW.queue, NEW.state, 1,
+                CASE WHEN NEW.state = 'succeeded' AND NEW.started_at IS NOT NULL
+                     THEN NEW.finished_at - NEW.started_at ELSE 0 END,
+                CASE WHEN NEW.state = 'succeeded' AND NEW.started_at IS NOT NULL THEN 1 ELSE 0 END)
+        ON CONFLICT (queue, state) DO UPDATE SET n = n + 1,
+            dur_sum = dur_sum + excluded.dur_sum, dur_n = dur_n + excluded.dur_n;
+END;
+-- Queued jobs due later than they were made (delayed, retried, rescued): few, so counting the
+-- scheduled ones stays cheap.
+CREATE INDEX jobs_delayed ON jobs (queue, run_at) WHERE state = 'queued' AND run_at > created_at;
 "#,
 ];
 
