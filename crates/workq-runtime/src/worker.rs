@@ -154,6 +154,12 @@ struct Loop<'a> {
     tx: Sender<Event>,
     running: HashMap<JobId, Running>,
     unsent: Vec<FinishRequest>,
+    /// Processes started but not yet recorded: they go out with the next step.
+    pending_spawns: Vec<SpawnRecord>,
+    /// When to record pending spawns on their own if no step comes first.
+    spawn_flush_at: Option<Instant>,
+    /// After a failed step, not before this.
+    retry_at: Option<Instant>,
     done: u64,
     failed: u64,
     paused_state: WorkerState,
@@ -251,6 +257,9 @@ pub fn run_worker(
         tx,
         running: HashMap::new(),
         unsent: Vec::new(),
+        pending_spawns: Vec::new(),
+        spawn_flush_at: None,
+        retry_at: None,
         done: 0,
         failed: 0,
         paused_state: WorkerState::Running,
@@ -316,8 +325,12 @@ impl Loop<'_> {
                     break;
                 }
             }
-            if !self.unsent.is_empty() {
-                self.flush_finishes();
+            // Results go out with the next step (or after a failed one, once it is time again).
+            if !self.unsent.is_empty() && self.retry_at.is_none_or(|t| now >= t) {
+                dirty = true;
+            }
+            if self.spawn_flush_at.is_some_and(|t| now >= t) {
+                self.flush_spawns();
             }
             if dirty {
                 dirty = false;
@@ -325,11 +338,13 @@ impl Loop<'_> {
                     b.pending.store(false, Ordering::Release);
                 }
                 self.check_cancels();
-                if drain.is_none() {
-                    if std::mem::take(&mut outside_change) {
-                        self.refresh_pause();
-                    }
-                    next_scheduled = self.claim_and_spawn();
+                if drain.is_none() && std::mem::take(&mut outside_change) {
+                    self.refresh_pause();
+                }
+                if let Some(at) = self.step_and_spawn(drain.is_none()) {
+                    next_scheduled = Some(at);
+                } else if drain.is_none() {
+                    next_scheduled = None;
                 }
                 if let Some(f) = ready.take() {
                     f(self.id);
@@ -401,7 +416,10 @@ impl Loop<'_> {
                 }
             }
             if !self.unsent.is_empty() {
-                wake_at = wake_at.min(now + Duration::from_secs(1));
+                wake_at = wake_at.min(self.retry_at.unwrap_or(now + Duration::from_secs(1)));
+            }
+            if let Some(t) = self.spawn_flush_at {
+                wake_at = wake_at.min(t);
             }
             let first = match rx.recv_timeout(wake_at.saturating_duration_since(Instant::now())) {
                 Ok(ev) => ev,
@@ -454,7 +472,8 @@ impl Loop<'_> {
                 for (job, status) in exits {
                     self.on_exit(job, status);
                 }
-                self.flush_finishes();
+                // Their results and the next claims share one transaction.
+                self.retry_at = None;
                 dirty = true;
             }
         }
@@ -467,36 +486,57 @@ impl Loop<'_> {
         self.opts.slots.saturating_sub(self.running.len() as u32)
     }
 
-    /// Claims what fits, starts it, records the processes. Returns when to look again for
-    /// scheduled jobs, if any wait.
-    fn claim_and_spawn(&mut self) -> Option<Instant> {
+    /// One transaction: record the processes started since the last one, finish what ended,
+    /// and (when `claiming`) claim what fits; then start the claimed jobs. Returns when to look
+    /// again for scheduled jobs, if any wait, or for a retry after an error.
+    fn step_and_spawn(&mut self, claiming: bool) -> Option<Instant> {
         let free = self.free_slots();
-        if free == 0 || self.paused_state == WorkerState::Paused || self.fenced {
+        let limit = if claiming && self.paused_state != WorkerState::Paused && !self.fenced {
+            free
+        } else {
+            0
+        };
+        if limit == 0 && self.unsent.is_empty() && self.pending_spawns.is_empty() {
             return None;
         }
-        let claimed = match self.store.claim(self.id, &self.opts.queues, free) {
-            Ok(c) => c,
-            Err(e) => {
-                self.log
-                    .error(format_args!("claim failed (will retry): {e}"));
-                return Some(Instant::now() + Duration::from_millis(500));
-            }
-        };
+        let spawns = std::mem::take(&mut self.pending_spawns);
+        let (outcomes, claimed) =
+            match self
+                .store
+                .step(self.id, &spawns, &self.unsent, &self.opts.queues, limit)
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    self.pending_spawns = spawns;
+                    self.log.error(format_args!(
+                        "could not reach the store ({} result(s) kept, will retry): {e}",
+                        self.unsent.len()
+                    ));
+                    let at = Instant::now() + Duration::from_millis(500);
+                    self.retry_at = Some(at);
+                    return Some(at);
+                }
+            };
+        self.retry_at = None;
+        if self.pending_spawns.is_empty() {
+            self.spawn_flush_at = None;
+        }
+        self.account(outcomes);
         let got = claimed.len() as u32;
-        self.log
-            .debug(format_args!("claimed {got} job(s) for {free} free slot(s)"));
-        let mut spawned = Vec::with_capacity(claimed.len());
+        if got > 0 {
+            self.log
+                .debug(format_args!("claimed {got} job(s) for {free} free slot(s)"));
+        }
         for job in claimed {
             if let Some(rec) = self.start(job) {
-                spawned.push(rec);
+                self.pending_spawns.push(rec);
             }
         }
-        if let Err(e) = self.store.record_spawn(&spawned) {
-            // The pids only help a later rescue; the jobs themselves are safe.
-            self.log
-                .error(format_args!("could not record job processes: {e}"));
+        if !self.pending_spawns.is_empty() && self.spawn_flush_at.is_none() {
+            // If no other step comes soon, record them on their own (`show` wants the pids).
+            self.spawn_flush_at = Some(Instant::now() + Duration::from_millis(50));
         }
-        if got < free {
+        if limit > 0 && got < limit {
             match self.store.next_run_at(&self.opts.queues) {
                 Ok(Some(at)) => {
                     let wait = at.since(self.store.now());
@@ -509,6 +549,23 @@ impl Loop<'_> {
             }
         }
         None
+    }
+
+    /// Records pending spawns on their own.
+    fn flush_spawns(&mut self) {
+        self.spawn_flush_at = None;
+        if self.pending_spawns.is_empty() {
+            return;
+        }
+        match self.store.record_spawn(&self.pending_spawns) {
+            Ok(()) => self.pending_spawns.clear(),
+            // The pids only help people and a later rescue; the jobs themselves are safe.
+            Err(e) => {
+                self.log
+                    .error(format_args!("could not record job processes (will retry): {e}"));
+                self.spawn_flush_at = Some(Instant::now() + Duration::from_secs(1));
+            }
+        }
     }
 
     fn start(&mut self, job: ClaimedJob) -> Option<SpawnRecord> {
@@ -650,38 +707,28 @@ impl Loop<'_> {
         });
     }
 
-    fn flush_finishes(&mut self) {
-        if self.unsent.is_empty() {
-            return;
-        }
-        match self.store.finish(self.id, &self.unsent) {
-            Ok(outcomes) => {
-                for (req, out) in self.unsent.iter().zip(outcomes) {
-                    match out {
-                        FinishOutcome::Done(workq_core::JobState::Succeeded) => self.done += 1,
-                        FinishOutcome::Done(_) => self.failed += 1,
-                        FinishOutcome::Requeued(at) => {
-                            if req.outcome.counts_as_failure() {
-                                self.log.info(format_args!(
-                                    "job {} will be retried at {}",
-                                    req.job_id,
-                                    at.to_rfc3339()
-                                ));
-                            }
-                        }
-                        FinishOutcome::Stale => self.log.info(format_args!(
-                            "job {}: its result arrived after the job was taken over; ignored",
-                            req.job_id
-                        )),
+    /// Counts and logs what the store made of the results just sent, and forgets them.
+    fn account(&mut self, outcomes: Vec<FinishOutcome>) {
+        for (req, out) in self.unsent.iter().zip(outcomes) {
+            match out {
+                FinishOutcome::Done(workq_core::JobState::Succeeded) => self.done += 1,
+                FinishOutcome::Done(_) => self.failed += 1,
+                FinishOutcome::Requeued(at) => {
+                    if req.outcome.counts_as_failure() {
+                        self.log.info(format_args!(
+                            "job {} will be retried at {}",
+                            req.job_id,
+                            at.to_rfc3339()
+                        ));
                     }
                 }
-                self.unsent.clear();
+                FinishOutcome::Stale => self.log.info(format_args!(
+                    "job {}: its result arrived after the job was taken over; ignored",
+                    req.job_id
+                )),
             }
-            Err(e) => self.log.error(format_args!(
-                "could not record {} finished job(s), will retry: {e}",
-                self.unsent.len()
-            )),
         }
+        self.unsent.clear();
     }
 
     fn enforce_deadlines(&mut self, now: Instant) {

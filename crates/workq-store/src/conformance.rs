@@ -84,6 +84,7 @@ macro_rules! store_conformance {
             unique_keys_seen_for_batch_runs,
             container_spec_round_trips,
             purge_removes_old_finished_jobs_in_batches,
+            step_records_finishes_and_claims_at_once,
         );
         #[test]
         fn changed_after_another_handle_writes() {
@@ -139,6 +140,16 @@ impl<S: Store, G: Send> Store for Guarded<S, G> {
     }
     fn finish(&self, worker: WorkerId, results: &[FinishRequest]) -> Result<Vec<FinishOutcome>> {
         self.store.finish(worker, results)
+    }
+    fn step(
+        &self,
+        worker: WorkerId,
+        spawns: &[SpawnRecord],
+        results: &[FinishRequest],
+        queues: &[String],
+        limit: u32,
+    ) -> Result<(Vec<FinishOutcome>, Vec<ClaimedJob>)> {
+        self.store.step(worker, spawns, results, queues, limit)
     }
     fn get(&self, id: JobId) -> Result<Option<Job>> {
         self.store.get(id)
@@ -2371,6 +2382,68 @@ pub fn purge_removes_old_finished_jobs_in_batches(factory: &Factory) {
             "job {id} is newer or unfinished"
         );
     }
+}
+
+/// `step` does what record_spawn, finish and claim do, in one go; a stale result in it does not
+/// stop the rest.
+pub fn step_records_finishes_and_claims_at_once(factory: &Factory) {
+    let clock = ManualClock::new(T0);
+    let s = factory(clock.clone());
+    let s = &*s;
+    let w = worker(s, "w");
+    let a = submit1(s, spec("default", "a"));
+    let b = submit1(s, spec("default", "b"));
+    let c = submit1(s, spec("default", "c"));
+    let (none, first) = ok("step", s.step(w, &[], &[], &queues(&["default"]), 1));
+    assert!(none.is_empty());
+    assert_eq!(ids_of(&first), vec![a]);
+    let ca = &first[0];
+    let spawn = SpawnRecord {
+        job_id: a,
+        lease: ca.lease,
+        pid: 77,
+        pgid: 77,
+        pid_start_time: 5,
+        log_path: "/logs/a.log".into(),
+    };
+    let done = FinishRequest {
+        job_id: a,
+        lease: ca.lease,
+        outcome: Outcome::Succeeded,
+        exit_code: Some(0),
+        signal: None,
+        error: None,
+    };
+    let stale = FinishRequest {
+        job_id: b,
+        lease: 12345,
+        outcome: Outcome::Failed,
+        exit_code: Some(1),
+        signal: None,
+        error: None,
+    };
+    clock.advance(SEC);
+    let (outcomes, claimed) = ok(
+        "step",
+        s.step(w, &[spawn], &[done, stale], &queues(&["default"]), 2),
+    );
+    assert_eq!(
+        outcomes,
+        vec![
+            FinishOutcome::Done(JobState::Succeeded),
+            FinishOutcome::Stale
+        ]
+    );
+    assert_eq!(ids_of(&claimed), vec![b, c]);
+    let attempts = ok("attempts", s.attempts(a));
+    assert_eq!(
+        attempts[0].pid,
+        Some(77),
+        "the spawn was recorded before the finish"
+    );
+    assert_eq!(attempts[0].outcome, Some(Outcome::Succeeded));
+    assert_eq!(worker_record(s, w).jobs_done, 1);
+    assert_eq!(state(s, b), JobState::Running);
 }
 
 /// The store id is stable and non-empty; the diagnosis reports a healthy schema.

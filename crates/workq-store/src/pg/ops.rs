@@ -155,6 +155,257 @@ fn release_dependents(
 }
 
 impl PgStore {
+    fn claim_tx(
+        &self,
+        tx: Tx<'_, '_>,
+        worker: WorkerId,
+        qs: &[String],
+        limit: u32,
+        now: i64,
+        host: &str,
+    ) -> std::result::Result<Vec<ClaimedJob>, TxErr> {
+        let rows = qy(
+            &self.stmts,
+            tx,
+            &format!(
+                "WITH next AS MATERIALIZED (
+                         SELECT id FROM jobs
+                         WHERE state = 'queued' AND deps_pending = 0 AND queue = ANY($1)
+                           AND run_at <= $2
+                           AND queue NOT IN (SELECT name FROM queues WHERE paused)
+                         ORDER BY priority DESC, run_at, id
+                         LIMIT $3 FOR UPDATE SKIP LOCKED)
+                     UPDATE jobs SET state = 'running', worker_id = $4, attempt = attempt + 1,
+                         started_at = $2, cancel_requested = FALSE, exit_code = NULL,
+                         lease = 1 + floor(random() * 9.2e18)::bigint
+                     FROM next WHERE jobs.id = next.id
+                     RETURNING jobs.id, jobs.lease, jobs.attempt, {}",
+                SPEC_COLUMNS
+                    .split(", ")
+                    .map(|c| format!("jobs.{}", c.trim()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            &[&qs, &now, &(limit as i64), &worker],
+        )?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let id: i64 = r.get(0);
+            let lease: i64 = r.get(1);
+            let attempt: i64 = r.get(2);
+            ex(
+                &self.stmts,
+                tx,
+                "INSERT INTO attempts (job_id, attempt, worker_id, host, lease, started_at)
+                     VALUES ($1, $2, $3, $4, $5, $6)
+                     ON CONFLICT (job_id, attempt) DO UPDATE SET worker_id = $3, host = $4,
+                         lease = $5, started_at = $6, ended_at = NULL, outcome = NULL, pid = NULL,
+                         pgid = NULL, pid_start_time = NULL, exit_code = NULL, signal = NULL,
+                         error = NULL, log_path = NULL",
+                &[&id, &attempt, &worker, &host, &lease, &now],
+            )?;
+            out.push(ClaimedJob {
+                id,
+                lease,
+                attempt: attempt as u32,
+                spec: rows::spec_from_row(&r, 3),
+            });
+        }
+        // The claim order is the queue order.
+        out.sort_by(|a, b| {
+            b.spec
+                .priority
+                .cmp(&a.spec.priority)
+                .then(a.spec.run_at.cmp(&b.spec.run_at))
+                .then(a.id.cmp(&b.id))
+        });
+        Ok(out)
+    }
+
+    fn record_spawn_tx(
+        &self,
+        tx: Tx<'_, '_>,
+        spawns: &[SpawnRecord],
+    ) -> std::result::Result<(), TxErr> {
+        for sp in spawns {
+            ex(
+                &self.stmts,
+                tx,
+                "UPDATE attempts SET pid = $3, pgid = $4, pid_start_time = $5, log_path = $6
+                     WHERE job_id = $1 AND lease = $2 AND ended_at IS NULL",
+                &[
+                    &sp.job_id,
+                    &sp.lease,
+                    &(sp.pid as i64),
+                    &(sp.pgid as i64),
+                    &(sp.pid_start_time as i64),
+                    &sp.log_path,
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn finish_tx(
+        &self,
+        tx: Tx<'_, '_>,
+        worker: WorkerId,
+        results: &[FinishRequest],
+        jitters: &[u64],
+        now: i64,
+    ) -> std::result::Result<Vec<FinishOutcome>, TxErr> {
+        let mut out = Vec::with_capacity(results.len());
+        let (mut done, mut failed) = (0i64, 0i64);
+        for (r, jitter) in results.iter().zip(jitters) {
+            let row = qo(
+                &self.stmts,
+                tx,
+                "SELECT attempt, failures, retries, backoff_ms, cancel_requested FROM jobs
+                     WHERE id = $1 AND lease = $2 AND state = 'running' FOR UPDATE",
+                &[&r.job_id, &r.lease],
+            )?;
+            let Some(row) = row else {
+                let detail = format!(
+                    "finish with outcome {} arrived after the lease moved on",
+                    r.outcome
+                );
+                event(
+                    &self.stmts,
+                    tx,
+                    now,
+                    "stale",
+                    Some(r.job_id),
+                    Some(worker),
+                    Some(&detail),
+                )?;
+                out.push(FinishOutcome::Stale);
+                continue;
+            };
+            let (attempt, failures, retries, backoff_ms, cancel_requested): (
+                i64,
+                i64,
+                i64,
+                i64,
+                bool,
+            ) = (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+            let outcome = if cancel_requested && r.outcome != Outcome::Succeeded {
+                Outcome::Cancelled
+            } else {
+                r.outcome
+            };
+            let exit = r.exit_code.map(i64::from);
+            ex(&self.stmts, tx,
+                    "UPDATE attempts SET ended_at = $3, outcome = $4, exit_code = $5, signal = $6, error = $7
+                     WHERE job_id = $1 AND attempt = $2",
+                    &[&r.job_id, &attempt, &now, &outcome.as_str(), &exit, &r.signal.map(i64::from), &r.error],
+                )?;
+            let to_state =
+                "UPDATE jobs SET state = $2, finished_at = $3, exit_code = $4, last_error = $5,
+                         failures = $6, lease = NULL WHERE id = $1";
+            let requeue =
+                "UPDATE jobs SET state = 'queued', run_at = $2, exit_code = $3, last_error = $4,
+                         failures = $5, lease = NULL WHERE id = $1";
+            let result = match outcome {
+                Outcome::Succeeded => {
+                    ex(
+                        &self.stmts,
+                        tx,
+                        to_state,
+                        &[
+                            &r.job_id,
+                            &"succeeded",
+                            &now,
+                            &exit,
+                            &None::<String>,
+                            &failures,
+                        ],
+                    )?;
+                    release_dependents(&self.stmts, tx, r.job_id)?;
+                    done += 1;
+                    FinishOutcome::Done(JobState::Succeeded)
+                }
+                Outcome::Cancelled => {
+                    let err = r
+                        .error
+                        .clone()
+                        .unwrap_or_else(|| "cancelled while running".into());
+                    ex(
+                        &self.stmts,
+                        tx,
+                        to_state,
+                        &[&r.job_id, &"cancelled", &now, &exit, &Some(err), &failures],
+                    )?;
+                    cancel_dependents(&self.stmts, tx, r.job_id, now)?;
+                    failed += 1;
+                    FinishOutcome::Done(JobState::Cancelled)
+                }
+                Outcome::Interrupted | Outcome::Lost | Outcome::Stale => {
+                    ex(
+                        &self.stmts,
+                        tx,
+                        requeue,
+                        &[&r.job_id, &now, &exit, &r.error, &failures],
+                    )?;
+                    FinishOutcome::Requeued(Timestamp(now))
+                }
+                Outcome::Failed | Outcome::Timeout | Outcome::SpawnError => {
+                    let failures = failures + 1;
+                    let base = std::time::Duration::from_millis(backoff_ms.max(0) as u64);
+                    match next_after_failure(
+                        Timestamp(now),
+                        failures as u32,
+                        retries as u32,
+                        base,
+                        *jitter,
+                    ) {
+                        FailureDecision::RetryAt(at) => {
+                            ex(
+                                &self.stmts,
+                                tx,
+                                requeue,
+                                &[&r.job_id, &at.0, &exit, &r.error, &failures],
+                            )?;
+                            FinishOutcome::Requeued(at)
+                        }
+                        FailureDecision::GiveUp => {
+                            ex(
+                                &self.stmts,
+                                tx,
+                                to_state,
+                                &[&r.job_id, &"failed", &now, &exit, &r.error, &failures],
+                            )?;
+                            cancel_dependents(&self.stmts, tx, r.job_id, now)?;
+                            failed += 1;
+                            FinishOutcome::Done(JobState::Failed)
+                        }
+                    }
+                }
+            };
+            let kind = match result {
+                FinishOutcome::Done(st) => st.as_str(),
+                FinishOutcome::Requeued(_) => "requeued",
+                FinishOutcome::Stale => "stale",
+            };
+            event(
+                &self.stmts,
+                tx,
+                now,
+                kind,
+                Some(r.job_id),
+                Some(worker),
+                r.error.as_deref(),
+            )?;
+            out.push(result);
+        }
+        if done + failed > 0 {
+            ex(&self.stmts, tx,
+                    "UPDATE workers SET jobs_done = jobs_done + $2, jobs_failed = jobs_failed + $3 WHERE id = $1",
+                    &[&worker, &done, &failed],
+                )?;
+        }
+        Ok(out)
+    }
+
     fn submit_tx(
         &self,
         tx: Tx<'_, '_>,
@@ -420,62 +671,7 @@ impl Store for PgStore {
         qs.sort();
         qs.dedup();
         self.write(false, |tx| {
-            let rows = qy(
-                &self.stmts,
-                tx,
-                &format!(
-                    "WITH next AS MATERIALIZED (
-                         SELECT id FROM jobs
-                         WHERE state = 'queued' AND deps_pending = 0 AND queue = ANY($1)
-                           AND run_at <= $2
-                           AND queue NOT IN (SELECT name FROM queues WHERE paused)
-                         ORDER BY priority DESC, run_at, id
-                         LIMIT $3 FOR UPDATE SKIP LOCKED)
-                     UPDATE jobs SET state = 'running', worker_id = $4, attempt = attempt + 1,
-                         started_at = $2, cancel_requested = FALSE, exit_code = NULL,
-                         lease = 1 + floor(random() * 9.2e18)::bigint
-                     FROM next WHERE jobs.id = next.id
-                     RETURNING jobs.id, jobs.lease, jobs.attempt, {}",
-                    SPEC_COLUMNS
-                        .split(", ")
-                        .map(|c| format!("jobs.{}", c.trim()))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-                &[&qs, &now, &(limit as i64), &worker],
-            )?;
-            let mut out = Vec::with_capacity(rows.len());
-            for r in rows {
-                let id: i64 = r.get(0);
-                let lease: i64 = r.get(1);
-                let attempt: i64 = r.get(2);
-                ex(
-                    &self.stmts,
-                    tx,
-                    "INSERT INTO attempts (job_id, attempt, worker_id, host, lease, started_at)
-                     VALUES ($1, $2, $3, $4, $5, $6)
-                     ON CONFLICT (job_id, attempt) DO UPDATE SET worker_id = $3, host = $4,
-                         lease = $5, started_at = $6, ended_at = NULL, outcome = NULL, pid = NULL,
-                         pgid = NULL, pid_start_time = NULL, exit_code = NULL, signal = NULL,
-                         error = NULL, log_path = NULL",
-                    &[&id, &attempt, &worker, &host, &lease, &now],
-                )?;
-                out.push(ClaimedJob {
-                    id,
-                    lease,
-                    attempt: attempt as u32,
-                    spec: rows::spec_from_row(&r, 3),
-                });
-            }
-            // The claim order is the queue order.
-            out.sort_by(|a, b| {
-                b.spec
-                    .priority
-                    .cmp(&a.spec.priority)
-                    .then(a.spec.run_at.cmp(&b.spec.run_at))
-                    .then(a.id.cmp(&b.id))
-            });
-            Ok(out)
+            self.claim_tx(tx, worker, &qs, limit, now, &host)
         })
     }
 
@@ -483,25 +679,7 @@ impl Store for PgStore {
         if spawns.is_empty() {
             return Ok(());
         }
-        self.write(false, |tx| {
-            for sp in spawns {
-                ex(
-                    &self.stmts,
-                    tx,
-                    "UPDATE attempts SET pid = $3, pgid = $4, pid_start_time = $5, log_path = $6
-                     WHERE job_id = $1 AND lease = $2 AND ended_at IS NULL",
-                    &[
-                        &sp.job_id,
-                        &sp.lease,
-                        &(sp.pid as i64),
-                        &(sp.pgid as i64),
-                        &(sp.pid_start_time as i64),
-                        &sp.log_path,
-                    ],
-                )?;
-            }
-            Ok(())
-        })
+        self.write(false, |tx| self.record_spawn_tx(tx, spawns))
     }
 
     fn finish(&self, worker: WorkerId, results: &[FinishRequest]) -> Result<Vec<FinishOutcome>> {
@@ -511,87 +689,39 @@ impl Store for PgStore {
         let now = self.now_ms();
         let jitters: Vec<u64> = results.iter().map(|_| self.new_lease() as u64).collect();
         self.write(true, |tx| {
-            let mut out = Vec::with_capacity(results.len());
-            let (mut done, mut failed) = (0i64, 0i64);
-            for (r, jitter) in results.iter().zip(&jitters) {
-                let row = qo(&self.stmts, tx,
-                    "SELECT attempt, failures, retries, backoff_ms, cancel_requested FROM jobs
-                     WHERE id = $1 AND lease = $2 AND state = 'running' FOR UPDATE",
-                    &[&r.job_id, &r.lease],
-                )?;
-                let Some(row) = row else {
-                    let detail = format!("finish with outcome {} arrived after the lease moved on", r.outcome);
-                    event(&self.stmts, tx, now, "stale", Some(r.job_id), Some(worker), Some(&detail))?;
-                    out.push(FinishOutcome::Stale);
-                    continue;
-                };
-                let (attempt, failures, retries, backoff_ms, cancel_requested): (i64, i64, i64, i64, bool) =
-                    (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
-                let outcome = if cancel_requested && r.outcome != Outcome::Succeeded {
-                    Outcome::Cancelled
-                } else {
-                    r.outcome
-                };
-                let exit = r.exit_code.map(i64::from);
-                ex(&self.stmts, tx,
-                    "UPDATE attempts SET ended_at = $3, outcome = $4, exit_code = $5, signal = $6, error = $7
-                     WHERE job_id = $1 AND attempt = $2",
-                    &[&r.job_id, &attempt, &now, &outcome.as_str(), &exit, &r.signal.map(i64::from), &r.error],
-                )?;
-                let to_state = "UPDATE jobs SET state = $2, finished_at = $3, exit_code = $4, last_error = $5,
-                         failures = $6, lease = NULL WHERE id = $1";
-                let requeue = "UPDATE jobs SET state = 'queued', run_at = $2, exit_code = $3, last_error = $4,
-                         failures = $5, lease = NULL WHERE id = $1";
-                let result = match outcome {
-                    Outcome::Succeeded => {
-                        ex(&self.stmts, tx, to_state, &[&r.job_id, &"succeeded", &now, &exit, &None::<String>, &failures])?;
-                        release_dependents(&self.stmts, tx, r.job_id)?;
-                        done += 1;
-                        FinishOutcome::Done(JobState::Succeeded)
-                    }
-                    Outcome::Cancelled => {
-                        let err = r.error.clone().unwrap_or_else(|| "cancelled while running".into());
-                        ex(&self.stmts, tx, to_state, &[&r.job_id, &"cancelled", &now, &exit, &Some(err), &failures])?;
-                        cancel_dependents(&self.stmts, tx, r.job_id, now)?;
-                        failed += 1;
-                        FinishOutcome::Done(JobState::Cancelled)
-                    }
-                    Outcome::Interrupted | Outcome::Lost | Outcome::Stale => {
-                        ex(&self.stmts, tx, requeue, &[&r.job_id, &now, &exit, &r.error, &failures])?;
-                        FinishOutcome::Requeued(Timestamp(now))
-                    }
-                    Outcome::Failed | Outcome::Timeout | Outcome::SpawnError => {
-                        let failures = failures + 1;
-                        let base = std::time::Duration::from_millis(backoff_ms.max(0) as u64);
-                        match next_after_failure(Timestamp(now), failures as u32, retries as u32, base, *jitter) {
-                            FailureDecision::RetryAt(at) => {
-                                ex(&self.stmts, tx, requeue, &[&r.job_id, &at.0, &exit, &r.error, &failures])?;
-                                FinishOutcome::Requeued(at)
-                            }
-                            FailureDecision::GiveUp => {
-                                ex(&self.stmts, tx, to_state, &[&r.job_id, &"failed", &now, &exit, &r.error, &failures])?;
-                                cancel_dependents(&self.stmts, tx, r.job_id, now)?;
-                                failed += 1;
-                                FinishOutcome::Done(JobState::Failed)
-                            }
-                        }
-                    }
-                };
-                let kind = match result {
-                    FinishOutcome::Done(st) => st.as_str(),
-                    FinishOutcome::Requeued(_) => "requeued",
-                    FinishOutcome::Stale => "stale",
-                };
-                event(&self.stmts, tx, now, kind, Some(r.job_id), Some(worker), r.error.as_deref())?;
-                out.push(result);
+            self.finish_tx(tx, worker, results, &jitters, now)
+        })
+    }
+
+    fn step(
+        &self,
+        worker: WorkerId,
+        spawns: &[SpawnRecord],
+        results: &[FinishRequest],
+        queues: &[String],
+        limit: u32,
+    ) -> Result<(Vec<FinishOutcome>, Vec<ClaimedJob>)> {
+        let now = self.now_ms();
+        let host = self.opts.host.clone();
+        let mut qs = queues.to_vec();
+        qs.sort();
+        qs.dedup();
+        let jitters: Vec<u64> = results.iter().map(|_| self.new_lease() as u64).collect();
+        self.write(!results.is_empty(), |tx| {
+            if !spawns.is_empty() {
+                self.record_spawn_tx(tx, spawns)?;
             }
-            if done + failed > 0 {
-                ex(&self.stmts, tx,
-                    "UPDATE workers SET jobs_done = jobs_done + $2, jobs_failed = jobs_failed + $3 WHERE id = $1",
-                    &[&worker, &done, &failed],
-                )?;
-            }
-            Ok(out)
+            let finished = if results.is_empty() {
+                Vec::new()
+            } else {
+                self.finish_tx(tx, worker, results, &jitters, now)?
+            };
+            let claimed = if limit == 0 || qs.is_empty() {
+                Vec::new()
+            } else {
+                self.claim_tx(tx, worker, &qs, limit, now, &host)?
+            };
+            Ok((finished, claimed))
         })
     }
 

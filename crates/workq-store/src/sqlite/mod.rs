@@ -458,6 +458,16 @@ impl crate::Store for SqliteStore {
     ) -> Result<Vec<crate::FinishOutcome>> {
         claim::finish(self, worker, results)
     }
+    fn step(
+        &self,
+        worker: workq_core::WorkerId,
+        spawns: &[crate::SpawnRecord],
+        results: &[crate::FinishRequest],
+        queues: &[String],
+        limit: u32,
+    ) -> Result<(Vec<crate::FinishOutcome>, Vec<workq_core::ClaimedJob>)> {
+        claim::step(self, worker, spawns, results, queues, limit)
+    }
     fn get(&self, id: workq_core::JobId) -> Result<Option<workq_core::Job>> {
         jobs::get(self, id)
     }
