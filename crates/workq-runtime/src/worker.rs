@@ -561,8 +561,9 @@ impl Loop<'_> {
             Ok(()) => self.pending_spawns.clear(),
             // The pids only help people and a later rescue; the jobs themselves are safe.
             Err(e) => {
-                self.log
-                    .error(format_args!("could not record job processes (will retry): {e}"));
+                self.log.error(format_args!(
+                    "could not record job processes (will retry): {e}"
+                ));
                 self.spawn_flush_at = Some(Instant::now() + Duration::from_secs(1));
             }
         }
