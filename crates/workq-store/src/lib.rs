@@ -9,6 +9,7 @@ pub mod conformance;
 mod error;
 pub mod pg;
 pub mod pgtest;
+mod shared;
 pub mod sqlite;
 mod types;
 

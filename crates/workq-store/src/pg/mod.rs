@@ -10,7 +10,7 @@ mod rows;
 pub(crate) mod schema;
 
 use std::cell::{Cell, RefCell};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,7 +46,7 @@ pub struct PgStore {
     display: String,
     conn: RefCell<Option<Client>>,
     opts: PgOptions,
-    rng: AtomicU64,
+    rng: crate::shared::Leases,
     /// The change counter at the previous `changed()` (read lazily: one-shot commands never ask).
     seen_change: Cell<Option<i64>>,
     /// Prepared statements of the current connection.
@@ -88,14 +88,6 @@ pub fn describe_url(url: &str) -> String {
     }
 }
 
-fn seed() -> u64 {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    t ^ (u64::from(std::process::id()) << 32) ^ 0xA076_1D64_78BD_642F
-}
-
 impl PgStore {
     /// Connects, creates or upgrades schema `workq` (under an advisory lock, so hosts starting
     /// at once migrate once), and returns the store.
@@ -105,7 +97,7 @@ impl PgStore {
             display: describe_url(url),
             conn: RefCell::new(None),
             opts,
-            rng: AtomicU64::new(seed()),
+            rng: crate::shared::Leases::new(),
             seen_change: Cell::new(None),
             stmts: Default::default(),
         };
@@ -369,14 +361,7 @@ impl PgStore {
 
     /// A fresh random 63-bit fencing token (never zero).
     fn new_lease(&self) -> i64 {
-        let mut z = self
-            .rng
-            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
-            .wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        ((z >> 1) as i64).max(1)
+        self.rng.next()
     }
 }
 

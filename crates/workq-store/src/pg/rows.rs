@@ -1,6 +1,5 @@
 //! Mapping PostgreSQL rows to domain types (every integer column is BIGINT).
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use postgres::Row;
@@ -19,19 +18,7 @@ pub(crate) const SPEC_COLUMNS: &str =
     "queue, argv, env, cwd, labels, priority, retries, backoff_ms, \
      timeout_ms, kill_grace_ms, run_at, unique_key, idempotency_key, max_rescues, container";
 
-fn json_map(text: Option<String>) -> BTreeMap<String, String> {
-    text.and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or_default()
-}
-
-/// Encodes a map as JSON, or NULL when empty.
-pub(crate) fn map_json(map: &BTreeMap<String, String>) -> Option<String> {
-    if map.is_empty() {
-        None
-    } else {
-        serde_json::to_string(map).ok()
-    }
-}
+pub(crate) use crate::shared::{json_map, map_json};
 
 fn u32_of(v: i64) -> u32 {
     v.clamp(0, u32::MAX as i64) as u32

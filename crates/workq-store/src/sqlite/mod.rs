@@ -14,7 +14,6 @@ pub(crate) fn schema_checksum(sql: &str) -> u64 {
 }
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -90,7 +89,7 @@ pub struct SqliteStore {
     journal: &'static str,
     sync_now: std::cell::Cell<Option<Durability>>,
     data_version: std::cell::Cell<i64>,
-    rng: AtomicU64,
+    rng: crate::shared::Leases,
 }
 
 impl SqliteStore {
@@ -112,7 +111,6 @@ impl SqliteStore {
         .map_err(|e| map_err(&display, e))?;
         conn.busy_timeout(opts.lock_timeout)
             .map_err(|e| map_err(&display, e))?;
-        let seed = seed();
         let mut store = SqliteStore {
             conn,
             path: path.to_path_buf(),
@@ -121,7 +119,7 @@ impl SqliteStore {
             journal: "wal",
             sync_now: std::cell::Cell::new(None),
             data_version: std::cell::Cell::new(0),
-            rng: AtomicU64::new(seed),
+            rng: crate::shared::Leases::new(),
         };
         store.prepare()?;
         Ok(store)
@@ -299,29 +297,8 @@ impl SqliteStore {
 
     /// A fresh random 63-bit fencing token (never zero).
     fn new_lease(&self) -> i64 {
-        // splitmix64 over a seeded counter: cheap, and distinct per process by its seed.
-        let mut z = self
-            .rng
-            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
-            .wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        ((z >> 1) as i64).max(1)
+        self.rng.next()
     }
-}
-
-fn seed() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u32(std::process::id());
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.finish()
 }
 
 fn io_open_error(path: &Path, e: &std::io::Error) -> StoreError {
