@@ -993,8 +993,18 @@ fn chaos_kill_9_workers_at_random() {
             kills += 1;
         }
     }
+    let lost_total = check_chaos_run(&p, &ids, &log);
+    eprintln!(
+        "chaos: {kills} kills, {lost_total} lost attempts re-run, {JOBS} jobs each succeeded once"
+    );
+}
+
+/// Checks a chaos run from the start/end log its jobs appended to and from the store: every
+/// job succeeded exactly once, each re-run is explained by a `lost` attempt, no two executions
+/// of a job overlapped, and nothing of a killed attempt still runs. Returns the lost attempts.
+fn check_chaos_run(p: &Project, ids: &[i64], log: &Path) -> usize {
     // Events per (job, attempt): start and, if it completed, end.
-    let text = std::fs::read_to_string(&log).unwrap();
+    let text = std::fs::read_to_string(log).unwrap();
     let mut runs: std::collections::BTreeMap<(i64, u32), (u128, Option<u128>)> = Default::default();
     for line in text.lines() {
         let f: Vec<&str> = line.split_whitespace().collect();
@@ -1010,7 +1020,7 @@ fn chaos_kill_9_workers_at_random() {
         }
     }
     let mut lost_total = 0;
-    for &id in &ids {
+    for &id in ids {
         let j = p.job(id);
         assert_eq!(
             state_of(&j),
@@ -1059,7 +1069,5 @@ fn chaos_kill_9_workers_at_random() {
             wait_gone(p.path(), *id, *attempt);
         }
     }
-    eprintln!(
-        "chaos: {kills} kills, {lost_total} lost attempts re-run, {JOBS} jobs each succeeded once"
-    );
+    lost_total
 }

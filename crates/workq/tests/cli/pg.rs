@@ -190,62 +190,7 @@ fn pg_chaos_two_hosts_server_restart_and_terminated_sessions() {
             _ => {}
         }
     }
-    let text = std::fs::read_to_string(&log).unwrap();
-    let mut runs: std::collections::BTreeMap<(i64, u32), (u128, Option<u128>)> = Default::default();
-    for line in text.lines() {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        assert_eq!(f.len(), 4, "malformed line {line:?}");
-        let key = (f[1].parse().unwrap(), f[2].parse().unwrap());
-        let t: u128 = f[3].parse().unwrap();
-        match f[0] {
-            "start" => assert!(
-                runs.insert(key, (t, None)).is_none(),
-                "attempt {key:?} started twice"
-            ),
-            _ => runs.get_mut(&key).expect("end without start").1 = Some(t),
-        }
-    }
-    let mut lost_total = 0;
-    for &id in &ids {
-        let j = p.job(id);
-        assert_eq!(
-            state_of(&j),
-            "succeeded",
-            "job {id} was lost or failed: {j}"
-        );
-        let attempts = j["attempts"].as_array().unwrap();
-        let succeeded: Vec<u32> = attempts
-            .iter()
-            .filter(|a| a["outcome"] == "succeeded")
-            .map(|a| a["attempt"].as_u64().unwrap() as u32)
-            .collect();
-        assert_eq!(
-            succeeded.len(),
-            1,
-            "job {id} must succeed exactly once: {j}"
-        );
-        for a in &attempts[..attempts.len() - 1] {
-            assert_eq!(
-                a["outcome"], "lost",
-                "re-run of job {id} not explained by a lost attempt: {j}"
-            );
-            lost_total += 1;
-        }
-        let mine: Vec<_> = runs.iter().filter(|((jid, _), _)| *jid == id).collect();
-        for pair in mine.windows(2) {
-            let (_, (s1, e1)) = pair[0];
-            let (_, (s2, _)) = pair[1];
-            assert!(
-                s1 < s2 && e1.is_none_or(|e| e <= *s2),
-                "job {id}: executions overlap: {mine:?}"
-            );
-        }
-    }
-    for ((id, attempt), (_, end)) in &runs {
-        if end.is_none() {
-            wait_gone(p.path(), *id, *attempt);
-        }
-    }
+    let lost_total = super::check_chaos_run(&p, &ids, &log);
     eprintln!(
         "pg chaos: {kills} kills, {restarts} server restarts, {terminated} sessions terminated, {lost_total} lost attempts re-run, {JOBS} jobs each succeeded once"
     );
