@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod doorbell;
 pub mod ephemeral;
 mod error;
+pub mod launch;
 pub mod logger;
 pub mod monitor;
 pub mod pidfile;

@@ -1,17 +1,19 @@
 //! Starting a job: its own session and process group, the parent-death signal, a log file.
 
+use std::ffi::{OsStr, OsString};
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
+
+use crate::launch;
 
 use workq_core::ClaimedJob;
 
 /// A started job process.
 pub struct Started {
-    /// The child handle (to wait on).
-    pub child: Child,
     /// Its pid, which is also its process group id.
     pub pid: i32,
     /// Its kernel start time.
@@ -62,8 +64,38 @@ pub fn describe_spawn_error(job: &ClaimedJob, e: &io::Error) -> String {
     }
 }
 
+/// Names that `sh` runs itself (reserved words and builtins), so a line that starts with one
+/// must go to the shell.
+const SHELL_WORDS: &[&str] = &[
+    "!", "{", "}", "case", "do", "done", "elif", "else", "esac", "fi", "for", "if", "in", "then",
+    "until", "while", ".", ":", "alias", "bg", "break", "cd", "command", "continue", "echo",
+    "eval", "exec", "exit", "export", "false", "fc", "fg", "getopts", "hash", "jobs", "kill",
+    "local", "printf", "pwd", "read", "readonly", "return", "set", "shift", "source", "test",
+    "times", "trap", "true", "type", "ulimit", "umask", "unalias", "unset", "wait",
+];
+
+/// The words of `line` when `sh -c line` would do nothing but run them as one program: no
+/// quoting, expansion, redirection, operator or comment, and a first word that is neither an
+/// assignment nor something the shell runs itself. GNU make takes the same shortcut.
+pub fn plain_words(line: &str) -> Option<Vec<&str>> {
+    let plain = |b: u8| b.is_ascii_alphanumeric() || b"-_./,:+=@%".contains(&b);
+    if !line.bytes().all(|b| plain(b) || b == b' ' || b == b'\t') {
+        return None;
+    }
+    let words: Vec<&str> = line.split([' ', '\t']).filter(|w| !w.is_empty()).collect();
+    let first = *words.first()?;
+    if first.contains('=') || (!first.contains('/') && SHELL_WORDS.contains(&first)) {
+        return None;
+    }
+    Some(words)
+}
+
 /// Starts `job` in a new session with stdout and stderr appended to its attempt log. Its
 /// environment carries the marker (store id, job, attempt, lease) that identifies its processes.
+///
+/// A shell line that is just a program and its arguments (see [`plain_words`]) is executed
+/// directly, which saves starting `sh`; if that cannot start, `sh -c` runs the line as usual,
+/// so errors read exactly as the shell words them.
 ///
 /// Must be called from a thread that lives as long as the job: the parent-death signal fires
 /// when the spawning thread exits.
@@ -82,52 +114,75 @@ pub fn spawn_job(job: &ClaimedJob, log_dir: &Path, store_id: &str) -> io::Result
             log_path.display()
         ))
     })?;
-    let log_err = log.try_clone()?;
-    let argv: Vec<String> = match &job.spec.container {
-        None => job.spec.argv.clone(),
-        Some(c) => {
-            let cwd = match &job.spec.cwd {
+    let stdin = dev_null()?;
+    let job_id = job.id.to_string();
+    let attempt = job.attempt.to_string();
+    let lease = job.lease.to_string();
+    let mut set: Vec<(&str, &str)> = job
+        .spec
+        .env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    set.extend([
+        ("WORKQ_JOB_ID", job_id.as_str()),
+        ("WORKQ_ATTEMPT", attempt.as_str()),
+        ("WORKQ_QUEUE", job.spec.queue.as_str()),
+        ("WORKQ_LEASE", lease.as_str()),
+        ("WORKQ_STORE_ID", store_id),
+    ]);
+    let remove = [crate::ready::READY_FD_ENV, crate::SETTINGS_ENV];
+    let fds = [stdin.as_raw_fd(), log.as_raw_fd(), log.as_raw_fd()];
+    let cwd = job.spec.cwd.as_deref().map(OsStr::new);
+    let os = |v: &[&str]| -> Vec<OsString> { v.iter().map(OsString::from).collect() };
+    let plan = match (&job.spec.container, job.spec.argv.as_slice()) {
+        (Some(c), _) => {
+            let dir = match &job.spec.cwd {
                 Some(d) => d.clone(),
                 None => std::env::current_dir()?.display().to_string(),
             };
             let mut env = job.spec.env.clone();
-            env.insert("WORKQ_JOB_ID".into(), job.id.to_string());
-            env.insert("WORKQ_ATTEMPT".into(), job.attempt.to_string());
+            env.insert("WORKQ_JOB_ID".into(), job_id.clone());
+            env.insert("WORKQ_ATTEMPT".into(), attempt.clone());
             env.insert("WORKQ_QUEUE".into(), job.spec.queue.clone());
             let name = workq_core::Container::name(store_id, job.id, job.attempt);
-            c.argv(&name, &cwd, &env, &job.spec.argv)
+            let argv = c.argv(&name, &dir, &env, &job.spec.argv);
+            let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+            launch::Plan::new(&os(&argv), &launch::environment(&set, &remove), cwd, fds)?
+        }
+        (None, [sh, c, line]) if sh == "sh" && c == "-c" && plain_words(line).is_some() => {
+            let words = plain_words(line).unwrap_or_default();
+            let env = launch::environment(&set, &remove);
+            // The shell would export the directory it runs in as PWD; do the same.
+            let pwd = match &job.spec.cwd {
+                Some(d) => OsString::from(d),
+                None => std::env::current_dir()?.into_os_string(),
+            };
+            let mut direct = env.clone();
+            direct.retain(|(k, _)| k != "PWD");
+            direct.push(("PWD".into(), pwd));
+            launch::Plan::new(&os(&words), &direct, cwd, fds)?
+                .or_else(&os(&["sh", "-c", line]), &env)?
+        }
+        (None, argv) => {
+            let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+            launch::Plan::new(&os(&argv), &launch::environment(&set, &remove), cwd, fds)?
         }
     };
-    let program = &argv[0];
-    let mut cmd = Command::new(program);
-    cmd.args(&argv[1..])
-        .envs(&job.spec.env)
-        .env("WORKQ_JOB_ID", job.id.to_string())
-        .env("WORKQ_ATTEMPT", job.attempt.to_string())
-        .env("WORKQ_QUEUE", &job.spec.queue)
-        .env("WORKQ_LEASE", job.lease.to_string())
-        .env("WORKQ_STORE_ID", store_id)
-        .env_remove(crate::ready::READY_FD_ENV)
-        .env_remove(crate::SETTINGS_ENV)
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(log))
-        .stderr(Stdio::from(log_err));
-    if let Some(cwd) = &job.spec.cwd {
-        cmd.current_dir(cwd);
-    }
-    // SAFETY: between fork and exec we call only async-signal-safe functions.
-    let parent = unsafe { libc::getpid() };
-    unsafe {
-        cmd.pre_exec(move || child_setup(true, parent, libc::SIGKILL));
-    }
-    let child = cmd.spawn()?;
-    let pid = child.id() as i32;
+    let mut plan = plan;
+    plan.new_session = true;
+    plan.death_signal = libc::SIGKILL;
+    let pid = launch::launch(&plan)?;
     Ok(Started {
-        child,
         pid,
         start_time: crate::procinfo::start_time(pid),
         log_path,
     })
+}
+
+/// `/dev/null` for a job's stdin.
+fn dev_null() -> io::Result<File> {
+    File::open("/dev/null")
 }
 
 /// In the child: optionally a new session, die with the parent (unless `death_signal` is 0),
@@ -211,4 +266,50 @@ pub fn spawn_with_fd3(
         });
     }
     cmd.spawn()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain_words;
+
+    #[test]
+    fn only_lines_the_shell_would_run_as_one_plain_command_skip_it() {
+        assert_eq!(plain_words("/bin/true"), Some(vec!["/bin/true"]));
+        assert_eq!(
+            plain_words("  make -C build\tVERBOSE=1 all "),
+            Some(vec!["make", "-C", "build", "VERBOSE=1", "all"])
+        );
+        for shell in [
+            "",
+            "   ",
+            "echo hi",
+            "true",
+            "cd /tmp",
+            "exec foo",
+            "FOO=1 make",
+            "a; b",
+            "a && b",
+            "a | b",
+            "a > f",
+            "echo $HOME",
+            "ls *.txt",
+            "ls ~",
+            "say 'hi'",
+            "say \"hi\"",
+            "a\\ b",
+            "a # comment",
+            "(a)",
+            "{ a; }",
+            "a &",
+            "a\nb",
+            "ls [ab]",
+            "ls ?",
+            "é",
+            "if",
+            "! a",
+            "`a`",
+        ] {
+            assert_eq!(plain_words(shell), None, "{shell:?}");
+        }
+    }
 }

@@ -583,12 +583,12 @@ impl Loop<'_> {
                 let pgid = started.pid;
                 let tx = self.tx.clone();
                 let id = job.id;
-                let mut child = started.child;
+                let pid = started.pid;
                 let waiter = std::thread::Builder::new()
                     .name(format!("job-{id}"))
                     .stack_size(64 * 1024)
                     .spawn(move || {
-                        let status = child.wait().ok();
+                        let status = crate::launch::wait(pid).ok();
                         // Whatever the leader left running in its group ends with it.
                         spawn::signal_group(pgid, libc::SIGKILL);
                         let _ = tx.send(Event::Exited { job: id, status });
