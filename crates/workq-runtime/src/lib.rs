@@ -14,6 +14,7 @@ mod error;
 pub mod launch;
 pub mod logger;
 pub mod monitor;
+pub mod output;
 pub mod pidfile;
 pub mod procinfo;
 pub mod ready;

@@ -3,7 +3,7 @@
 use std::ffi::{OsStr, OsString};
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -20,6 +20,9 @@ pub struct Started {
     pub start_time: u64,
     /// Its combined stdout/stderr log.
     pub log_path: PathBuf,
+    /// The pipe its output arrives on, to drain into `log_path`; `None` when it writes to the
+    /// file itself (no pidfds here).
+    pub output: Option<crate::output::Output>,
 }
 
 /// Path of the log of one attempt: `<logs>/<job / 1000>/<job>.<attempt>.log`.
@@ -107,13 +110,25 @@ pub fn spawn_job(job: &ClaimedJob, log_dir: &Path, store_id: &str) -> io::Result
         ));
     }
     let log_path = log_path(log_dir, job.id, job.attempt);
-    // Named, and of kind Other, so it is never mistaken for a missing command.
-    let log = open_log(&log_path).map_err(|e| {
+    // Errors are named, and of kind Other, so they are never mistaken for a missing command.
+    let log_error = |e: io::Error| {
         io::Error::other(format!(
             "cannot open its log file {}: {e}",
             log_path.display()
         ))
-    })?;
+    };
+    // The log file itself is made when the first byte arrives (see `output`); its directory
+    // must be usable now, so that a problem is this job's spawn error, not lost output.
+    let (log, output) = if crate::output::supported() {
+        usable_dir(&log_path).map_err(log_error)?;
+        let (read, write) = crate::output::pipe()?;
+        (
+            write,
+            Some(crate::output::Output::new(read, log_path.clone())),
+        )
+    } else {
+        (OwnedFd::from(open_log(&log_path).map_err(log_error)?), None)
+    };
     let stdin = dev_null()?;
     let job_id = job.id.to_string();
     let attempt = job.attempt.to_string();
@@ -173,11 +188,34 @@ pub fn spawn_job(job: &ClaimedJob, log_dir: &Path, store_id: &str) -> io::Result
     plan.new_session = true;
     plan.death_signal = libc::SIGKILL;
     let pid = launch::launch(&plan)?;
+    // Our copy of the write end must go, or the pipe would never report its end.
+    drop(log);
     Ok(Started {
         pid,
         start_time: crate::procinfo::start_time(pid),
         log_path,
+        output,
     })
+}
+
+/// Makes sure the directory of `log` exists and can take new files.
+fn usable_dir(log: &Path) -> io::Result<()> {
+    let Some(dir) = log.parent() else {
+        return Ok(());
+    };
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(io::Error::from_raw_os_error(libc::ENOTDIR)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => std::fs::create_dir_all(dir)?,
+        Err(e) => return Err(e),
+    }
+    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: a NUL-terminated path.
+    if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// `/dev/null` for a job's stdin.

@@ -2,6 +2,7 @@
 //! heartbeat, sweep for dead workers, and drain cleanly on SIGTERM/SIGINT.
 
 use std::collections::HashMap;
+use std::io;
 use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::sync::atomic::Ordering;
@@ -101,6 +102,11 @@ enum Event {
         job: JobId,
         status: Option<ExitStatus>,
     },
+    /// A problem with a job's output, for the worker log.
+    OutputProblem {
+        job: JobId,
+        message: String,
+    },
     Signal(libc::c_int),
 }
 
@@ -154,10 +160,6 @@ struct Loop<'a> {
     tx: Sender<Event>,
     running: HashMap<JobId, Running>,
     unsent: Vec<FinishRequest>,
-    /// Processes started but not yet recorded: they go out with the next step.
-    pending_spawns: Vec<SpawnRecord>,
-    /// When to record pending spawns on their own if no step comes first.
-    spawn_flush_at: Option<Instant>,
     /// After a failed step, not before this.
     retry_at: Option<Instant>,
     done: u64,
@@ -257,8 +259,6 @@ pub fn run_worker(
         tx,
         running: HashMap::new(),
         unsent: Vec::new(),
-        pending_spawns: Vec::new(),
-        spawn_flush_at: None,
         retry_at: None,
         done: 0,
         failed: 0,
@@ -328,9 +328,6 @@ impl Loop<'_> {
             // Results go out with the next step (or after a failed one, once it is time again).
             if !self.unsent.is_empty() && self.retry_at.is_none_or(|t| now >= t) {
                 dirty = true;
-            }
-            if self.spawn_flush_at.is_some_and(|t| now >= t) {
-                self.flush_spawns();
             }
             if dirty {
                 dirty = false;
@@ -418,9 +415,6 @@ impl Loop<'_> {
             if !self.unsent.is_empty() {
                 wake_at = wake_at.min(self.retry_at.unwrap_or(now + Duration::from_secs(1)));
             }
-            if let Some(t) = self.spawn_flush_at {
-                wake_at = wake_at.min(t);
-            }
             let first = match rx.recv_timeout(wake_at.saturating_duration_since(Instant::now())) {
                 Ok(ev) => ev,
                 Err(RecvTimeoutError::Timeout) => continue,
@@ -436,6 +430,9 @@ impl Loop<'_> {
                         outside_change = true;
                     }
                     Event::Exited { job, status } => exits.push((job, status)),
+                    Event::OutputProblem { job, message } => {
+                        self.log.error(format_args!("job {job}: {message}"));
+                    }
                     Event::Signal(sig) => {
                         let name = signals::name(sig);
                         match &drain {
@@ -486,9 +483,9 @@ impl Loop<'_> {
         self.opts.slots.saturating_sub(self.running.len() as u32)
     }
 
-    /// One transaction: record the processes started since the last one, finish what ended,
-    /// and (when `claiming`) claim what fits; then start the claimed jobs. Returns when to look
-    /// again for scheduled jobs, if any wait, or for a retry after an error.
+    /// One transaction: finish what ended, claim what fits (when `claiming`) and start it, and
+    /// record the started processes. Returns when to look again for scheduled jobs, if any
+    /// wait, or for a retry after an error.
     fn step_and_spawn(&mut self, claiming: bool) -> Option<Instant> {
         let free = self.free_slots();
         let limit = if claiming && self.paused_state != WorkerState::Paused && !self.fenced {
@@ -496,45 +493,60 @@ impl Loop<'_> {
         } else {
             0
         };
-        if limit == 0 && self.unsent.is_empty() && self.pending_spawns.is_empty() {
+        if limit == 0 && self.unsent.is_empty() {
             return None;
         }
-        let spawns = std::mem::take(&mut self.pending_spawns);
-        let (outcomes, claimed) =
-            match self
-                .store
-                .step(self.id, &spawns, &self.unsent, &self.opts.queues, limit)
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    self.pending_spawns = spawns;
-                    self.log.error(format_args!(
-                        "could not reach the store ({} result(s) kept, will retry): {e}",
-                        self.unsent.len()
-                    ));
-                    let at = Instant::now() + Duration::from_millis(500);
-                    self.retry_at = Some(at);
-                    return Some(at);
+        // Jobs start inside the transaction, before its commit (and fsync): see Store::step.
+        let mut started: Vec<(ClaimedJob, io::Result<spawn::Started>)> = Vec::new();
+        let (log_dir, store_id) = (&self.opts.log_dir, &self.store_id);
+        let mut starter = |job: &ClaimedJob| -> Option<SpawnRecord> {
+            let result = spawn::spawn_job(job, log_dir, store_id);
+            let record = result.as_ref().ok().map(|st| SpawnRecord {
+                job_id: job.id,
+                lease: job.lease,
+                pid: st.pid,
+                pgid: st.pid,
+                pid_start_time: st.start_time,
+                log_path: st.log_path.display().to_string(),
+            });
+            started.push((job.clone(), result));
+            record
+        };
+        let stepped = self.store.step(
+            self.id,
+            &self.unsent,
+            &self.opts.queues,
+            limit,
+            &mut starter,
+        );
+        let outcomes = match stepped {
+            Ok((outcomes, _)) => outcomes,
+            Err(e) => {
+                // The claims were rolled back: the jobs just started must not run unrecorded.
+                for (_, st) in &started {
+                    if let Ok(st) = st {
+                        spawn::signal_group(st.pid, libc::SIGKILL);
+                        let _ = crate::launch::wait(st.pid);
+                    }
                 }
-            };
+                self.log.error(format_args!(
+                    "could not reach the store ({} result(s) kept, will retry): {e}",
+                    self.unsent.len()
+                ));
+                let at = Instant::now() + Duration::from_millis(500);
+                self.retry_at = Some(at);
+                return Some(at);
+            }
+        };
         self.retry_at = None;
-        if self.pending_spawns.is_empty() {
-            self.spawn_flush_at = None;
-        }
         self.account(outcomes);
-        let got = claimed.len() as u32;
+        let got = started.len() as u32;
         if got > 0 {
             self.log
                 .debug(format_args!("claimed {got} job(s) for {free} free slot(s)"));
         }
-        for job in claimed {
-            if let Some(rec) = self.start(job) {
-                self.pending_spawns.push(rec);
-            }
-        }
-        if !self.pending_spawns.is_empty() && self.spawn_flush_at.is_none() {
-            // If no other step comes soon, record them on their own (`show` wants the pids).
-            self.spawn_flush_at = Some(Instant::now() + Duration::from_millis(50));
+        for (job, result) in started {
+            self.watch(job, result);
         }
         if limit > 0 && got < limit {
             match self.store.next_run_at(&self.opts.queues) {
@@ -551,26 +563,10 @@ impl Loop<'_> {
         None
     }
 
-    /// Records pending spawns on their own.
-    fn flush_spawns(&mut self) {
-        self.spawn_flush_at = None;
-        if self.pending_spawns.is_empty() {
-            return;
-        }
-        match self.store.record_spawn(&self.pending_spawns) {
-            Ok(()) => self.pending_spawns.clear(),
-            // The pids only help people and a later rescue; the jobs themselves are safe.
-            Err(e) => {
-                self.log.error(format_args!(
-                    "could not record job processes (will retry): {e}"
-                ));
-                self.spawn_flush_at = Some(Instant::now() + Duration::from_secs(1));
-            }
-        }
-    }
-
-    fn start(&mut self, job: ClaimedJob) -> Option<SpawnRecord> {
-        match spawn::spawn_job(&job, &self.opts.log_dir, &self.store_id) {
+    /// Takes charge of a job started (or not) in a step: a waiter thread reaps it, or a
+    /// spawn error goes out as its result.
+    fn watch(&mut self, job: ClaimedJob, result: io::Result<spawn::Started>) {
+        match result {
             Ok(started) => {
                 let now = Instant::now();
                 self.log.info(format_args!(
@@ -584,18 +580,33 @@ impl Loop<'_> {
                 let tx = self.tx.clone();
                 let id = job.id;
                 let pid = started.pid;
+                let mut output = started.output;
                 let waiter = std::thread::Builder::new()
                     .name(format!("job-{id}"))
                     .stack_size(64 * 1024)
                     .spawn(move || {
-                        let status = crate::launch::wait(pid).ok();
+                        let note = tx.clone();
+                        let mut report = |message: String| {
+                            let _ = note.send(Event::OutputProblem { job: id, message });
+                        };
+                        let status = match &mut output {
+                            Some(o) => o.run_until_exit(pid, &mut report).ok(),
+                            None => crate::launch::wait(pid).ok(),
+                        };
                         // Whatever the leader left running in its group ends with it.
                         spawn::signal_group(pgid, libc::SIGKILL);
+                        if let Some(o) = &mut output {
+                            o.drain_now(&mut report);
+                        }
                         let _ = tx.send(Event::Exited { job: id, status });
+                        if let Some(o) = &mut output {
+                            o.drain_to_end(&mut report);
+                        }
                     });
                 if let Err(e) = waiter {
                     // Without a waiter nobody would reap the job: stop it and retry later.
                     spawn::signal_group(pgid, libc::SIGKILL);
+                    let _ = crate::launch::wait(pid);
                     self.unsent.push(FinishRequest {
                         job_id: job.id,
                         lease: job.lease,
@@ -604,7 +615,7 @@ impl Loop<'_> {
                         signal: None,
                         error: Some(format!("worker could not watch the job: {e}")),
                     });
-                    return None;
+                    return;
                 }
                 self.running.insert(
                     job.id,
@@ -625,14 +636,6 @@ impl Loop<'_> {
                         }),
                     },
                 );
-                Some(SpawnRecord {
-                    job_id: job.id,
-                    lease: job.lease,
-                    pid: started.pid,
-                    pgid,
-                    pid_start_time: started.start_time,
-                    log_path: started.log_path.display().to_string(),
-                })
             }
             Err(e) => {
                 let msg = spawn::describe_spawn_error(&job, &e);
@@ -652,7 +655,6 @@ impl Loop<'_> {
                     signal: None,
                     error: Some(msg),
                 });
-                None
             }
         }
     }

@@ -438,12 +438,12 @@ impl crate::Store for SqliteStore {
     fn step(
         &self,
         worker: workq_core::WorkerId,
-        spawns: &[crate::SpawnRecord],
         results: &[crate::FinishRequest],
         queues: &[String],
         limit: u32,
+        start: crate::Starter<'_>,
     ) -> Result<(Vec<crate::FinishOutcome>, Vec<workq_core::ClaimedJob>)> {
-        claim::step(self, worker, spawns, results, queues, limit)
+        claim::step(self, worker, results, queues, limit, start)
     }
     fn get(&self, id: workq_core::JobId) -> Result<Option<workq_core::Job>> {
         jobs::get(self, id)

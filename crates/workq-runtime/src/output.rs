@@ -1,0 +1,338 @@
+//! A job's output: a pipe that the job's waiter thread drains into the attempt's log file, which
+//! is created when the first byte arrives.
+//!
+//! Creating a file per attempt up front cost more than starting the job itself on a busy ext4
+//! (inode allocation), and left an empty file behind for every job that prints nothing. With a
+//! pipe, silent jobs cost no file at all. The waiter watches the pipe and the job's pidfd
+//! together, so a process that escaped the job's group and still holds the pipe open cannot
+//! delay noticing that the job ended.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::PathBuf;
+
+/// Whether this kernel has pidfds (Linux 5.3+); without them jobs write to their log directly.
+pub fn supported() -> bool {
+    static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    // SAFETY: getpid has no preconditions.
+    *SUPPORTED.get_or_init(|| pidfd_open(unsafe { libc::getpid() }).is_ok())
+}
+
+#[cfg(target_os = "linux")]
+fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
+    // SAFETY: a plain system call; the fd it returns is ours.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+#[cfg(not(target_os = "linux"))]
+fn pidfd_open(_: libc::pid_t) -> io::Result<OwnedFd> {
+    Err(io::Error::from(io::ErrorKind::Unsupported))
+}
+
+/// A pipe for a job's stdout and stderr: (read end, write end), both close-on-exec; the read end
+/// does not block.
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills `fds` with two fresh descriptors.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both are fresh and ours.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // Only the read end may be non-blocking: the job's writes must wait for a full pipe to drain.
+    // SAFETY: fcntl on a descriptor we own.
+    unsafe {
+        let flags = libc::fcntl(write.as_raw_fd(), libc::F_GETFL);
+        libc::fcntl(write.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK);
+    }
+    Ok((read, write))
+}
+
+/// The read end of a job's pipe and the log file it fills.
+pub struct Output {
+    read: OwnedFd,
+    path: PathBuf,
+    file: Option<File>,
+    buf: Vec<u8>,
+    eof: bool,
+    /// The last problem writing the log, reported once until it changes.
+    problem: Option<String>,
+}
+
+/// What a drain found.
+enum Drained {
+    /// The pipe is empty for now.
+    Empty,
+    /// Every writer has closed it.
+    Eof,
+}
+
+impl Output {
+    /// Drains `read` into the log at `path`.
+    pub fn new(read: OwnedFd, path: PathBuf) -> Output {
+        Output {
+            read,
+            path,
+            file: None,
+            buf: Vec::new(),
+            eof: false,
+            problem: None,
+        }
+    }
+
+    /// Moves everything waiting in the pipe to the log. A log that cannot be written is reported
+    /// through `report` and its bytes dropped: the job must never block on its output.
+    fn drain(&mut self, report: &mut dyn FnMut(String)) -> Drained {
+        if self.eof {
+            return Drained::Eof;
+        }
+        if self.buf.is_empty() {
+            self.buf = vec![0; 64 * 1024];
+        }
+        loop {
+            // SAFETY: reading into our own buffer.
+            let n = unsafe {
+                libc::read(
+                    self.read.as_raw_fd(),
+                    self.buf.as_mut_ptr().cast(),
+                    self.buf.len(),
+                )
+            };
+            if n == 0 {
+                self.eof = true;
+                return Drained::Eof;
+            }
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                match e.kind() {
+                    io::ErrorKind::Interrupted => continue,
+                    io::ErrorKind::WouldBlock => return Drained::Empty,
+                    _ => {
+                        self.eof = true;
+                        return Drained::Eof;
+                    }
+                }
+            }
+            let chunk = &self.buf[..n as usize];
+            if let Err(e) = write_log(&mut self.file, &self.path, chunk) {
+                let msg = format!(
+                    "cannot write the job's log {}: {e}; its output is dropped until it can",
+                    self.path.display()
+                );
+                if self.problem.as_deref() != Some(msg.as_str()) {
+                    report(msg.clone());
+                    self.problem = Some(msg);
+                }
+                self.file = None;
+            } else {
+                self.problem = None;
+            }
+        }
+    }
+
+    /// Drains the pipe until `pid` exits, then reaps it and returns its status.
+    pub fn run_until_exit(
+        &mut self,
+        pid: libc::pid_t,
+        report: &mut dyn FnMut(String),
+    ) -> io::Result<std::process::ExitStatus> {
+        let pidfd = match pidfd_open(pid) {
+            Ok(fd) => fd,
+            // Out of descriptors, say: look for the exit every 100 ms instead.
+            Err(_) => return self.poll_until_exit(pid, report),
+        };
+        loop {
+            let mut fds = [
+                libc::pollfd {
+                    fd: pidfd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: self.read.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            let n = if self.eof { 1 } else { 2 };
+            // SAFETY: polling descriptors we own.
+            let rc = unsafe { libc::poll(fds.as_mut_ptr(), n, -1) };
+            if rc < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            if n == 2 && fds[1].revents != 0 {
+                self.drain(report);
+            }
+            if fds[0].revents != 0 {
+                return crate::launch::wait(pid);
+            }
+        }
+    }
+
+    fn poll_until_exit(
+        &mut self,
+        pid: libc::pid_t,
+        report: &mut dyn FnMut(String),
+    ) -> io::Result<std::process::ExitStatus> {
+        use std::os::unix::process::ExitStatusExt;
+        loop {
+            let mut status = 0;
+            // SAFETY: polling our own child.
+            let rc = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+            if rc == pid {
+                return Ok(std::process::ExitStatus::from_raw(status));
+            }
+            if rc < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            let mut fd = libc::pollfd {
+                fd: self.read.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: polling a descriptor we own.
+            unsafe { libc::poll(&mut fd, if self.eof { 0 } else { 1 }, 100) };
+            self.drain(report);
+        }
+    }
+
+    /// Takes what is already in the pipe (written before the job's group was killed).
+    pub fn drain_now(&mut self, report: &mut dyn FnMut(String)) {
+        self.drain(report);
+    }
+
+    /// Keeps draining until every writer has closed the pipe: a process that escaped the job's
+    /// group still gets its output into this attempt's log.
+    pub fn drain_to_end(&mut self, report: &mut dyn FnMut(String)) {
+        loop {
+            if let Drained::Eof = self.drain(report) {
+                return;
+            }
+            let mut fd = libc::pollfd {
+                fd: self.read.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: polling a descriptor we own.
+            if unsafe { libc::poll(&mut fd, 1, -1) } < 0
+                && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted
+            {
+                return;
+            }
+        }
+    }
+}
+
+fn write_log(file: &mut Option<File>, path: &std::path::Path, chunk: &[u8]) -> io::Result<()> {
+    if file.is_none() {
+        *file = Some(OpenOptions::new().create(true).append(true).open(path)?);
+    }
+    match file {
+        Some(f) => f.write_all(chunk),
+        None => Ok(()),
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+    use crate::launch;
+    use std::ffi::OsString;
+
+    fn start(script: &str, write: &OwnedFd) -> libc::pid_t {
+        let argv: Vec<OsString> = ["sh", "-c", script].iter().map(OsString::from).collect();
+        let fd = write.as_raw_fd();
+        let plan =
+            launch::Plan::new(&argv, &launch::environment(&[], &[]), None, [fd, fd, fd]).unwrap();
+        launch::launch(&plan).unwrap()
+    }
+
+    #[test]
+    fn a_silent_job_leaves_no_file_and_output_lands_in_order() {
+        assert!(supported());
+        let dir = tempfile::tempdir().unwrap();
+        let mut notes = Vec::new();
+        let mut report = |m: String| notes.push(m);
+
+        let (read, write) = pipe().unwrap();
+        let pid = start("exit 3", &write);
+        drop(write);
+        let mut out = Output::new(read, dir.path().join("silent.log"));
+        let st = out.run_until_exit(pid, &mut report).unwrap();
+        assert_eq!(st.code(), Some(3));
+        out.drain_to_end(&mut report);
+        assert!(!dir.path().join("silent.log").exists());
+
+        let (read, write) = pipe().unwrap();
+        let pid = start(
+            "echo one; echo two >&2; head -c 300000 /dev/zero; echo end",
+            &write,
+        );
+        drop(write);
+        let path = dir.path().join("loud.log");
+        let mut out = Output::new(read, path.clone());
+        out.run_until_exit(pid, &mut report).unwrap();
+        out.drain_now(&mut report);
+        let got = std::fs::read(&path).unwrap();
+        assert!(got.starts_with(b"one\ntwo\n") && got.ends_with(b"end\n"));
+        assert_eq!(got.len(), 8 + 300_000 + 4);
+        assert!(notes.is_empty(), "{notes:?}");
+    }
+
+    #[test]
+    fn an_escaped_writer_cannot_hide_the_exit_and_still_reaches_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let go = dir.path().join("go");
+        let mut report = |m: String| panic!("{m}");
+        let (read, write) = pipe().unwrap();
+        // The leader exits at once; a detached child holds the pipe until `go` exists, which
+        // is only created after the exit was seen (else this test would hang).
+        let script = format!(
+            "(while [ ! -e {} ]; do sleep 0.01; done; echo late) & echo early",
+            go.display()
+        );
+        let pid = start(&script, &write);
+        drop(write);
+        let path = dir.path().join("x.log");
+        let mut out = Output::new(read, path.clone());
+        assert_eq!(
+            out.run_until_exit(pid, &mut report).unwrap().code(),
+            Some(0)
+        );
+        std::fs::write(&go, "").unwrap();
+        out.drain_to_end(&mut report);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "early\nlate\n");
+    }
+
+    #[test]
+    fn an_unwritable_log_is_reported_once_and_the_job_never_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut notes = Vec::new();
+        let mut report = |m: String| notes.push(m);
+        let (read, write) = pipe().unwrap();
+        // More than a pipe holds: the job would block if nobody read.
+        let pid = start("head -c 1000000 /dev/zero; echo done", &write);
+        drop(write);
+        let mut out = Output::new(read, dir.path().join("missing/x.log"));
+        assert_eq!(
+            out.run_until_exit(pid, &mut report).unwrap().code(),
+            Some(0)
+        );
+        out.drain_to_end(&mut report);
+        assert_eq!(notes.len(), 1, "reported once: {notes:?}");
+        assert!(notes[0].contains("missing/x.log"), "{notes:?}");
+    }
+}
