@@ -4,10 +4,12 @@
 # Builds the release binary, then in a fresh temporary directory measures:
 #   (a) 1000 x `/bin/true` through one worker with 2 slots (submit --lines + wait --all)
 #       against `xargs -P2` running the same 1000 `sh -c` commands; median of 3 each
+#   (a') the same with `exec /bin/true`, which workq must also hand to sh (no plain-line shortcut)
 #   (b) wall time of one `workq submit -- true` (no worker running, and with an idle worker)
 #   (c) submit-to-start latency on an idle worker, p50/p95, against running the same job directly
 #   (d) RSS of an idle worker
 #   (e) claim+finish cost with 1,000 and 1,000,000 jobs queued (cargo bench, workq-store)
+#   (f) wall time of `submit --lines` with 10,000 lines
 # plus the machine: nproc and the disk's synchronous-write rate in the temp directory.
 #
 # Environment: SAMPLES (default 50) for (b) and (c); REPS (default 3) for (a);
@@ -131,10 +133,14 @@ A=$TMP/a
 LINES=$TMP/lines.txt
 yes /bin/true | head -n "$NJOBS" >"$LINES" || true
 [[ $(wc -l <"$LINES") -eq $NJOBS ]]
+LINES_SH=$TMP/lines-sh.txt
+yes 'exec /bin/true' | head -n "$NJOBS" >"$LINES_SH" || true
 start_worker "$A" throughput 2
 A_WORKER=$WPID
 WQ_TIMES=()
 XA_TIMES=()
+WQ_SH_TIMES=()
+XA_SH_TIMES=()
 # CPU accounting, to see where the time goes: user+system seconds of the submit and wait
 # processes (bash `time`), of the worker itself and of the jobs it reaped (/proc/PID/stat).
 TIMEFORMAT='%U %S'
@@ -156,8 +162,21 @@ for r in $(seq "$REPS"); do
     XA_TIMES+=("$(calc "($t1 - $t0) / 1e6" 3)")
     echo "run $r: workq ${WQ_TIMES[-1]} s, xargs ${XA_TIMES[-1]} s"
 done
-unset TIMEFORMAT
 read -r W_SELF1 W_KIDS1 < <(proc_cpu "$A_WORKER")
+# (a') Not counted in the CPU figures above; jobs that go through sh on both sides.
+for r in $(seq "$REPS"); do
+    t0=$(now_us)
+    wq "$A" submit --lines "$LINES_SH" >/dev/null 2>>"$TMP/cli.log"
+    wq "$A" wait --all 2>>"$TMP/cli.log"
+    t1=$(now_us)
+    WQ_SH_TIMES+=("$(calc "($t1 - $t0) / 1e6" 3)")
+    t0=$(now_us)
+    xargs -P2 -I{} sh -c {} <"$LINES_SH"
+    t1=$(now_us)
+    XA_SH_TIMES+=("$(calc "($t1 - $t0) / 1e6" 3)")
+    echo "run $r (exec /bin/true, both through sh): workq ${WQ_SH_TIMES[-1]} s, xargs ${XA_SH_TIMES[-1]} s"
+done
+unset TIMEFORMAT
 A_WQ=$(printf '%s\n' "${WQ_TIMES[@]}" | median)
 A_XA=$(printf '%s\n' "${XA_TIMES[@]}" | median)
 A_RATIO=$(calc "$A_WQ / $A_XA" 2)
@@ -168,11 +187,15 @@ A_CPU_JOBS=$(calc "($W_KIDS1 - $W_KIDS0) * 1000 / ($NJOBS * $REPS)" 2)
 A_CPU_SUBMIT=$(per_job_ms "$TMP/cpu-submit")
 A_CPU_WAIT=$(per_job_ms "$TMP/cpu-wait")
 A_CPU_XARGS=$(per_job_ms "$TMP/cpu-xargs")
+A_SH_WQ=$(printf '%s\n' "${WQ_SH_TIMES[@]}" | median)
+A_SH_XA=$(printf '%s\n' "${XA_SH_TIMES[@]}" | median)
+A_SH_RATIO=$(calc "$A_SH_WQ / $A_SH_XA" 2)
 SUCCEEDED=$(wq "$A" --json status | grep -o '"succeeded":[0-9]*' | head -1 | cut -d: -f2)
-[[ "$SUCCEEDED" -eq $((NJOBS * REPS)) ]] || { echo "expected $((NJOBS * REPS)) succeeded jobs, status says $SUCCEEDED" >&2; exit 1; }
+[[ "$SUCCEEDED" -eq $((2 * NJOBS * REPS)) ]] || { echo "expected $((2 * NJOBS * REPS)) succeeded jobs, status says $SUCCEEDED" >&2; exit 1; }
 stop_worker "$A_WORKER"
-echo "median: workq $A_WQ s ($(calc "$NJOBS / $A_WQ" 0) jobs/s), xargs $A_XA s ($(calc "$NJOBS / $A_XA" 0) jobs/s), ratio $A_RATIO (target <= 1.15)"
-echo "(workq time = submit start to wait --all exit; wait polls every 50 ms)"
+echo "median: workq $A_WQ s ($(calc "$NJOBS / $A_WQ" 0) jobs/s), xargs $A_XA s ($(calc "$NJOBS / $A_XA" 0) jobs/s), ratio $A_RATIO (target <= 1.10)"
+echo "median, both through sh: workq $A_SH_WQ s, xargs $A_SH_XA s, ratio $A_SH_RATIO"
+echo "(workq time = submit start to wait --all exit; wait looks every 20 ms)"
 echo "CPU per job (user+sys, ms; $NPROC cpus, 2 slots): workq: worker $A_CPU_WORKER + jobs $A_CPU_JOBS + submit $A_CPU_SUBMIT + wait $A_CPU_WAIT = $(calc "$A_CPU_WORKER + $A_CPU_JOBS + $A_CPU_SUBMIT + $A_CPU_WAIT" 2); xargs (incl. its sh children): $A_CPU_XARGS"
 
 # ---------------------------------------------------------------- (b) submit wall time
@@ -222,19 +245,21 @@ echo "baseline fork+exec of /bin/true from bash: median $B_SPAWN_MS ms"
 
 echo
 echo "== (c) submit-to-start latency on an idle worker (1 slot), $SAMPLES jobs"
-# The job stamps the time it started running. Measured from just before the submit process is
-# forked, so it includes submit's own runtime, the worker's claim and spawn, and sh + date
-# start-up. The baseline runs the same command directly, so the difference is the queue.
+# The job is `date +%s%N` run directly (no shell): it stamps the time it started running into
+# its log. Submit-to-start is measured from the moment `submit` returns (the job is acknowledged
+# and the worker rung) to that stamp, so it includes the worker's wake-up, claim and spawn and
+# date's own start-up. The baseline is bash starting the same `date`; the full figure from just
+# before the submit process is forked (its own start-up included) is shown too.
 C_LAT=()
 C_POST=()
 C_SUB=()
 for i in $(seq "$SAMPLES"); do
-    f=$TMP/c.$i
     t0=$(now_us)
-    wq "$B" submit -- sh -c "date +%s%N > $f" >/dev/null 2>>"$TMP/cli.log"
+    id=$(wq "$B" submit -- date +%s%N 2>>"$TMP/cli.log")
     t1=$(now_us)
+    f=$B/logs/$(printf '%03d' $((id / 1000)))/$id.1.log
     for _ in $(seq 2000); do [[ -s $f ]] && break; sleep 0.005; done
-    [[ -s $f ]] || { echo "job $i did not run within 10 s" >&2; exit 1; }
+    [[ -s $f ]] || { echo "job $id did not run within 10 s (no $f)" >&2; exit 1; }
     started_ns=$(<"$f")
     C_LAT+=("$((started_ns / 1000 - t0))")
     C_POST+=("$((started_ns / 1000 - t1))")
@@ -245,23 +270,23 @@ C_BASE=()
 for i in $(seq "$SAMPLES"); do
     f=$TMP/cb.$i
     t0=$(now_us)
-    sh -c "date +%s%N > $f"
+    date +%s%N >"$f"
     started_ns=$(<"$f")
     C_BASE+=("$((started_ns / 1000 - t0))")
+    sleep 0.05
 done
 ms() { awk '{printf "%.2f", $1/1000}'; }
 C_P50=$(printf '%s\n' "${C_LAT[@]}" | median | ms)
 C_P95=$(printf '%s\n' "${C_LAT[@]}" | pctl 0.95 | ms)
-C_MAX=$(printf '%s\n' "${C_LAT[@]}" | pctl 1 | ms)
 C_SUB50=$(printf '%s\n' "${C_SUB[@]}" | median | ms)
 C_POST50=$(printf '%s\n' "${C_POST[@]}" | median | ms)
 C_POST95=$(printf '%s\n' "${C_POST[@]}" | pctl 0.95 | ms)
+C_POSTMAX=$(printf '%s\n' "${C_POST[@]}" | pctl 1 | ms)
 C_B50=$(printf '%s\n' "${C_BASE[@]}" | median | ms)
 C_B95=$(printf '%s\n' "${C_BASE[@]}" | pctl 0.95 | ms)
-echo "submit-to-start:        p50 $C_P50 ms, p95 $C_P95 ms, max $C_MAX ms (target p50 <= 5 ms)"
-echo "  of which submit call: p50 $C_SUB50 ms; submit exit -> job start: p50 $C_POST50 ms, p95 $C_POST95 ms"
-echo "baseline sh -c 'date' run directly: p50 $C_B50 ms, p95 $C_B95 ms"
-echo "queue overhead (p50 difference): $(calc "$C_P50 - $C_B50" 2) ms"
+echo "submit-to-start (submit returned -> job running): p50 $C_POST50 ms, p95 $C_POST95 ms, max $C_POSTMAX ms (target p50 <= 2 ms)"
+echo "baseline, bash starting the same date:            p50 $C_B50 ms, p95 $C_B95 ms"
+echo "from before the submit process is forked:         p50 $C_P50 ms, p95 $C_P95 ms (the submit call itself: p50 $C_SUB50 ms)"
 B_RSS_AFTER=$(rss_kib "$B_WORKER")
 stop_worker "$B_WORKER"
 
@@ -277,8 +302,25 @@ D_HWM=$(awk '/^VmHWM:/ {print $2}' "/proc/$WPID/status")
 D_THREADS=$(awk '/^Threads:/ {print $2}' "/proc/$WPID/status")
 stop_worker "$WPID"
 D_MIB=$(calc "$D_RSS / 1024" 1)
-echo "fresh worker, 1 s idle: VmRSS $D_MIB MiB (peak $(calc "$D_HWM / 1024" 1) MiB, $D_THREADS threads) (target <= 10 MiB)"
+echo "fresh worker, 1 s idle: VmRSS $D_MIB MiB (peak $(calc "$D_HWM / 1024" 1) MiB, $D_THREADS threads) (target <= 8 MiB)"
 echo "after work, idle: 2-slot worker after $((NJOBS * REPS)) jobs $(calc "$A_RSS_AFTER / 1024" 1) MiB; 1-slot worker after $((2 * SAMPLES)) jobs $(calc "$B_RSS_AFTER / 1024" 1) MiB"
+
+# ---------------------------------------------------------------- (f) 10,000-line submit
+
+echo
+echo "== (f) submit --lines with 10,000 lines (no worker), 5 runs"
+F=$TMP/f
+yes 'echo a job line' | head -n 10000 >"$TMP/lines10k.txt" || true
+wq "$F" submit -- true >/dev/null 2>>"$TMP/cli.log"   # creates the store; not timed
+F_TIMES=()
+for _ in $(seq 5); do
+    t0=$(now_us)
+    wq "$F" submit --lines "$TMP/lines10k.txt" >/dev/null 2>>"$TMP/cli.log"
+    t1=$(now_us)
+    F_TIMES+=("$(calc "($t1 - $t0) / 1e6" 3)")
+done
+F_MED=$(printf '%s\n' "${F_TIMES[@]}" | median)
+echo "runs: ${F_TIMES[*]} s; median $F_MED s (target < 0.5 s)"
 
 # ---------------------------------------------------------------- (e) store claim cost
 
@@ -297,11 +339,13 @@ fi
 echo
 echo "== summary (nproc $NPROC, $FSYNC_RATE sync writes/s, load at start $LOAD, at end $(cut -d' ' -f1-3 /proc/loadavg))"
 printf '%-44s %-30s %-12s %s\n' "figure" "measured" "target" "verdict"
-printf '%-44s %-30s %-12s %s\n' "(a) 1000 jobs, 2 slots: workq / xargs -P2" "${A_RATIO}x ($A_WQ s / $A_XA s)" "<= 1.15" "$(verdict "$A_RATIO <= 1.15")"
+printf '%-44s %-30s %-12s %s\n' "(a) 1000 jobs, 2 slots: workq / xargs -P2" "${A_RATIO}x ($A_WQ s / $A_XA s)" "<= 1.10" "$(verdict "$A_RATIO <= 1.10")"
+printf '%-44s %-30s %-12s %s\n' "(a') the same, both through sh" "${A_SH_RATIO}x ($A_SH_WQ s / $A_SH_XA s)" "-" "-"
 printf '%-44s %-30s %-12s %s\n' "(b) submit -- true, median, no worker" "$B_NOW_MS ms" "<= 3 ms" "$(verdict "$B_NOW_MS <= 3")"
 printf '%-44s %-30s %-12s %s\n' "(b) submit -- true, median, idle worker" "$B_WW_MS ms" "<= 3 ms" "$(verdict "$B_WW_MS <= 3")"
-printf '%-44s %-30s %-12s %s\n' "(c) submit-to-start p50 (p95)" "$C_P50 ms ($C_P95 ms)" "p50 <= 5 ms" "$(verdict "$C_P50 <= 5")"
-printf '%-44s %-30s %-12s %s\n' "(d) idle worker RSS" "$D_MIB MiB" "<= 10 MiB" "$(verdict "$D_MIB <= 10")"
+printf '%-44s %-30s %-12s %s\n' "(c) submit-to-start p50 (p95)" "$C_POST50 ms ($C_POST95 ms)" "p50 <= 2 ms" "$(verdict "$C_POST50 <= 2")"
+printf '%-44s %-30s %-12s %s\n' "(d) idle worker RSS" "$D_MIB MiB" "<= 8 MiB" "$(verdict "$D_MIB <= 8")"
+printf '%-44s %-30s %-12s %s\n' "(f) submit --lines, 10,000 lines (median)" "$F_MED s" "< 0.5 s" "$(verdict "$F_MED < 0.5")"
 if [[ -n "$E_RATIO" ]]; then
     printf '%-44s %-30s %-12s %s\n' "(e) claim+finish, 1M vs 1k queued (mean)" "${E_RATIO}x ($E_LARGE / $E_SMALL us)" "<= 1.5x" "$(verdict "$E_RATIO <= 1.5")"
 fi

@@ -181,19 +181,32 @@ impl Client {
 
     /// The jobs with these ids, in the given order; a missing id is an error.
     pub fn jobs(&self, ids: &[JobId]) -> Result<Vec<Job>, Error> {
-        let found = self.store.list(&ListFilter {
-            ids: ids.to_vec(),
-            ..ListFilter::default()
-        })?;
+        let mut found: std::collections::HashMap<JobId, Job> = self
+            .jobs_in_states(ids, &[])?
+            .into_iter()
+            .map(|j| (j.id, j))
+            .collect();
         ids.iter()
-            .map(|id| {
-                found
-                    .iter()
-                    .find(|j| j.id == *id)
-                    .cloned()
-                    .ok_or(Error::JobNotFound(*id))
-            })
+            .map(|id| found.remove(id).ok_or(Error::JobNotFound(*id)))
             .collect()
+    }
+
+    /// Those of the jobs `ids` that are in one of `states` (any state if empty), in no
+    /// particular order. Asks in chunks, so any number of ids fits in the store's statements.
+    pub fn jobs_in_states(
+        &self,
+        ids: &[JobId],
+        states: &[workq_core::JobState],
+    ) -> Result<Vec<Job>, Error> {
+        let mut out = Vec::new();
+        for chunk in ids.chunks(500) {
+            out.extend(self.store.list(&ListFilter {
+                ids: chunk.to_vec(),
+                states: states.to_vec(),
+                ..ListFilter::default()
+            })?);
+        }
+        Ok(out)
     }
 
     /// Cancels jobs; running ones are stopped by their workers, which are woken at once.

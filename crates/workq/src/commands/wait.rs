@@ -83,6 +83,8 @@ pub(crate) enum WaitEnd {
     Interrupted,
 }
 
+const TERMINAL: [JobState; 3] = [JobState::Succeeded, JobState::Failed, JobState::Cancelled];
+
 /// Waits for `ids` with a progress bar on a terminal; warns once if no worker serves them.
 pub(crate) fn wait_jobs(
     ctx: &Context,
@@ -93,11 +95,22 @@ pub(crate) fn wait_jobs(
 ) -> Result<WaitEnd, CliError> {
     // Fails with exit 3 on an unknown id before waiting.
     let mut jobs = client.jobs(ids)?;
+    let position: std::collections::HashMap<i64, usize> =
+        jobs.iter().enumerate().map(|(i, j)| (j.id, i)).collect();
+    // Only unfinished jobs are asked about again, and only for whether they have finished:
+    // each job is read in full once more, when it ends, however long the wait.
+    let mut pending: Vec<i64> = jobs
+        .iter()
+        .filter(|j| !j.state.is_terminal())
+        .map(|j| j.id)
+        .collect();
+    let mut running = jobs.iter().filter(|j| j.state == JobState::Running).count();
     let deadline = timeout.map(|t| Instant::now() + t);
     let mut bar = Progress::new(ctx.err_tty && !ctx.quiet && !ctx.json);
     let mut warned = false;
     let started = Instant::now();
     let mut last_read = Instant::now();
+    let mut last_count = Instant::now();
     loop {
         let counts = Counts {
             succeeded: jobs
@@ -108,7 +121,7 @@ pub(crate) fn wait_jobs(
                 .iter()
                 .filter(|j| matches!(j.state, JobState::Failed | JobState::Cancelled))
                 .count(),
-            running: jobs.iter().filter(|j| j.state == JobState::Running).count(),
+            running,
             total: jobs.len(),
         };
         bar.draw(counts);
@@ -149,9 +162,29 @@ pub(crate) fn wait_jobs(
             }
             warned = true;
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(20));
         if client.store().changed()? || last_read.elapsed() > Duration::from_secs(1) {
-            jobs = client.jobs(ids)?;
+            let ended = client.jobs_in_states(&pending, &TERMINAL)?;
+            if !ended.is_empty() {
+                let ended_ids: std::collections::HashSet<i64> =
+                    ended.iter().map(|j| j.id).collect();
+                pending.retain(|id| !ended_ids.contains(id));
+                for j in ended {
+                    if let Some(&i) = position.get(&j.id) {
+                        jobs[i] = j;
+                    }
+                }
+            }
+            // Counting running jobs costs a probe per pending id: only for the bar, and for the
+            // "no worker" warning about once a second.
+            if bar.visible()
+                || (!warned
+                    && started.elapsed() > Duration::from_secs(2)
+                    && last_count.elapsed() > Duration::from_secs(1))
+            {
+                last_count = Instant::now();
+                running = client.jobs_in_states(&pending, &[JobState::Running])?.len();
+            }
             last_read = Instant::now();
         }
     }

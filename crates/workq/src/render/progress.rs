@@ -24,6 +24,11 @@ pub struct Progress {
 }
 
 impl Progress {
+    /// Whether it draws at all.
+    pub fn visible(&self) -> bool {
+        self.enabled
+    }
+
     /// A bar that draws when `enabled`.
     pub fn new(enabled: bool) -> Self {
         Progress {
