@@ -246,13 +246,17 @@ echo "baseline fork+exec of /bin/true from bash: median $B_SPAWN_MS ms"
 echo
 echo "== (c) submit-to-start latency on an idle worker (1 slot), $SAMPLES jobs"
 # The job is `date +%s%N` run directly (no shell): it stamps the time it started running into
-# its log. Submit-to-start is measured from the moment `submit` returns (the job is acknowledged
-# and the worker rung) to that stamp, so it includes the worker's wake-up, claim and spawn and
-# date's own start-up. The baseline is bash starting the same `date`; the full figure from just
-# before the submit process is forked (its own start-up included) is shown too.
+# its log. Submit-to-start is measured from the job's created_at, which submit takes inside its
+# transaction, before the commit and the doorbell ring, to that stamp: it includes the commit,
+# the worker's wake-up, claim and spawn, and date's own start-up. created_at has millisecond
+# resolution (truncated), so the figure errs high by up to 1 ms. Also shown: from submit's
+# return (it can be negative: the job may start while submit is still exiting), the baseline
+# of bash starting the same `date`, and the full figure from just before the submit process is
+# forked (its own start-up included).
 C_LAT=()
 C_POST=()
 C_SUB=()
+C_ENQ=()
 for i in $(seq "$SAMPLES"); do
     t0=$(now_us)
     id=$(wq "$B" submit -- date +%s%N 2>>"$TMP/cli.log")
@@ -264,6 +268,9 @@ for i in $(seq "$SAMPLES"); do
     C_LAT+=("$((started_ns / 1000 - t0))")
     C_POST+=("$((started_ns / 1000 - t1))")
     C_SUB+=("$((t1 - t0))")
+    created=$(wq "$B" --json show "$id" 2>>"$TMP/cli.log" | grep -o '"created_at":"[^"]*"' | cut -d'"' -f4)
+    created_ms=$(date -d "$created" +%s%3N)
+    C_ENQ+=("$((started_ns / 1000 - created_ms * 1000))")
     sleep 0.1    # the worker finishes the job and goes idle again
 done
 C_BASE=()
@@ -281,12 +288,15 @@ C_P95=$(printf '%s\n' "${C_LAT[@]}" | pctl 0.95 | ms)
 C_SUB50=$(printf '%s\n' "${C_SUB[@]}" | median | ms)
 C_POST50=$(printf '%s\n' "${C_POST[@]}" | median | ms)
 C_POST95=$(printf '%s\n' "${C_POST[@]}" | pctl 0.95 | ms)
-C_POSTMAX=$(printf '%s\n' "${C_POST[@]}" | pctl 1 | ms)
+C_ENQ50=$(printf '%s\n' "${C_ENQ[@]}" | median | ms)
+C_ENQ95=$(printf '%s\n' "${C_ENQ[@]}" | pctl 0.95 | ms)
+C_ENQMAX=$(printf '%s\n' "${C_ENQ[@]}" | pctl 1 | ms)
 C_B50=$(printf '%s\n' "${C_BASE[@]}" | median | ms)
 C_B95=$(printf '%s\n' "${C_BASE[@]}" | pctl 0.95 | ms)
-echo "submit-to-start (submit returned -> job running): p50 $C_POST50 ms, p95 $C_POST95 ms, max $C_POSTMAX ms (target p50 <= 2 ms)"
-echo "baseline, bash starting the same date:            p50 $C_B50 ms, p95 $C_B95 ms"
-echo "from before the submit process is forked:         p50 $C_P50 ms, p95 $C_P95 ms (the submit call itself: p50 $C_SUB50 ms)"
+echo "submit-to-start (created_at -> job running): p50 $C_ENQ50 ms, p95 $C_ENQ95 ms, max $C_ENQMAX ms (target p50 <= 2 ms)"
+echo "from submit's return:                        p50 $C_POST50 ms, p95 $C_POST95 ms"
+echo "baseline, bash starting the same date:       p50 $C_B50 ms, p95 $C_B95 ms"
+echo "from before the submit process is forked:    p50 $C_P50 ms, p95 $C_P95 ms (the submit call itself: p50 $C_SUB50 ms)"
 B_RSS_AFTER=$(rss_kib "$B_WORKER")
 stop_worker "$B_WORKER"
 
@@ -343,7 +353,7 @@ printf '%-44s %-30s %-12s %s\n' "(a) 1000 jobs, 2 slots: workq / xargs -P2" "${A
 printf '%-44s %-30s %-12s %s\n' "(a') the same, both through sh" "${A_SH_RATIO}x ($A_SH_WQ s / $A_SH_XA s)" "-" "-"
 printf '%-44s %-30s %-12s %s\n' "(b) submit -- true, median, no worker" "$B_NOW_MS ms" "<= 3 ms" "$(verdict "$B_NOW_MS <= 3")"
 printf '%-44s %-30s %-12s %s\n' "(b) submit -- true, median, idle worker" "$B_WW_MS ms" "<= 3 ms" "$(verdict "$B_WW_MS <= 3")"
-printf '%-44s %-30s %-12s %s\n' "(c) submit-to-start p50 (p95)" "$C_POST50 ms ($C_POST95 ms)" "p50 <= 2 ms" "$(verdict "$C_POST50 <= 2")"
+printf '%-44s %-30s %-12s %s\n' "(c) submit-to-start p50 (p95)" "$C_ENQ50 ms ($C_ENQ95 ms)" "p50 <= 2 ms" "$(verdict "$C_ENQ50 <= 2")"
 printf '%-44s %-30s %-12s %s\n' "(d) idle worker RSS" "$D_MIB MiB" "<= 8 MiB" "$(verdict "$D_MIB <= 8")"
 printf '%-44s %-30s %-12s %s\n' "(f) submit --lines, 10,000 lines (median)" "$F_MED s" "< 0.5 s" "$(verdict "$F_MED < 0.5")"
 if [[ -n "$E_RATIO" ]]; then

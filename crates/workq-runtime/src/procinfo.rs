@@ -26,9 +26,24 @@ pub fn boot_id() -> String {
 
 /// Fields of `/proc/PID/stat` after the command name: (state, ppid, pgid, start time).
 fn stat_fields(pid: i32) -> Option<(char, i32, i32, u64)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may contain spaces and parentheses: split after the last ')'.
-    let rest = &text[text.rfind(')')? + 2..];
+    use std::io::Read;
+    // One read into a stack buffer: this runs for every job started, and read_to_string's
+    // stat and growing reads cost several times as many system calls.
+    let mut buf = [0u8; 2048];
+    let mut f = std::fs::File::open(format!("/proc/{pid}/stat")).ok()?;
+    let mut len = 0;
+    while len < buf.len() {
+        match f.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    // The command name may contain spaces, parentheses and any bytes: split after the last ')'.
+    let bytes = &buf[..len];
+    let close = bytes.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(bytes.get(close + 1..)?).ok()?;
     let f: Vec<&str> = rest.split_whitespace().collect();
     let state = f.first()?.chars().next()?;
     let ppid = f.get(1)?.parse().ok()?;
