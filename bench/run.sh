@@ -338,10 +338,35 @@ E_RATIO=""
 if [[ -z "${SKIP_STORE_BENCH:-}" ]]; then
     echo
     echo "== (e) claim+finish cost vs backlog (cargo bench -p workq-store --bench claim)"
-    TMPDIR=$TMP cargo bench -q -p workq-store --bench claim 2>>"$TMP/cargo.log" | tee "$TMP/claim.out"
-    E_SMALL=$(awk '/^RESULT n=1000 / {for (i=1;i<=NF;i++) if ($i ~ /^mean_us=/) {sub("mean_us=","",$i); print $i}}' "$TMP/claim.out")
-    E_LARGE=$(awk '/^RESULT n=1000000 / {for (i=1;i<=NF;i++) if ($i ~ /^mean_us=/) {sub("mean_us=","",$i); print $i}}' "$TMP/claim.out")
-    E_RATIO=$(awk '/^RESULT ratio_mean=/ {split($2,a,"="); print a[2]}' "$TMP/claim.out")
+    E_KEEP=$TMP/e-store
+    WORKQ_BENCH_KEEP=$E_KEEP TMPDIR=$TMP cargo bench -q -p workq-store --bench claim 2>>"$TMP/cargo.log" | tee "$TMP/claim.out"
+    mean_of() { awk -v n="$1" '$1 == "RESULT" && $2 == "n=" n {for (i=1;i<=NF;i++) if ($i ~ /^mean_us=/) {sub("mean_us=","",$i); print $i}}' "$TMP/claim.out"; }
+    ratio_of() { awk -v n="$1" '$1 == "RESULT" && $2 == "ratio" && $3 == "n=" n {split($4,a,"="); print a[2]}' "$TMP/claim.out"; }
+    E_SMALL=$(mean_of 1000)
+    E_LARGE=$(mean_of 1000000)
+    E_FIN=$(mean_of 1000000/1000)
+    E_RATIO=$(ratio_of 1000000)
+    E_FIN_RATIO=$(ratio_of 1000000/1000)
+
+    # The command line against the store of 1,000,000 jobs, all but 1,000 finished.
+    echo
+    echo "== (e') the command line against 1,000,000 jobs, all but 1,000 finished (median of 20)"
+    time_cmd() {
+        local t=() i t0 t1
+        for i in $(seq 20); do
+            t0=$(now_us); wq "$E_KEEP" "$@" >/dev/null 2>>"$TMP/cli.log"; t1=$(now_us)
+            t+=("$((t1 - t0))")
+        done
+        printf '%s\n' "${t[@]}" | median | ms
+    }
+    E_SUBMIT=$(time_cmd submit -- true)
+    E_STATUS=$(time_cmd status)
+    E_LIST=$(time_cmd list --limit 50)
+    E_LISTQ=$(time_cmd list --state queued --limit 50)
+    E_DB_MIB=$(calc "$(stat -c %s "$E_KEEP/workq.db") / 1048576" 0)
+    echo "submit -- true: $E_SUBMIT ms; status: $E_STATUS ms; list --limit 50: $E_LIST ms; list --state queued --limit 50: $E_LISTQ ms (database $E_DB_MIB MiB)"
+    echo "claim+finish: $E_FIN us per pair with 1M mostly finished, $E_SMALL us with 1,000 queued (${E_FIN_RATIO}x)"
+    rm -rf "$E_KEEP"
 fi
 
 # ---------------------------------------------------------------- summary
@@ -358,4 +383,6 @@ printf '%-44s %-30s %-12s %s\n' "(d) idle worker RSS" "$D_MIB MiB" "<= 8 MiB" "$
 printf '%-44s %-30s %-12s %s\n' "(f) submit --lines, 10,000 lines (median)" "$F_MED s" "< 0.5 s" "$(verdict "$F_MED < 0.5")"
 if [[ -n "$E_RATIO" ]]; then
     printf '%-44s %-30s %-12s %s\n' "(e) claim+finish, 1M vs 1k queued (mean)" "${E_RATIO}x ($E_LARGE / $E_SMALL us)" "<= 1.5x" "$(verdict "$E_RATIO <= 1.5")"
+    printf '%-44s %-30s %-12s %s\n' "(e) the same, 1M mostly finished vs 1k" "${E_FIN_RATIO}x ($E_FIN / $E_SMALL us)" "<= 1.5x" "$(verdict "$E_FIN_RATIO <= 1.5")"
+    printf '%-44s %-30s %-12s %s\n' "(e') 1M mostly finished: submit/status/list" "$E_SUBMIT / $E_STATUS / $E_LIST ms" "-" "-"
 fi

@@ -5,8 +5,12 @@
 //! Run: `cargo bench -p workq-store --bench claim`
 //!
 //! Plain `main` timed with `std::time::Instant` (no criterion). Environment overrides:
-//!   WORKQ_BENCH_SIZES  comma-separated backlog sizes  (default "1000,1000000")
+//!   WORKQ_BENCH_SIZES  comma-separated sizes (default "1000,1000000,1000000/1000"): `N` is a
+//!                      backlog of N queued jobs; `N/Q` is N jobs of which all but Q have
+//!                      already run and succeeded (a long-lived store, mostly finished)
 //!   WORKQ_BENCH_ITERS  timed claim+finish iterations  (default 2000)
+//!   WORKQ_BENCH_KEEP   a directory: the store of the last `N/Q` size is left there as
+//!                      DIR/workq.db, for timing the command line against it (bench/run.sh)
 //! The store lives in a fresh temporary directory (honours TMPDIR), opened with the default
 //! options, so WAL and the production durability settings apply: claim commits without fsync,
 //! finish commits with fsync.
@@ -28,7 +32,7 @@ const REFILL: usize = 100;
 const WARMUP: usize = 200;
 
 struct Stats {
-    n: usize,
+    label: String,
     iters: usize,
     setup: Duration,
     mean_us: f64,
@@ -90,17 +94,43 @@ fn one_cycle(store: &SqliteStore, worker: i64, queues: &[String]) -> (Duration, 
     (t1 - t0, t2 - t1)
 }
 
-fn run(n: usize, iters: usize) -> Stats {
+/// Runs and succeeds `count` of the queued jobs, a thousand per transaction pair.
+fn finish_n(store: &SqliteStore, worker: i64, queues: &[String], count: usize) {
+    let mut left = count;
+    while left > 0 {
+        let claimed = store
+            .claim(worker, queues, left.min(1000) as u32)
+            .expect("claim");
+        assert!(!claimed.is_empty(), "ran out of jobs to finish");
+        let done: Vec<FinishRequest> = claimed
+            .iter()
+            .map(|j| FinishRequest {
+                job_id: j.id,
+                lease: j.lease,
+                outcome: Outcome::Succeeded,
+                exit_code: Some(0),
+                signal: None,
+                error: None,
+            })
+            .collect();
+        store.finish(worker, &done).expect("finish");
+        left -= claimed.len();
+    }
+}
+
+fn run(total: usize, queued: usize, iters: usize, keep: Option<&Path>) -> Stats {
+    let n = queued;
     let dir = tempfile::Builder::new()
         .prefix("workq-claim-bench")
         .tempdir()
         .expect("temp dir");
-    let db = dir.path().join("workq.db");
+    let home = keep.unwrap_or(dir.path());
+    std::fs::create_dir_all(home).expect("bench directory");
+    let db = home.join("workq.db");
     let store = SqliteStore::open(&db, SqliteOptions::default()).expect("open store");
 
     let t = Instant::now();
-    submit_n(&store, n);
-    let setup = t.elapsed();
+    submit_n(&store, total);
 
     let worker = store
         .register_worker(&WorkerRegistration {
@@ -116,6 +146,9 @@ fn run(n: usize, iters: usize) -> Stats {
         })
         .expect("register worker");
     let queues = vec!["default".to_string()];
+    // The oldest jobs run first, so the finished ones are the oldest, as in a real store.
+    finish_n(&store, worker, &queues, total - queued);
+    let setup = t.elapsed();
 
     // Warm-up: prepared-statement cache, pages of the hot index in the page cache.
     for i in 0..WARMUP {
@@ -137,7 +170,7 @@ fn run(n: usize, iters: usize) -> Stats {
         finish_total += f;
         per_op.push((c + f).as_secs_f64() * 1e6);
     }
-    let total: f64 = per_op.iter().sum();
+    let sum_us: f64 = per_op.iter().sum();
     per_op.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let remaining = store.count_unfinished(None).expect("count");
     // The backlog must still be about n, or the measurement is not what it claims to be.
@@ -149,10 +182,14 @@ fn run(n: usize, iters: usize) -> Stats {
     wal.push("-wal");
     let db_bytes = file_size(&db) + file_size(Path::new(&wal));
     Stats {
-        n,
+        label: if total == queued {
+            format!("{n}")
+        } else {
+            format!("{total}/{queued}")
+        },
         iters,
         setup,
-        mean_us: total / iters as f64,
+        mean_us: sum_us / iters as f64,
         p50_us: pct(&per_op, 0.50),
         p95_us: pct(&per_op, 0.95),
         p99_us: pct(&per_op, 0.99),
@@ -164,17 +201,22 @@ fn run(n: usize, iters: usize) -> Stats {
 
 fn main() {
     // `cargo bench` passes `--bench`; a filter or other flags are not supported, so ignore them.
-    let sizes: Vec<usize> = std::env::var("WORKQ_BENCH_SIZES")
-        .unwrap_or_else(|_| "1000,1000000".into())
+    let number = |s: &str| -> usize {
+        s.trim()
+            .replace('_', "")
+            .parse()
+            .expect("WORKQ_BENCH_SIZES: numbers, N or N/Q")
+    };
+    let sizes: Vec<(usize, usize)> = std::env::var("WORKQ_BENCH_SIZES")
+        .unwrap_or_else(|_| "1000,1000000,1000000/1000".into())
         .split(',')
         .filter(|s| !s.trim().is_empty())
-        .map(|s| {
-            s.trim()
-                .replace('_', "")
-                .parse()
-                .expect("WORKQ_BENCH_SIZES: numbers")
+        .map(|s| match s.split_once('/') {
+            Some((t, q)) => (number(t), number(q)),
+            None => (number(s), number(s)),
         })
         .collect();
+    let keep = std::env::var_os("WORKQ_BENCH_KEEP").map(std::path::PathBuf::from);
     let iters: usize = std::env::var("WORKQ_BENCH_ITERS")
         .ok()
         .map(|s| s.parse().expect("WORKQ_BENCH_ITERS: a number"))
@@ -185,13 +227,14 @@ fn main() {
         "{iters} timed iterations per size after {WARMUP} warm-up; backlog refilled every {REFILL}"
     );
     let mut results = Vec::new();
-    for &n in &sizes {
-        let s = run(n, iters);
+    for &(total, queued) in &sizes {
+        let keep_here = keep.as_deref().filter(|_| total != queued);
+        let s = run(total, queued, iters, keep_here);
         println!(
-            "N={:>9}: setup {:>7.1}s ({:.0} jobs/s), db {:.1} MiB",
-            s.n,
+            "N={:>15}: setup {:>7.1}s ({:.0} jobs/s), db {:.1} MiB",
+            s.label,
             s.setup.as_secs_f64(),
-            s.n as f64 / s.setup.as_secs_f64().max(1e-9),
+            total as f64 / s.setup.as_secs_f64().max(1e-9),
             s.db_bytes as f64 / (1024.0 * 1024.0)
         );
         println!(
@@ -203,17 +246,22 @@ fn main() {
     for s in &results {
         println!(
             "RESULT n={} iters={} mean_us={:.1} p50_us={:.1} p95_us={:.1} p99_us={:.1} claim_us={:.1} finish_us={:.1} setup_s={:.1}",
-            s.n, s.iters, s.mean_us, s.p50_us, s.p95_us, s.p99_us, s.claim_mean_us, s.finish_mean_us, s.setup.as_secs_f64()
+            s.label, s.iters, s.mean_us, s.p50_us, s.p95_us, s.p99_us, s.claim_mean_us, s.finish_mean_us, s.setup.as_secs_f64()
         );
     }
-    if results.len() >= 2 {
-        let (a, b) = (&results[0], &results[results.len() - 1]);
-        let ratio = b.mean_us / a.mean_us;
-        let ratio_p50 = b.p50_us / a.p50_us;
-        println!(
-            "N={} vs N={}: mean ratio {:.2}x, p50 ratio {:.2}x (target <= 1.5x)",
-            b.n, a.n, ratio, ratio_p50
-        );
-        println!("RESULT ratio_mean={ratio:.3} ratio_p50={ratio_p50:.3}");
+    // Each larger size against the first (smallest) one.
+    if let Some(a) = results.first() {
+        for b in &results[1..] {
+            let ratio = b.mean_us / a.mean_us;
+            let ratio_p50 = b.p50_us / a.p50_us;
+            println!(
+                "N={} vs N={}: mean ratio {:.2}x, p50 ratio {:.2}x (target <= 1.5x)",
+                b.label, a.label, ratio, ratio_p50
+            );
+            println!(
+                "RESULT ratio n={} mean={ratio:.3} p50={ratio_p50:.3}",
+                b.label
+            );
+        }
     }
 }
