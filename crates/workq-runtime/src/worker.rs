@@ -162,6 +162,8 @@ struct Loop<'a> {
     unsent: Vec<FinishRequest>,
     /// After a failed step, not before this.
     retry_at: Option<Instant>,
+    /// The last purge stopped at its cap: purge again at the next sweep, not in an hour.
+    purge_backlog: bool,
     done: u64,
     failed: u64,
     paused_state: WorkerState,
@@ -260,6 +262,7 @@ pub fn run_worker(
         running: HashMap::new(),
         unsent: Vec::new(),
         retry_at: None,
+        purge_backlog: false,
         done: 0,
         failed: 0,
         paused_state: WorkerState::Running,
@@ -826,7 +829,9 @@ impl Loop<'_> {
 
     /// Deletes jobs that finished longer ago than `keep`, 500 per transaction and at most
     /// 20 batches per hour, so the store stays bounded under a steady stream of jobs.
-    fn purge_old_jobs(&self, keep: Duration) {
+    /// Purges finished jobs older than `keep`, at most 10,000 in 500-job transactions so that a
+    /// sweep never holds the loop up for long. Returns true if more remain.
+    fn purge_old_jobs(&self, keep: Duration) -> bool {
         let before = Timestamp(self.store.now().0.saturating_sub(keep.as_millis() as i64));
         let states = [
             workq_core::JobState::Succeeded,
@@ -834,6 +839,7 @@ impl Loop<'_> {
             workq_core::JobState::Cancelled,
         ];
         let mut total = 0;
+        let mut more = true;
         for _ in 0..20 {
             match self.store.purge(before, &states, 500) {
                 Ok(p) => {
@@ -842,12 +848,14 @@ impl Loop<'_> {
                     }
                     total += p.jobs;
                     if p.jobs < 500 {
+                        more = false;
                         break;
                     }
                 }
                 Err(e) => {
                     self.log
                         .error(format_args!("could not purge old jobs: {e}"));
+                    more = false;
                     break;
                 }
             }
@@ -858,6 +866,7 @@ impl Loop<'_> {
                 format_duration(keep)
             ));
         }
+        more
     }
 
     /// Follows `workq worker pause/resume`: the flag lives in the store under our name.
@@ -908,8 +917,12 @@ impl Loop<'_> {
                     .log
                     .error(format_args!("could not prune the registry: {e}")),
             }
-            if let Some(keep) = self.opts.job_retention {
-                self.purge_old_jobs(keep);
+        }
+        // A stream faster than one sweep's share is caught up a share per heartbeat, so
+        // the store cannot grow without bound.
+        if let Some(keep) = self.opts.job_retention {
+            if due || self.purge_backlog {
+                self.purge_backlog = self.purge_old_jobs(keep);
             }
         }
         match rescue::sweep(self.store, Some(self.id)) {

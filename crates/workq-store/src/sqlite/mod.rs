@@ -119,6 +119,10 @@ impl SqliteStore {
             true,
         )
         .map_err(|e| map_err(&display, e))?;
+        // After a checkpoint, cut the WAL back to 16 MiB: it otherwise keeps the size of its
+        // largest burst for good.
+        conn.query_row("PRAGMA journal_size_limit = 16777216", [], |_| Ok(()))
+            .map_err(|e| map_err(&display, e))?;
         let mut store = SqliteStore {
             conn,
             path: path.to_path_buf(),
