@@ -129,15 +129,17 @@ impl Plan {
     }
 }
 
-/// The environment of this process with `set` applied and `remove` taken out.
+/// The environment of this process with `set` applied (a later entry of a name wins) and
+/// `remove` taken out; every name appears once.
 pub fn environment(set: &[(&str, &str)], remove: &[&str]) -> Vec<(OsString, OsString)> {
     let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
         .filter(|(k, _)| !remove.iter().any(|r| k == r) && !set.iter().any(|(s, _)| k == s))
         .collect();
-    env.extend(
-        set.iter()
-            .map(|(k, v)| (OsString::from(k), OsString::from(v))),
-    );
+    for (i, (k, v)) in set.iter().enumerate() {
+        if !set[i + 1..].iter().any(|(later, _)| later == k) {
+            env.push((OsString::from(k), OsString::from(v)));
+        }
+    }
     env
 }
 
@@ -227,10 +229,16 @@ pub fn launch(plan: &Plan) -> io::Result<libc::pid_t> {
     // SAFETY: sigset operations on sets we own; clone with a fresh stack and a child function
     // that makes raw system calls only; the parent sleeps until the child execs or exits.
     let (pid, clone_err) = unsafe {
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        let mut old: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        // The raw system call, because pthread_sigmask leaves glibc's own two signals open.
+        let all: [u64; 1] = [!0];
+        let mut old: [u64; 1] = [0];
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            all.as_ptr(),
+            old.as_mut_ptr(),
+            8usize,
+        );
         let top = (stack as *mut u8).add(STACK);
         let pid = libc::clone(
             child_main,
@@ -239,7 +247,13 @@ pub fn launch(plan: &Plan) -> io::Result<libc::pid_t> {
             (&mut args as *mut ChildArgs).cast(),
         );
         let clone_err = io::Error::last_os_error();
-        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            old.as_ptr(),
+            std::ptr::null_mut::<u64>(),
+            8usize,
+        );
         libc::munmap(stack, STACK);
         (pid, clone_err)
     };
@@ -333,9 +347,19 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         let mut dfl: libc::sigaction = std::mem::zeroed();
         dfl.sa_sigaction = libc::SIG_DFL;
         libc::sigaction(libc::SIGPIPE, &dfl, std::ptr::null_mut());
-        let mut empty: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut empty);
-        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        // Handlers of ours must not run here once signals are let in: back to the default for
+        // the ones Rust's runtime catches (exec resets caught signals anyway).
+        for sig in [libc::SIGSEGV, libc::SIGBUS] {
+            libc::sigaction(sig, &dfl, std::ptr::null_mut());
+        }
+        let empty: [u64; 1] = [0];
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            empty.as_ptr(),
+            std::ptr::null_mut::<u64>(),
+            8usize,
+        );
 
         let mut last = libc::ENOENT;
         for i in 0..a.n_attempts {
@@ -528,6 +552,10 @@ mod tests {
         assert_eq!(run(&p).unwrap(), 0);
         let out = std::fs::read_to_string(dir.path().join("out")).unwrap();
         assert!(out.ends_with(" v unset\n"), "{out}");
+        let twice = environment(&[("WORKQ_T", "user"), ("WORKQ_T", "marker")], &[]);
+        let t: Vec<_> = twice.iter().filter(|(k, _)| k == "WORKQ_T").collect();
+        assert_eq!(t.len(), 1, "one entry per name");
+        assert_eq!(t[0].1, "marker", "the later one wins");
         let e = Plan::new(&os(&["a\0b"]), &env, None, [0, 1, 2])
             .err()
             .unwrap();

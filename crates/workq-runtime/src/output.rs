@@ -49,7 +49,10 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     // SAFETY: fcntl on a descriptor we own.
     unsafe {
         let flags = libc::fcntl(write.as_raw_fd(), libc::F_GETFL);
-        libc::fcntl(write.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK);
+        if flags < 0 || libc::fcntl(write.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK) < 0
+        {
+            return Err(io::Error::last_os_error());
+        }
     }
     Ok((read, write))
 }
@@ -86,24 +89,23 @@ impl Output {
         }
     }
 
-    /// Moves everything waiting in the pipe to the log. A log that cannot be written is reported
-    /// through `report` and its bytes dropped: the job must never block on its output.
-    fn drain(&mut self, report: &mut dyn FnMut(String)) -> Drained {
+    /// Moves up to `limit` bytes waiting in the pipe to the log, so that a writer faster than
+    /// the log cannot keep the caller from looking at anything else. A log that cannot be
+    /// written is reported through `report` and its bytes dropped: the job must never block on
+    /// its output.
+    fn drain(&mut self, limit: usize, report: &mut dyn FnMut(String)) -> Drained {
         if self.eof {
             return Drained::Eof;
         }
         if self.buf.is_empty() {
             self.buf = vec![0; 64 * 1024];
         }
-        loop {
+        let mut left = limit;
+        while left > 0 {
+            let want = left.min(self.buf.len());
             // SAFETY: reading into our own buffer.
-            let n = unsafe {
-                libc::read(
-                    self.read.as_raw_fd(),
-                    self.buf.as_mut_ptr().cast(),
-                    self.buf.len(),
-                )
-            };
+            let n =
+                unsafe { libc::read(self.read.as_raw_fd(), self.buf.as_mut_ptr().cast(), want) };
             if n == 0 {
                 self.eof = true;
                 return Drained::Eof;
@@ -119,6 +121,7 @@ impl Output {
                     }
                 }
             }
+            left -= n as usize;
             let chunk = &self.buf[..n as usize];
             if let Err(e) = write_log(&mut self.file, &self.path, chunk) {
                 let msg = format!(
@@ -134,6 +137,17 @@ impl Output {
                 self.problem = None;
             }
         }
+        Drained::Empty
+    }
+
+    /// Bytes waiting in the pipe now.
+    fn waiting(&self) -> usize {
+        let mut n: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int.
+        if unsafe { libc::ioctl(self.read.as_raw_fd(), libc::FIONREAD, &mut n) } < 0 {
+            return 64 * 1024;
+        }
+        n.max(0) as usize
     }
 
     /// Drains the pipe until `pid` exits, then reaps it and returns its status.
@@ -164,14 +178,14 @@ impl Output {
             // SAFETY: polling descriptors we own.
             let rc = unsafe { libc::poll(fds.as_mut_ptr(), n, -1) };
             if rc < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
+                if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
-                return Err(e);
+                return self.poll_until_exit(pid, report);
             }
             if n == 2 && fds[1].revents != 0 {
-                self.drain(report);
+                // One pipe's worth, then look at the pidfd again.
+                self.drain(PIPE_SHARE, report);
             }
             if fds[0].revents != 0 {
                 return crate::launch::wait(pid);
@@ -205,20 +219,24 @@ impl Output {
             };
             // SAFETY: polling a descriptor we own.
             unsafe { libc::poll(&mut fd, if self.eof { 0 } else { 1 }, 100) };
-            self.drain(report);
+            self.drain(PIPE_SHARE, report);
         }
     }
 
-    /// Takes what is already in the pipe (written before the job's group was killed).
+    /// Takes what is in the pipe now (written before the job's group was killed), and no more:
+    /// a writer that escaped the group must not hold up the report of the exit.
     pub fn drain_now(&mut self, report: &mut dyn FnMut(String)) {
-        self.drain(report);
+        let n = self.waiting();
+        if n > 0 {
+            self.drain(n, report);
+        }
     }
 
     /// Keeps draining until every writer has closed the pipe: a process that escaped the job's
     /// group still gets its output into this attempt's log.
     pub fn drain_to_end(&mut self, report: &mut dyn FnMut(String)) {
         loop {
-            if let Drained::Eof = self.drain(report) {
+            if let Drained::Eof = self.drain(usize::MAX, report) {
                 return;
             }
             let mut fd = libc::pollfd {
@@ -236,9 +254,23 @@ impl Output {
     }
 }
 
+/// Bytes moved per turn while also watching for the exit: one default pipe's capacity.
+const PIPE_SHARE: usize = 64 * 1024;
+
 fn write_log(file: &mut Option<File>, path: &std::path::Path, chunk: &[u8]) -> io::Result<()> {
     if file.is_none() {
-        *file = Some(OpenOptions::new().create(true).append(true).open(path)?);
+        let open = || OpenOptions::new().create(true).append(true).open(path);
+        let f = match open() {
+            // Its directory was checked when the job started; it may have gone since.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                open()?
+            }
+            other => other?,
+        };
+        *file = Some(f);
     }
     match file {
         Some(f) => f.write_all(chunk),
@@ -326,13 +358,32 @@ mod tests {
         // More than a pipe holds: the job would block if nobody read.
         let pid = start("head -c 1000000 /dev/zero; echo done", &write);
         drop(write);
-        let mut out = Output::new(read, dir.path().join("missing/x.log"));
+        // The log's "directory" is a file.
+        std::fs::write(dir.path().join("file"), "").unwrap();
+        let mut out = Output::new(read, dir.path().join("file/x.log"));
         assert_eq!(
             out.run_until_exit(pid, &mut report).unwrap().code(),
             Some(0)
         );
         out.drain_to_end(&mut report);
         assert_eq!(notes.len(), 1, "reported once: {notes:?}");
-        assert!(notes[0].contains("missing/x.log"), "{notes:?}");
+        assert!(notes[0].contains("file/x.log"), "{notes:?}");
+    }
+
+    #[test]
+    fn a_writer_that_never_pauses_cannot_hide_the_exit() {
+        let mut report = |m: String| panic!("{m}");
+        let (read, write) = pipe().unwrap();
+        // `yes` stays in the group after the leader exits and keeps the pipe full.
+        let pid = start("yes & exit 7", &write);
+        drop(write);
+        let mut out = Output::new(read, std::path::PathBuf::from("/dev/null"));
+        assert_eq!(
+            out.run_until_exit(pid, &mut report).unwrap().code(),
+            Some(7)
+        );
+        crate::spawn::signal_group(pid, libc::SIGKILL);
+        out.drain_now(&mut report);
+        out.drain_to_end(&mut report);
     }
 }

@@ -70,11 +70,11 @@ pub fn describe_spawn_error(job: &ClaimedJob, e: &io::Error) -> String {
 /// Names that `sh` runs itself (reserved words and builtins), so a line that starts with one
 /// must go to the shell.
 const SHELL_WORDS: &[&str] = &[
-    "!", "{", "}", "case", "do", "done", "elif", "else", "esac", "fi", "for", "if", "in", "then",
-    "until", "while", ".", ":", "alias", "bg", "break", "cd", "command", "continue", "echo",
-    "eval", "exec", "exit", "export", "false", "fc", "fg", "getopts", "hash", "jobs", "kill",
-    "local", "printf", "pwd", "read", "readonly", "return", "set", "shift", "source", "test",
-    "times", "trap", "true", "type", "ulimit", "umask", "unalias", "unset", "wait",
+    "!", "{", "}", "case", "chdir", "do", "done", "elif", "else", "esac", "fi", "for", "if", "in",
+    "then", "until", "while", ".", ":", "alias", "bg", "break", "cd", "command", "continue",
+    "echo", "eval", "exec", "exit", "export", "false", "fc", "fg", "getopts", "hash", "jobs",
+    "kill", "local", "printf", "pwd", "read", "readonly", "return", "set", "shift", "source",
+    "test", "times", "trap", "true", "type", "ulimit", "umask", "unalias", "unset", "wait",
 ];
 
 /// The words of `line` when `sh -c line` would do nothing but run them as one program: no
@@ -170,12 +170,14 @@ pub fn spawn_job(job: &ClaimedJob, log_dir: &Path, store_id: &str) -> io::Result
             let env = launch::environment(&set, &remove);
             // The shell would export the directory it runs in as PWD; do the same.
             let pwd = match &job.spec.cwd {
-                Some(d) => OsString::from(d),
-                None => std::env::current_dir()?.into_os_string(),
+                Some(d) => Some(OsString::from(d)),
+                None => std::env::current_dir().ok().map(|d| d.into_os_string()),
             };
             let mut direct = env.clone();
-            direct.retain(|(k, _)| k != "PWD");
-            direct.push(("PWD".into(), pwd));
+            if let Some(pwd) = pwd {
+                direct.retain(|(k, _)| k != "PWD");
+                direct.push(("PWD".into(), pwd));
+            }
             launch::Plan::new(&os(&words), &direct, cwd, fds)?
                 .or_else(&os(&["sh", "-c", line]), &env)?
         }

@@ -164,6 +164,8 @@ struct Loop<'a> {
     retry_at: Option<Instant>,
     /// The last purge stopped at its cap: purge again at the next sweep, not in an hour.
     purge_backlog: bool,
+    /// Processes started but not yet recorded (their transaction failed): sent with the next.
+    pending_spawns: Vec<SpawnRecord>,
     done: u64,
     failed: u64,
     paused_state: WorkerState,
@@ -263,6 +265,7 @@ pub fn run_worker(
         unsent: Vec::new(),
         retry_at: None,
         purge_backlog: false,
+        pending_spawns: Vec::new(),
         done: 0,
         failed: 0,
         paused_state: WorkerState::Running,
@@ -329,7 +332,9 @@ impl Loop<'_> {
                 }
             }
             // Results go out with the next step (or after a failed one, once it is time again).
-            if !self.unsent.is_empty() && self.retry_at.is_none_or(|t| now >= t) {
+            if (!self.unsent.is_empty() || !self.pending_spawns.is_empty())
+                && self.retry_at.is_none_or(|t| now >= t)
+            {
                 dirty = true;
             }
             if dirty {
@@ -415,7 +420,7 @@ impl Loop<'_> {
                     wake_at = wake_at.min(*until);
                 }
             }
-            if !self.unsent.is_empty() {
+            if !self.unsent.is_empty() || !self.pending_spawns.is_empty() {
                 wake_at = wake_at.min(self.retry_at.unwrap_or(now + Duration::from_secs(1)));
             }
             let first = match rx.recv_timeout(wake_at.saturating_duration_since(Instant::now())) {
@@ -472,7 +477,7 @@ impl Loop<'_> {
                 for (job, status) in exits {
                     self.on_exit(job, status);
                 }
-                // Their results and the next claims share one transaction.
+                // Their results go out right after the next claims are started.
                 self.retry_at = None;
                 dirty = true;
             }
@@ -486,9 +491,13 @@ impl Loop<'_> {
         self.opts.slots.saturating_sub(self.running.len() as u32)
     }
 
-    /// One transaction: finish what ended, claim what fits (when `claiming`) and start it, and
-    /// record the started processes. Returns when to look again for scheduled jobs, if any
-    /// wait, or for a retry after an error.
+    /// Claims what fits (when `claiming`) and starts it, then sends the results that were
+    /// waiting and the processes just started in one durable transaction. Returns when to look
+    /// again for scheduled jobs, if any wait, or for a retry after an error.
+    ///
+    /// The claim commits first, without an fsync (a claim lost to a power cut only means a
+    /// re-run, and its job died in the same cut), so that every attempt is on record before its
+    /// process exists; the results' fsync then overlaps the new jobs instead of delaying them.
     fn step_and_spawn(&mut self, claiming: bool) -> Option<Instant> {
         let free = self.free_slots();
         let limit = if claiming && self.paused_state != WorkerState::Paused && !self.fenced {
@@ -496,61 +505,55 @@ impl Loop<'_> {
         } else {
             0
         };
-        if limit == 0 && self.unsent.is_empty() {
+        if limit == 0 && self.unsent.is_empty() && self.pending_spawns.is_empty() {
             return None;
         }
-        // Jobs start inside the transaction, before its commit (and fsync): see Store::step.
-        let mut started: Vec<(ClaimedJob, io::Result<spawn::Started>)> = Vec::new();
-        let (log_dir, store_id) = (&self.opts.log_dir, &self.store_id);
-        let mut starter = |job: &ClaimedJob| -> Option<SpawnRecord> {
-            let result = spawn::spawn_job(job, log_dir, store_id);
-            let record = result.as_ref().ok().map(|st| SpawnRecord {
-                job_id: job.id,
-                lease: job.lease,
-                pid: st.pid,
-                pgid: st.pid,
-                pid_start_time: st.start_time,
-                log_path: st.log_path.display().to_string(),
-            });
-            started.push((job.clone(), result));
-            record
-        };
-        let stepped = self.store.step(
-            self.id,
-            &self.unsent,
-            &self.opts.queues,
-            limit,
-            &mut starter,
-        );
-        let outcomes = match stepped {
-            Ok((outcomes, _)) => outcomes,
-            Err(e) => {
-                // The claims were rolled back: the jobs just started must not run unrecorded.
-                for (_, st) in &started {
-                    if let Ok(st) = st {
-                        spawn::signal_group(st.pid, libc::SIGKILL);
-                        let _ = crate::launch::wait(st.pid);
-                    }
-                }
-                self.log.error(format_args!(
-                    "could not reach the store ({} result(s) kept, will retry): {e}",
-                    self.unsent.len()
-                ));
-                let at = Instant::now() + Duration::from_millis(500);
-                self.retry_at = Some(at);
-                return Some(at);
+        let claimed = if limit > 0 {
+            match self.store.claim(self.id, &self.opts.queues, limit) {
+                Ok(c) => c,
+                Err(e) => return Some(self.store_failed("could not claim jobs", &e)),
             }
+        } else {
+            Vec::new()
         };
-        self.retry_at = None;
-        self.account(outcomes);
-        let got = started.len() as u32;
+        let got = claimed.len() as u32;
         if got > 0 {
             self.log
                 .debug(format_args!("claimed {got} job(s) for {free} free slot(s)"));
         }
-        for (job, result) in started {
+        for job in claimed {
+            let result = spawn::spawn_job(&job, &self.opts.log_dir, &self.store_id);
+            if let Ok(st) = &result {
+                self.pending_spawns.push(SpawnRecord {
+                    job_id: job.id,
+                    lease: job.lease,
+                    pid: st.pid,
+                    pgid: st.pid,
+                    pid_start_time: st.start_time,
+                    log_path: st.log_path.display().to_string(),
+                });
+            }
             self.watch(job, result);
         }
+        if !self.unsent.is_empty() || !self.pending_spawns.is_empty() {
+            let spawns = std::mem::take(&mut self.pending_spawns);
+            match self
+                .store
+                .step(self.id, &spawns, &self.unsent, &self.opts.queues, 0)
+            {
+                Ok((outcomes, _)) => self.account(outcomes),
+                Err(e) => {
+                    self.pending_spawns = spawns;
+                    let what = format!(
+                        "could not record {} result(s) and {} started job(s) (kept, will retry)",
+                        self.unsent.len(),
+                        self.pending_spawns.len()
+                    );
+                    return Some(self.store_failed(&what, &e));
+                }
+            }
+        }
+        self.retry_at = None;
         if limit > 0 && got < limit {
             match self.store.next_run_at(&self.opts.queues) {
                 Ok(Some(at)) => {
@@ -564,6 +567,24 @@ impl Loop<'_> {
             }
         }
         None
+    }
+
+    /// Logs a failed store call and sets when to try again.
+    fn store_failed(&mut self, what: &str, e: &dyn std::fmt::Display) -> Instant {
+        self.log.error(format_args!("{what}: {e}"));
+        let at = Instant::now() + Duration::from_millis(500);
+        self.retry_at = Some(at);
+        at
+    }
+
+    /// Stops a job we started but will not watch, container included, and reaps it.
+    fn stop_unrecorded(&self, job: &ClaimedJob, pid: i32) {
+        spawn::signal_group(pid, libc::SIGKILL);
+        if let Some(c) = &job.spec.container {
+            let name = workq_core::Container::name(&self.store_id, job.id, job.attempt);
+            crate::container::signal(&c.runtime, &name, crate::container::Action::Remove);
+        }
+        let _ = crate::launch::wait(pid);
     }
 
     /// Takes charge of a job started (or not) in a step: a waiter thread reaps it, or a
@@ -608,8 +629,7 @@ impl Loop<'_> {
                     });
                 if let Err(e) = waiter {
                     // Without a waiter nobody would reap the job: stop it and retry later.
-                    spawn::signal_group(pgid, libc::SIGKILL);
-                    let _ = crate::launch::wait(pid);
+                    self.stop_unrecorded(&job, pid);
                     self.unsent.push(FinishRequest {
                         job_id: job.id,
                         lease: job.lease,
@@ -899,6 +919,34 @@ impl Loop<'_> {
         }
     }
 
+    /// Jobs the store says this worker runs but the worker does not know: a commit reported as
+    /// failed that went through after all (a connection lost during COMMIT), whose jobs were
+    /// stopped. They go back to the queue as interrupted, which costs them nothing.
+    fn requeue_forgotten(&mut self) {
+        let Ok(all) = self.store.running_jobs() else {
+            return;
+        };
+        for r in all {
+            if r.worker_id == Some(self.id)
+                && !self.running.contains_key(&r.job_id)
+                && !self.unsent.iter().any(|u| u.job_id == r.job_id)
+            {
+                self.log.info(format_args!(
+                    "job {}: the store has it running here, but it is not: queued again",
+                    r.job_id
+                ));
+                self.unsent.push(FinishRequest {
+                    job_id: r.job_id,
+                    lease: r.lease,
+                    outcome: Outcome::Interrupted,
+                    exit_code: None,
+                    signal: None,
+                    error: Some("its worker lost track of it; queued again".into()),
+                });
+            }
+        }
+    }
+
     fn sweep(&mut self) {
         let due = self
             .last_prune
@@ -925,6 +973,7 @@ impl Loop<'_> {
                 self.purge_backlog = self.purge_old_jobs(keep);
             }
         }
+        self.requeue_forgotten();
         match rescue::sweep(self.store, Some(self.id)) {
             Ok(report) => {
                 for (id, name, reason) in &report.dead_workers {

@@ -26,15 +26,6 @@ use workq_core::{
 /// Result type of store operations.
 pub type Result<T> = std::result::Result<T, StoreError>;
 
-/// What a worker does with a job claimed in [`Store::step`], inside its transaction: start it and
-/// return the process to record, or `None` if it did not start.
-pub type Starter<'a> = &'a mut dyn FnMut(&ClaimedJob) -> Option<SpawnRecord>;
-
-/// A [`Starter`] that starts nothing (for callers that only want the claims).
-pub fn start_nothing(_: &ClaimedJob) -> Option<SpawnRecord> {
-    None
-}
-
 /// Everything workq persists, behind one interface that every backend implements identically.
 pub trait Store: Send {
     /// The store's clock (injected in tests so retries and rescues need no sleeping).
@@ -52,18 +43,16 @@ pub trait Store: Send {
     /// Ends attempts and applies the retry policy; a stale lease changes nothing.
     fn finish(&self, worker: WorkerId, results: &[FinishRequest]) -> Result<Vec<FinishOutcome>>;
 
-    /// Finishes `results`, claims up to `limit` more from `queues`, calls `start` on each claimed
-    /// job and records the process it returns, all in one transaction: the worker's hot path.
-    /// The jobs start before the commit, so its fsync overlaps their first instants instead of
-    /// delaying them. On an error nothing was applied, and the caller must stop whatever `start`
-    /// started.
+    /// Records `spawns`, finishes `results` and claims up to `limit` more from `queues`, all in
+    /// one transaction: the worker's hot path, one commit per wake-up instead of three. On an
+    /// error nothing was applied.
     fn step(
         &self,
         worker: WorkerId,
+        spawns: &[SpawnRecord],
         results: &[FinishRequest],
         queues: &[String],
         limit: u32,
-        start: Starter<'_>,
     ) -> Result<(Vec<FinishOutcome>, Vec<ClaimedJob>)>;
 
     /// One job, if it exists.

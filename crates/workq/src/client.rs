@@ -181,13 +181,13 @@ impl Client {
 
     /// The jobs with these ids, in the given order; a missing id is an error.
     pub fn jobs(&self, ids: &[JobId]) -> Result<Vec<Job>, Error> {
-        let mut found: std::collections::HashMap<JobId, Job> = self
+        let found: std::collections::HashMap<JobId, Job> = self
             .jobs_in_states(ids, &[])?
             .into_iter()
             .map(|j| (j.id, j))
             .collect();
         ids.iter()
-            .map(|id| found.remove(id).ok_or(Error::JobNotFound(*id)))
+            .map(|id| found.get(id).cloned().ok_or(Error::JobNotFound(*id)))
             .collect()
     }
 

@@ -696,10 +696,10 @@ impl Store for PgStore {
     fn step(
         &self,
         worker: WorkerId,
+        spawns: &[SpawnRecord],
         results: &[FinishRequest],
         queues: &[String],
         limit: u32,
-        start: crate::Starter<'_>,
     ) -> Result<(Vec<FinishOutcome>, Vec<ClaimedJob>)> {
         let now = self.now_ms();
         let host = self.opts.host.clone();
@@ -708,6 +708,9 @@ impl Store for PgStore {
         qs.dedup();
         let jitters: Vec<u64> = results.iter().map(|_| self.new_lease() as u64).collect();
         self.write(!results.is_empty(), |tx| {
+            if !spawns.is_empty() {
+                self.record_spawn_tx(tx, spawns)?;
+            }
             let finished = if results.is_empty() {
                 Vec::new()
             } else {
@@ -718,10 +721,6 @@ impl Store for PgStore {
             } else {
                 self.claim_tx(tx, worker, &qs, limit, now, &host)?
             };
-            let spawns: Vec<SpawnRecord> = claimed.iter().filter_map(&mut *start).collect();
-            if !spawns.is_empty() {
-                self.record_spawn_tx(tx, &spawns)?;
-            }
             Ok((finished, claimed))
         })
     }

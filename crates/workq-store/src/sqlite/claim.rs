@@ -304,10 +304,10 @@ pub(super) fn finish_tx(
 pub(super) fn step(
     s: &SqliteStore,
     worker: WorkerId,
+    spawns: &[SpawnRecord],
     results: &[FinishRequest],
     queues: &[String],
     limit: u32,
-    start: crate::Starter<'_>,
 ) -> Result<(Vec<FinishOutcome>, Vec<ClaimedJob>)> {
     let now = s.now();
     let durability = if results.is_empty() {
@@ -316,10 +316,9 @@ pub(super) fn step(
         Durability::Full
     };
     s.write(durability, |tx| {
+        record_spawn_tx(tx, spawns)?;
         let finished = finish_tx(s, tx, worker, results, now)?;
         let claimed = claim_tx(s, tx, worker, queues, limit, now)?;
-        let spawns: Vec<SpawnRecord> = claimed.iter().filter_map(&mut *start).collect();
-        record_spawn_tx(tx, &spawns)?;
         Ok((finished, claimed))
     })
 }

@@ -93,6 +93,15 @@ pub(crate) fn wait_jobs(
     timeout: Option<Duration>,
     interrupts: &Interrupts,
 ) -> Result<WaitEnd, CliError> {
+    // The same id given twice is waited for once.
+    let mut unique = Vec::with_capacity(ids.len());
+    let mut seen = std::collections::HashSet::new();
+    for &id in ids {
+        if seen.insert(id) {
+            unique.push(id);
+        }
+    }
+    let ids = &unique[..];
     // Fails with exit 3 on an unknown id before waiting.
     let mut jobs = client.jobs(ids)?;
     let position: std::collections::HashMap<i64, usize> =
@@ -138,6 +147,12 @@ pub(crate) fn wait_jobs(
                     counts.total
                 );
             }
+            // Report the unfinished ones as they are now, not as first read.
+            for j in client.jobs_in_states(&pending, &[])? {
+                if let Some(&i) = position.get(&j.id) {
+                    jobs[i] = j;
+                }
+            }
             return Ok(WaitEnd::TimedOut(jobs));
         }
         if interrupts.received().is_some() {
@@ -163,7 +178,19 @@ pub(crate) fn wait_jobs(
             warned = true;
         }
         std::thread::sleep(Duration::from_millis(20));
-        if client.store().changed()? || last_read.elapsed() > Duration::from_secs(1) {
+        let slow_tick = last_read.elapsed() > Duration::from_secs(1);
+        if slow_tick {
+            // A job purged or deleted meanwhile would otherwise be waited for until the timeout.
+            let present = client.jobs_in_states(&pending, &[])?;
+            if present.len() < pending.len() {
+                let have: std::collections::HashSet<i64> = present.iter().map(|j| j.id).collect();
+                if let Some(gone) = pending.iter().find(|id| !have.contains(id)) {
+                    bar.finish();
+                    return Err(workq::Error::JobNotFound(*gone).into());
+                }
+            }
+        }
+        if slow_tick || client.store().changed()? {
             let ended = client.jobs_in_states(&pending, &TERMINAL)?;
             if !ended.is_empty() {
                 let ended_ids: std::collections::HashSet<i64> =
