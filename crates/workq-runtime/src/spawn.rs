@@ -16,8 +16,6 @@ use workq_core::ClaimedJob;
 pub struct Started {
     /// Its pid, which is also its process group id.
     pub pid: i32,
-    /// Its kernel start time.
-    pub start_time: u64,
     /// Its combined stdout/stderr log.
     pub log_path: PathBuf,
     /// The pipe its output arrives on, to drain into `log_path`; `None` when it writes to the
@@ -194,7 +192,6 @@ pub fn spawn_job(job: &ClaimedJob, log_dir: &Path, store_id: &str) -> io::Result
     drop(log);
     Ok(Started {
         pid,
-        start_time: crate::procinfo::start_time(pid),
         log_path,
         output,
     })

@@ -529,7 +529,10 @@ impl Loop<'_> {
                     lease: job.lease,
                     pid: st.pid,
                     pgid: st.pid,
-                    pid_start_time: st.start_time,
+                    // Unknown (0): reading /proc/PID/stat of a process in the middle of exec
+                    // cost a tenth of the worker's time per job, and nothing reads it back:
+                    // a job's processes are found by the marker in their environment.
+                    pid_start_time: 0,
                     log_path: st.log_path.display().to_string(),
                 });
             }
