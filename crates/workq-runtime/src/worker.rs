@@ -152,6 +152,9 @@ impl Running {
     }
 }
 
+/// How long finished jobs' results may wait for others to share their commit (and its fsync).
+const COMMIT_DELAY: Duration = Duration::from_millis(2);
+
 struct Loop<'a> {
     store: &'a dyn Store,
     opts: WorkerOptions,
@@ -164,8 +167,10 @@ struct Loop<'a> {
     retry_at: Option<Instant>,
     /// The last purge stopped at its cap: purge again at the next sweep, not in an hour.
     purge_backlog: bool,
-    /// Processes started but not yet recorded (their transaction failed): sent with the next.
+    /// Processes started but not yet recorded: they go out with the results.
     pending_spawns: Vec<SpawnRecord>,
+    /// When the results and spawn records held back for a group commit go out.
+    flush_at: Option<Instant>,
     done: u64,
     failed: u64,
     paused_state: WorkerState,
@@ -266,6 +271,7 @@ pub fn run_worker(
         retry_at: None,
         purge_backlog: false,
         pending_spawns: Vec::new(),
+        flush_at: None,
         done: 0,
         failed: 0,
         paused_state: WorkerState::Running,
@@ -327,14 +333,16 @@ impl Loop<'_> {
                     self.interrupt_all(now);
                     interrupted_all = true;
                 }
-                if self.running.is_empty() && self.unsent.is_empty() {
+                if self.running.is_empty()
+                    && self.unsent.is_empty()
+                    && self.pending_spawns.is_empty()
+                {
                     break;
                 }
             }
-            // Results go out with the next step (or after a failed one, once it is time again).
-            if (!self.unsent.is_empty() || !self.pending_spawns.is_empty())
-                && self.retry_at.is_none_or(|t| now >= t)
-            {
+            // Results go out when their commit delay is over (after a failed attempt, once it
+            // is time to try again).
+            if self.flush_time().is_some_and(|t| now >= t) {
                 dirty = true;
             }
             if dirty {
@@ -420,8 +428,8 @@ impl Loop<'_> {
                     wake_at = wake_at.min(*until);
                 }
             }
-            if !self.unsent.is_empty() || !self.pending_spawns.is_empty() {
-                wake_at = wake_at.min(self.retry_at.unwrap_or(now + Duration::from_secs(1)));
+            if let Some(t) = self.flush_time() {
+                wake_at = wake_at.min(t);
             }
             let first = match rx.recv_timeout(wake_at.saturating_duration_since(Instant::now())) {
                 Ok(ev) => ev,
@@ -538,13 +546,28 @@ impl Loop<'_> {
             }
             self.watch(job, result);
         }
-        if !self.unsent.is_empty() || !self.pending_spawns.is_empty() {
+        // Group commit: while other jobs run, results wait up to COMMIT_DELAY for the next
+        // exits, so that one fsync covers several of them. Nothing is visible before it is
+        // durable; only later, by at most the delay.
+        let has_results = !self.unsent.is_empty() || !self.pending_spawns.is_empty();
+        let deadline = if has_results {
+            *self
+                .flush_at
+                .get_or_insert_with(|| Instant::now() + COMMIT_DELAY)
+        } else {
+            Instant::now()
+        };
+        let wait_more = claiming && !self.running.is_empty() && Instant::now() < deadline;
+        if has_results && !wait_more {
             let spawns = std::mem::take(&mut self.pending_spawns);
             match self
                 .store
                 .step(self.id, &spawns, &self.unsent, &self.opts.queues, 0)
             {
-                Ok((outcomes, _)) => self.account(outcomes),
+                Ok((outcomes, _)) => {
+                    self.flush_at = None;
+                    self.account(outcomes);
+                }
                 Err(e) => {
                     self.pending_spawns = spawns;
                     let what = format!(
@@ -570,6 +593,15 @@ impl Loop<'_> {
             }
         }
         None
+    }
+
+    /// When the results and spawn records held back should go out, if any are.
+    fn flush_time(&self) -> Option<Instant> {
+        if self.unsent.is_empty() && self.pending_spawns.is_empty() {
+            return None;
+        }
+        let due = self.flush_at.unwrap_or_else(Instant::now);
+        Some(self.retry_at.map_or(due, |r| due.max(r)))
     }
 
     /// Logs a failed store call and sets when to try again.
