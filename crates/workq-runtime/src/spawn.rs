@@ -148,7 +148,12 @@ pub fn spawn_job(job: &ClaimedJob, log_dir: &Path, store_id: &str) -> io::Result
     let fds = [stdin.as_raw_fd(), log.as_raw_fd(), log.as_raw_fd()];
     let cwd = job.spec.cwd.as_deref().map(OsStr::new);
     let os = |v: &[&str]| -> Vec<OsString> { v.iter().map(OsString::from).collect() };
-    let plan = match (&job.spec.container, job.spec.argv.as_slice()) {
+    // A plain shell line, executed without the shell (see `plain_words`).
+    let plain = match (&job.spec.container, job.spec.argv.as_slice()) {
+        (None, [sh, c, line]) if sh == "sh" && c == "-c" => plain_words(line).map(|w| (w, line)),
+        _ => None,
+    };
+    let plan = match (&job.spec.container, plain) {
         (Some(c), _) => {
             let dir = match &job.spec.cwd {
                 Some(d) => d.clone(),
@@ -163,8 +168,7 @@ pub fn spawn_job(job: &ClaimedJob, log_dir: &Path, store_id: &str) -> io::Result
             let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
             launch::Plan::new(&os(&argv), &launch::environment(&set, &remove), cwd, fds)?
         }
-        (None, [sh, c, line]) if sh == "sh" && c == "-c" && plain_words(line).is_some() => {
-            let words = plain_words(line).unwrap_or_default();
+        (None, Some((words, line))) => {
             let env = launch::environment(&set, &remove);
             // The shell would export the directory it runs in as PWD; do the same.
             let pwd = match &job.spec.cwd {
@@ -179,8 +183,8 @@ pub fn spawn_job(job: &ClaimedJob, log_dir: &Path, store_id: &str) -> io::Result
             launch::Plan::new(&os(&words), &direct, cwd, fds)?
                 .or_else(&os(&["sh", "-c", line]), &env)?
         }
-        (None, argv) => {
-            let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        (None, None) => {
+            let argv: Vec<&str> = job.spec.argv.iter().map(String::as_str).collect();
             launch::Plan::new(&os(&argv), &launch::environment(&set, &remove), cwd, fds)?
         }
     };

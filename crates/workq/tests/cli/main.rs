@@ -808,6 +808,49 @@ fn spawn_errors_are_outcomes_not_crashes() {
 }
 
 #[test]
+fn shell_lines_behave_as_under_sh_and_silent_jobs_leave_no_log() {
+    let p = Project::new();
+    let lines = "printenv WORKQ_QUEUE\nno-such-program-workq arg\necho \"$WORKQ_QUEUE\" quoted\n/bin/true\n";
+    std::fs::write(p.path().join("lines.txt"), lines).unwrap();
+    let ids: Vec<i64> = p
+        .ok(&[
+            "submit",
+            "--lines",
+            "lines.txt",
+            "-e",
+            "WORKQ_QUEUE=user-value",
+        ])
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    let _w = p.worker("lines", 2);
+    p.run(&["wait", "--all"]);
+    let log =
+        |id: i64| String::from_utf8_lossy(&p.run(&["logs", &id.to_string()]).stdout).to_string();
+    // Run directly (a plain line): workq's own variable wins over a user's of the same name.
+    assert_eq!(log(ids[0]), "default\n");
+    // A program that cannot start goes to sh after all: its words, its exit code.
+    let j = p.job(ids[1]);
+    assert_eq!(j["exit_code"], 127, "{j}");
+    assert!(log(ids[1]).contains("not found"), "{}", log(ids[1]));
+    // Not plain: through sh.
+    assert_eq!(log(ids[2]), "default quoted\n");
+    // Silent: succeeded, no log file, and logs says so.
+    assert_eq!(state_of(&p.job(ids[3])), "succeeded");
+    let path = p.job(ids[3])["attempts"][0]["log_file"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(!std::path::Path::new(&path).exists(), "{path}");
+    let out = p.run(&["logs", &ids[3].to_string()]);
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("wrote no output"),
+        "{out:?}"
+    );
+}
+
+#[test]
 fn bad_input_gets_clear_errors_and_exit_codes() {
     let p = Project::new();
     // Empty variables, as shells leave them, mean unset.
