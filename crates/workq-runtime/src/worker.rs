@@ -350,9 +350,13 @@ impl Loop<'_> {
                 if let Some(b) = bell {
                     b.pending.store(false, Ordering::Release);
                 }
-                self.check_cancels();
-                if drain.is_none() && std::mem::take(&mut outside_change) {
-                    self.refresh_pause();
+                // Cancel requests and the pause flag are written by other processes, which
+                // ring us (or change data_version): read them only then, not after every exit.
+                if std::mem::take(&mut outside_change) {
+                    self.check_cancels();
+                    if drain.is_none() {
+                        self.refresh_pause();
+                    }
                 }
                 if let Some(at) = self.step_and_spawn(drain.is_none()) {
                     next_scheduled = Some(at);
@@ -389,6 +393,7 @@ impl Loop<'_> {
                 self.sweep();
                 // A wake-up may have been lost (a notification during a reconnect): look again.
                 dirty = true;
+                outside_change = true;
                 next_heartbeat = now + self.opts.heartbeat;
             }
             if now >= next_poll {
