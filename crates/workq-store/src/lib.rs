@@ -44,7 +44,8 @@ pub trait Store: Send {
     fn finish(&self, worker: WorkerId, results: &[FinishRequest]) -> Result<Vec<FinishOutcome>>;
 
     /// Records `spawns`, finishes `results` and claims up to `limit` more from `queues`, all in
-    /// one transaction: the worker's hot path, one commit per wake-up instead of three. On an
+    /// one transaction. The worker claims on its own first (an attempt must be on record before
+    /// its process exists) and then sends results and pids here with `limit` 0, grouped. On an
     /// error nothing was applied.
     fn step(
         &self,

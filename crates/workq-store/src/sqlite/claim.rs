@@ -299,8 +299,8 @@ pub(super) fn finish_tx(
     }
 }
 
-/// Records spawns, finishes attempts and claims more, in one transaction: the worker's steady
-/// state costs one commit per wake-up instead of three.
+/// Records spawns, finishes attempts and claims more, in one transaction (durable when it
+/// carries results).
 pub(super) fn step(
     s: &SqliteStore,
     worker: WorkerId,
