@@ -963,6 +963,16 @@ impl Loop<'_> {
     /// failed that went through after all (a connection lost during COMMIT), whose jobs were
     /// stopped. They go back to the queue as interrupted, which costs them nothing.
     fn requeue_forgotten(&mut self) {
+        let known = |s: &Self, job: JobId| {
+            s.running.contains_key(&job) || s.unsent.iter().any(|u| u.job_id == job)
+        };
+        // Cheap and by worker first; the store-wide list (for the leases) only if needed.
+        let Ok(ours) = self.store.running_attempts(self.id) else {
+            return;
+        };
+        if ours.iter().all(|a| known(self, a.job_id)) {
+            return;
+        }
         let Ok(all) = self.store.running_jobs() else {
             return;
         };

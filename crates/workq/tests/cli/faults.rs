@@ -376,3 +376,37 @@ fn job_logs(dir: &std::path::Path) -> usize {
         })
         .unwrap_or(0)
 }
+
+/// A commit the worker saw fail may have gone through (a connection lost during COMMIT): the
+/// store then has a job running on a live worker that knows nothing of it. Made here by hand.
+#[test]
+fn a_job_the_store_runs_on_a_worker_that_forgot_it_is_queued_again() {
+    let p = Project::new();
+    let id = p.submit(&["--delay", "1h", "--", "echo", "ran after all"]);
+    let w = p.worker_with("forgetful", &["-w", "1", "--heartbeat", "1s"]);
+    let pid_file = p.state().join("run").join("forgetful.pid");
+    let info: Value = serde_json::from_str(&std::fs::read_to_string(pid_file).unwrap()).unwrap();
+    let worker_id = info["worker_id"].as_i64().unwrap();
+    {
+        let c = rusqlite::Connection::open(p.state().join("workq.db")).unwrap();
+        c.busy_timeout(Duration::from_secs(10)).unwrap();
+        c.execute_batch(&format!(
+            "BEGIN IMMEDIATE;
+             UPDATE jobs SET state = 'running', worker_id = {worker_id}, lease = 77,
+                 attempt = 1, started_at = 0 WHERE id = {id};
+             INSERT INTO attempts (job_id, attempt, worker_id, host, lease, started_at)
+                 VALUES ({id}, 1, {worker_id}, 'here', 77, 0);
+             COMMIT;"
+        ))
+        .unwrap();
+    }
+    let j = p.wait_job(id, "succeeded", |j| state_of(j) == "succeeded");
+    assert_eq!(j["attempts"][0]["outcome"], "interrupted", "{j}");
+    assert!(
+        w.log_text()
+            .contains("the store has it running here, but it is not"),
+        "{}",
+        w.log_text()
+    );
+    integrity_ok(&p);
+}
