@@ -118,8 +118,7 @@ pub(crate) fn wait_jobs(
     let mut bar = Progress::new(ctx.err_tty && !ctx.quiet && !ctx.json);
     let mut warned = false;
     let started = Instant::now();
-    let mut last_read = Instant::now();
-    let mut last_count = Instant::now();
+    let mut last_full_read = Instant::now();
     loop {
         let counts = Counts {
             succeeded: jobs
@@ -178,9 +177,11 @@ pub(crate) fn wait_jobs(
             warned = true;
         }
         std::thread::sleep(Duration::from_millis(20));
-        let slow_tick = last_read.elapsed() > Duration::from_secs(1);
+        let slow_tick = last_full_read.elapsed() > Duration::from_secs(1);
         if slow_tick {
-            // A job purged or deleted meanwhile would otherwise be waited for until the timeout.
+            // Once a second, every pending job in full: their states for the bar and the
+            // warning, and a job purged meanwhile, which would otherwise be waited for until
+            // the timeout.
             let present = client.jobs_in_states(&pending, &[])?;
             if present.len() < pending.len() {
                 let have: std::collections::HashSet<i64> = present.iter().map(|j| j.id).collect();
@@ -189,8 +190,24 @@ pub(crate) fn wait_jobs(
                     return Err(workq::Error::JobNotFound(*gone).into());
                 }
             }
-        }
-        if slow_tick || client.store().changed()? {
+            running = present
+                .iter()
+                .filter(|j| j.state == JobState::Running)
+                .count();
+            let unfinished: std::collections::HashSet<i64> = present
+                .iter()
+                .filter(|j| !j.state.is_terminal())
+                .map(|j| j.id)
+                .collect();
+            pending.retain(|id| unfinished.contains(id));
+            for j in present {
+                if let Some(&i) = position.get(&j.id) {
+                    jobs[i] = j;
+                }
+            }
+            last_full_read = Instant::now();
+        } else if client.store().changed()? {
+            // In between, only whether pending jobs have ended.
             let ended = client.jobs_in_states(&pending, &TERMINAL)?;
             if !ended.is_empty() {
                 let ended_ids: std::collections::HashSet<i64> =
@@ -202,17 +219,10 @@ pub(crate) fn wait_jobs(
                     }
                 }
             }
-            // Counting running jobs costs a probe per pending id: only for the bar, and for the
-            // "no worker" warning about once a second.
-            if bar.visible()
-                || (!warned
-                    && started.elapsed() > Duration::from_secs(2)
-                    && last_count.elapsed() > Duration::from_secs(1))
-            {
-                last_count = Instant::now();
+            // Counting running jobs costs a probe per pending id: only for a visible bar.
+            if bar.visible() {
                 running = client.jobs_in_states(&pending, &[JobState::Running])?.len();
             }
-            last_read = Instant::now();
         }
     }
 }
