@@ -74,21 +74,26 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-fn one_cycle(store: &SqliteStore, worker: i64, queues: &[String]) -> (Duration, Duration) {
-    let t0 = Instant::now();
-    let claimed = store.claim(worker, queues, 1).expect("claim");
-    let t1 = Instant::now();
-    assert_eq!(claimed.len(), 1, "the backlog ran dry");
-    let job = &claimed[0];
-    let req = FinishRequest {
+/// The result of a job that ran and succeeded.
+fn succeeded(job: &workq_core::ClaimedJob) -> FinishRequest {
+    FinishRequest {
         job_id: job.id,
         lease: job.lease,
         outcome: Outcome::Succeeded,
         exit_code: Some(0),
         signal: None,
         error: None,
-    };
-    let out = store.finish(worker, &[req]).expect("finish");
+    }
+}
+
+fn one_cycle(store: &SqliteStore, worker: i64, queues: &[String]) -> (Duration, Duration) {
+    let t0 = Instant::now();
+    let claimed = store.claim(worker, queues, 1).expect("claim");
+    let t1 = Instant::now();
+    assert_eq!(claimed.len(), 1, "the backlog ran dry");
+    let out = store
+        .finish(worker, &[succeeded(&claimed[0])])
+        .expect("finish");
     let t2 = Instant::now();
     assert_eq!(out.len(), 1);
     (t1 - t0, t2 - t1)
@@ -102,17 +107,7 @@ fn finish_n(store: &SqliteStore, worker: i64, queues: &[String], count: usize) {
             .claim(worker, queues, left.min(1000) as u32)
             .expect("claim");
         assert!(!claimed.is_empty(), "ran out of jobs to finish");
-        let done: Vec<FinishRequest> = claimed
-            .iter()
-            .map(|j| FinishRequest {
-                job_id: j.id,
-                lease: j.lease,
-                outcome: Outcome::Succeeded,
-                exit_code: Some(0),
-                signal: None,
-                error: None,
-            })
-            .collect();
+        let done: Vec<FinishRequest> = claimed.iter().map(succeeded).collect();
         store.finish(worker, &done).expect("finish");
         left -= claimed.len();
     }
