@@ -169,18 +169,18 @@ pub fn spawn_job(job: &ClaimedJob, log_dir: &Path, store_id: &str) -> io::Result
             launch::Plan::new(&os(&argv), &launch::environment(&set, &remove), cwd, fds)?
         }
         (None, Some((words, line))) => {
-            let env = launch::environment(&set, &remove);
-            // The shell would export the directory it runs in as PWD; do the same.
+            let mut env = launch::environment(&set, &remove);
+            // The shell would export the directory it runs in as PWD; do the same (the
+            // fallback shell sets it again itself).
             let pwd = match &job.spec.cwd {
                 Some(d) => Some(OsString::from(d)),
                 None => std::env::current_dir().ok().map(|d| d.into_os_string()),
             };
-            let mut direct = env.clone();
             if let Some(pwd) = pwd {
-                direct.retain(|(k, _)| k != "PWD");
-                direct.push(("PWD".into(), pwd));
+                env.retain(|(k, _)| k != "PWD");
+                env.push(("PWD".into(), pwd));
             }
-            launch::Plan::new(&os(&words), &direct, cwd, fds)?
+            launch::Plan::new(&os(&words), &env, cwd, fds)?
                 .or_else(&os(&["sh", "-c", line]), &env)?
         }
         (None, None) => {
