@@ -385,8 +385,19 @@ fn a_job_the_store_runs_on_a_worker_that_forgot_it_is_queued_again() {
     let id = p.submit(&["--delay", "1h", "--", "echo", "ran after all"]);
     let w = p.worker_with("forgetful", &["-w", "1", "--heartbeat", "1s"]);
     let pid_file = p.state().join("run").join("forgetful.pid");
-    let info: Value = serde_json::from_str(&std::fs::read_to_string(pid_file).unwrap()).unwrap();
-    let worker_id = info["worker_id"].as_i64().unwrap();
+    // The PID file gets the worker's id once it has registered.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let worker_id = loop {
+        let id = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .and_then(|v| v["worker_id"].as_i64());
+        if let Some(id) = id {
+            break id;
+        }
+        assert!(Instant::now() < deadline, "the worker never registered");
+        std::thread::sleep(Duration::from_millis(20));
+    };
     {
         let c = rusqlite::Connection::open(p.state().join("workq.db")).unwrap();
         c.busy_timeout(Duration::from_secs(10)).unwrap();
