@@ -97,8 +97,10 @@ impl Output {
         if self.eof {
             return Drained::Eof;
         }
-        if self.buf.is_empty() {
-            self.buf = vec![0; 64 * 1024];
+        // Grown only as far as needed: most jobs print little or nothing.
+        let size = limit.clamp(1, 64 * 1024);
+        if self.buf.len() < size {
+            self.buf.resize(size, 0);
         }
         let mut left = limit;
         while left > 0 {
@@ -224,12 +226,12 @@ impl Output {
     }
 
     /// Takes what is in the pipe now (written before the job's group was killed), and no more:
-    /// a writer that escaped the group must not hold up the report of the exit.
-    pub fn drain_now(&mut self, report: &mut dyn FnMut(String)) {
+    /// a writer that escaped the group must not hold up the report of the exit. Returns true
+    /// when every writer has closed the pipe, so nothing more can come.
+    pub fn drain_now(&mut self, report: &mut dyn FnMut(String)) -> bool {
+        // One byte past what is waiting: a read there tells whether the writers are all gone.
         let n = self.waiting();
-        if n > 0 {
-            self.drain(n, report);
-        }
+        matches!(self.drain(n.saturating_add(1), report), Drained::Eof)
     }
 
     /// Keeps draining until every writer has closed the pipe: a process that escaped the job's

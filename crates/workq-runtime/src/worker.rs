@@ -98,10 +98,27 @@ pub struct WorkerSummary {
 #[derive(Clone)]
 enum Event {
     Wake,
+    /// A slot thread started the job's process.
+    Started {
+        job: JobId,
+        pid: i32,
+        log_path: PathBuf,
+    },
+    /// A slot thread could not start the job; the slot is free again.
+    SpawnFailed {
+        job: JobId,
+        slot: usize,
+        message: String,
+    },
+    /// The job's process exited. `slot` is free again unless a process that escaped the job's
+    /// group still holds its output open (then [`Event::SlotFree`] follows).
     Exited {
         job: JobId,
         status: Option<ExitStatus>,
+        slot: Option<usize>,
     },
+    /// A slot thread finished draining output written after its job ended.
+    SlotFree(usize),
     /// A problem with a job's output, for the worker log.
     OutputProblem {
         job: JobId,
@@ -120,7 +137,12 @@ enum StopReason {
 struct Running {
     lease: i64,
     attempt: u32,
+    /// 0 until the slot thread reports the process started.
     pgid: i32,
+    /// The last signal meant for the job, sent again if it was not started yet.
+    signalled: libc::c_int,
+    /// Its command line, for the worker log.
+    command: String,
     started: Instant,
     deadline: Option<Instant>,
     timeout: Option<Duration>,
@@ -132,7 +154,8 @@ struct Running {
 
 impl Running {
     /// SIGTERM to the job's process group, and `stop` to its container.
-    fn term(&self) {
+    fn term(&mut self) {
+        self.signalled = libc::SIGTERM;
         spawn::signal_group(self.pgid, libc::SIGTERM);
         if let Some((runtime, name)) = &self.container {
             crate::container::signal(
@@ -144,7 +167,8 @@ impl Running {
     }
 
     /// SIGKILL to the job's process group, and `kill` to its container.
-    fn kill(&self) {
+    fn kill(&mut self) {
+        self.signalled = libc::SIGKILL;
         spawn::signal_group(self.pgid, libc::SIGKILL);
         if let Some((runtime, name)) = &self.container {
             crate::container::signal(runtime, name, crate::container::Action::Kill);
@@ -162,6 +186,10 @@ struct Loop<'a> {
     id: WorkerId,
     tx: Sender<Event>,
     running: HashMap<JobId, Running>,
+    /// One thread per slot in use, each starting and watching one job at a time.
+    slots: Vec<Sender<ClaimedJob>>,
+    /// Slot threads waiting for a job.
+    idle_slots: Vec<usize>,
     unsent: Vec<FinishRequest>,
     /// After a failed step, not before this.
     retry_at: Option<Instant>,
@@ -267,6 +295,8 @@ pub fn run_worker(
         id,
         tx,
         running: HashMap::new(),
+        slots: Vec::new(),
+        idle_slots: Vec::new(),
         unsent: Vec::new(),
         retry_at: None,
         purge_backlog: false,
@@ -450,7 +480,17 @@ impl Loop<'_> {
                         dirty = true;
                         outside_change = true;
                     }
-                    Event::Exited { job, status } => exits.push((job, status)),
+                    Event::Started { job, pid, log_path } => self.on_started(job, pid, log_path),
+                    Event::SpawnFailed { job, slot, message } => {
+                        self.idle_slots.push(slot);
+                        self.on_spawn_failed(job, message);
+                        dirty = true;
+                    }
+                    Event::Exited { job, status, slot } => {
+                        self.idle_slots.extend(slot);
+                        exits.push((job, status));
+                    }
+                    Event::SlotFree(slot) => self.idle_slots.push(slot),
                     Event::OutputProblem { job, message } => {
                         self.log.error(format_args!("job {job}: {message}"));
                     }
@@ -535,21 +575,7 @@ impl Loop<'_> {
                 .debug(format_args!("claimed {got} job(s) for {free} free slot(s)"));
         }
         for job in claimed {
-            let result = spawn::spawn_job(&job, &self.opts.log_dir, &self.store_id);
-            if let Ok(st) = &result {
-                self.pending_spawns.push(SpawnRecord {
-                    job_id: job.id,
-                    lease: job.lease,
-                    pid: st.pid,
-                    pgid: st.pid,
-                    // Unknown (0): reading /proc/PID/stat of a process in the middle of exec
-                    // cost a tenth of the worker's time per job, and nothing reads it back:
-                    // a job's processes are found by the marker in their environment.
-                    pid_start_time: 0,
-                    log_path: st.log_path.display().to_string(),
-                });
-            }
-            self.watch(job, result);
+            self.dispatch(job);
         }
         // Group commit: while other jobs run, results wait up to COMMIT_DELAY for the next
         // exits, so that one fsync covers several of them. Nothing is visible before it is
@@ -617,109 +643,123 @@ impl Loop<'_> {
         at
     }
 
-    /// Stops a job we started but will not watch, container included, and reaps it.
-    fn stop_unrecorded(&self, job: &ClaimedJob, pid: i32) {
-        spawn::signal_group(pid, libc::SIGKILL);
-        if let Some(c) = &job.spec.container {
-            let name = workq_core::Container::name(&self.store_id, job.id, job.attempt);
-            crate::container::signal(&c.runtime, &name, crate::container::Action::Remove);
-        }
-        let _ = crate::launch::wait(pid);
-    }
-
-    /// Takes charge of a job started (or not) in a step: a waiter thread reaps it, or a
-    /// spawn error goes out as its result.
-    fn watch(&mut self, job: ClaimedJob, result: io::Result<spawn::Started>) {
-        match result {
-            Ok(started) => {
-                let now = Instant::now();
-                self.log.info(format_args!(
-                    "job {} started (attempt {}, pid {}): {}",
-                    job.id,
-                    job.attempt,
-                    started.pid,
-                    job.spec.command_line()
-                ));
-                let pgid = started.pid;
-                let tx = self.tx.clone();
-                let id = job.id;
-                let pid = started.pid;
-                let mut output = started.output;
-                let waiter = std::thread::Builder::new()
-                    .name(format!("job-{id}"))
-                    .stack_size(64 * 1024)
-                    .spawn(move || {
-                        let note = tx.clone();
-                        let mut report = |message: String| {
-                            let _ = note.send(Event::OutputProblem { job: id, message });
-                        };
-                        let status = match &mut output {
-                            Some(o) => o.run_until_exit(pid, &mut report).ok(),
-                            None => crate::launch::wait(pid).ok(),
-                        };
-                        // Whatever the leader left running in its group ends with it.
-                        spawn::signal_group(pgid, libc::SIGKILL);
-                        if let Some(o) = &mut output {
-                            o.drain_now(&mut report);
-                        }
-                        let _ = tx.send(Event::Exited { job: id, status });
-                        if let Some(o) = &mut output {
-                            o.drain_to_end(&mut report);
-                        }
-                    });
-                if let Err(e) = waiter {
-                    // Without a waiter nobody would reap the job: stop it and retry later.
-                    self.stop_unrecorded(&job, pid);
-                    self.unsent.push(FinishRequest {
-                        job_id: job.id,
-                        lease: job.lease,
-                        outcome: Outcome::Interrupted,
-                        exit_code: None,
-                        signal: None,
-                        error: Some(format!("worker could not watch the job: {e}")),
-                    });
-                    return;
-                }
-                self.running.insert(
-                    job.id,
-                    Running {
-                        lease: job.lease,
-                        attempt: job.attempt,
-                        pgid,
-                        started: now,
-                        deadline: job.spec.timeout.map(|t| now + t),
-                        timeout: job.spec.timeout,
-                        kill_grace: job.spec.kill_grace,
-                        stopping: None,
-                        container: job.spec.container.as_ref().map(|c| {
-                            (
-                                c.runtime.clone(),
-                                workq_core::Container::name(&self.store_id, job.id, job.attempt),
-                            )
-                        }),
-                    },
-                );
+    /// Hands a claimed job to an idle slot thread (started on first need), which starts its
+    /// process and watches it; the loop meanwhile goes on. Starting a process blocks the
+    /// calling thread until the exec is done, which would otherwise hold up every other slot.
+    fn dispatch(&mut self, job: ClaimedJob) {
+        let now = Instant::now();
+        let running = Running {
+            lease: job.lease,
+            attempt: job.attempt,
+            pgid: 0,
+            signalled: 0,
+            command: job.spec.command_line(),
+            started: now,
+            deadline: job.spec.timeout.map(|t| now + t),
+            timeout: job.spec.timeout,
+            kill_grace: job.spec.kill_grace,
+            stopping: None,
+            container: job.spec.container.as_ref().map(|c| {
+                (
+                    c.runtime.clone(),
+                    workq_core::Container::name(&self.store_id, job.id, job.attempt),
+                )
+            }),
+        };
+        let (id, lease) = (job.id, job.lease);
+        let sent = match self.idle_slots.pop() {
+            Some(slot) => self.slots[slot]
+                .send(job)
+                .map_err(|e| io::Error::other(format!("its slot thread is gone ({})", e.0.id))),
+            None => self.new_slot().and_then(|slot| {
+                self.slots[slot]
+                    .send(job)
+                    .map_err(|_| io::Error::other("its slot thread is gone"))
+            }),
+        };
+        match sent {
+            Ok(()) => {
+                self.running.insert(id, running);
             }
             Err(e) => {
-                let msg = spawn::describe_spawn_error(&job, &e);
-                self.log
-                    .info(format_args!("job {} could not start: {msg}", job.id));
-                let path = spawn::log_path(&self.opts.log_dir, job.id, job.attempt);
-                if let Some(dir) = path.parent() {
-                    if std::fs::create_dir_all(dir).is_ok() {
-                        let _ = std::fs::write(&path, format!("workq: {msg}\n"));
-                    }
-                }
+                // Not started: it goes back to the queue.
+                self.log.error(format_args!(
+                    "job {id}: cannot start a thread to run it: {e}"
+                ));
                 self.unsent.push(FinishRequest {
-                    job_id: job.id,
-                    lease: job.lease,
-                    outcome: Outcome::SpawnError,
+                    job_id: id,
+                    lease,
+                    outcome: Outcome::Interrupted,
                     exit_code: None,
                     signal: None,
-                    error: Some(msg),
+                    error: Some(format!("worker could not run the job: {e}")),
                 });
             }
         }
+    }
+
+    /// Starts one more slot thread and returns its index.
+    fn new_slot(&mut self) -> io::Result<usize> {
+        let slot = self.slots.len();
+        let (job_tx, job_rx) = mpsc::channel::<ClaimedJob>();
+        let tx = self.tx.clone();
+        let log_dir = self.opts.log_dir.clone();
+        let store_id = self.store_id.clone();
+        std::thread::Builder::new()
+            .name(format!("slot-{slot}"))
+            .stack_size(128 * 1024)
+            .spawn(move || run_slot(slot, &job_rx, &tx, &log_dir, &store_id))?;
+        self.slots.push(job_tx);
+        Ok(slot)
+    }
+
+    /// The slot thread started the job: its pid goes out with the next results.
+    fn on_started(&mut self, job: JobId, pid: i32, log_path: PathBuf) {
+        let Some(r) = self.running.get_mut(&job) else {
+            return;
+        };
+        r.pgid = pid;
+        // A stop asked for before the process existed reaches it now.
+        match r.signalled {
+            libc::SIGTERM => r.term(),
+            libc::SIGKILL => r.kill(),
+            _ => {}
+        }
+        self.log.info(format_args!(
+            "job {job} started (attempt {}, pid {pid}): {}",
+            r.attempt, r.command
+        ));
+        self.pending_spawns.push(SpawnRecord {
+            job_id: job,
+            lease: r.lease,
+            pid,
+            pgid: pid,
+            // Unknown (0): reading /proc/PID/stat of a process in the middle of exec cost a
+            // tenth of the worker's time per job, and nothing reads it back: a job's
+            // processes are found by the marker in their environment.
+            pid_start_time: 0,
+            log_path: log_path.display().to_string(),
+        });
+        // It waits for the next results, up to the commit delay, to share their commit.
+        self.flush_at
+            .get_or_insert_with(|| Instant::now() + COMMIT_DELAY);
+    }
+
+    /// The slot thread could not start the job: that is its result.
+    fn on_spawn_failed(&mut self, job: JobId, message: String) {
+        let Some(r) = self.running.remove(&job) else {
+            return;
+        };
+        self.log
+            .info(format_args!("job {job} could not start: {message}"));
+        self.unsent.push(FinishRequest {
+            job_id: job,
+            lease: r.lease,
+            outcome: Outcome::SpawnError,
+            exit_code: None,
+            signal: None,
+            error: Some(message),
+        });
     }
 
     fn on_exit(&mut self, job: JobId, status: Option<ExitStatus>) {
@@ -1043,6 +1083,71 @@ impl Loop<'_> {
             Err(e) => self
                 .log
                 .error(format_args!("sweep for dead workers failed: {e}")),
+        }
+    }
+}
+
+/// A slot thread: starts each job it is given and watches it until it exits, draining its
+/// output into its log. It must outlive its jobs: their parent-death signal fires when the
+/// thread that started them ends.
+fn run_slot(
+    slot: usize,
+    jobs: &Receiver<ClaimedJob>,
+    tx: &Sender<Event>,
+    log_dir: &std::path::Path,
+    store_id: &str,
+) {
+    while let Ok(job) = jobs.recv() {
+        let id = job.id;
+        let started = match spawn::spawn_job(&job, log_dir, store_id) {
+            Ok(s) => s,
+            Err(e) => {
+                let message = spawn::describe_spawn_error(&job, &e);
+                let path = spawn::log_path(log_dir, job.id, job.attempt);
+                if let Some(dir) = path.parent() {
+                    if std::fs::create_dir_all(dir).is_ok() {
+                        let _ = std::fs::write(&path, format!("workq: {message}\n"));
+                    }
+                }
+                let _ = tx.send(Event::SpawnFailed {
+                    job: id,
+                    slot,
+                    message,
+                });
+                continue;
+            }
+        };
+        let pid = started.pid;
+        let _ = tx.send(Event::Started {
+            job: id,
+            pid,
+            log_path: started.log_path,
+        });
+        let mut output = started.output;
+        let note = tx.clone();
+        let mut report = |message: String| {
+            let _ = note.send(Event::OutputProblem { job: id, message });
+        };
+        let status = match &mut output {
+            Some(o) => o.run_until_exit(pid, &mut report).ok(),
+            None => crate::launch::wait(pid).ok(),
+        };
+        // Whatever the leader left running in its group ends with it.
+        spawn::signal_group(pid, libc::SIGKILL);
+        let ended = match &mut output {
+            Some(o) => o.drain_now(&mut report),
+            None => true,
+        };
+        let _ = tx.send(Event::Exited {
+            job: id,
+            status,
+            slot: ended.then_some(slot),
+        });
+        if !ended {
+            if let Some(o) = &mut output {
+                o.drain_to_end(&mut report);
+            }
+            let _ = tx.send(Event::SlotFree(slot));
         }
     }
 }

@@ -269,12 +269,14 @@ impl SqliteStore {
     ) -> Result<T> {
         let _guard = self.write_lock()?;
         if self.sync_now.get() != Some(durability) {
-            let level = match durability {
-                Durability::Full => "FULL",
-                Durability::Normal => "NORMAL",
+            let sql = match durability {
+                Durability::Full => "PRAGMA synchronous=FULL",
+                Durability::Normal => "PRAGMA synchronous=NORMAL",
             };
+            // Cached: claims and finishes alternate, so this runs about once per job.
             self.conn
-                .execute_batch(&format!("PRAGMA synchronous={level}"))
+                .prepare_cached(sql)
+                .and_then(|mut st| st.execute([]))
                 .map_err(|e| self.err(e))?;
             self.sync_now.set(Some(durability));
         }
