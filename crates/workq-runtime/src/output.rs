@@ -1,9 +1,9 @@
-//! A job's output: a pipe that the job's waiter thread drains into the attempt's log file, which
+//! A job's output: a pipe that the job's slot thread drains into the attempt's log file, which
 //! is created when the first byte arrives.
 //!
 //! Creating a file per attempt up front cost more than starting the job itself on a busy ext4
 //! (inode allocation), and left an empty file behind for every job that prints nothing. With a
-//! pipe, silent jobs cost no file at all. The waiter watches the pipe and the job's pidfd
+//! pipe, silent jobs cost no file at all. The slot thread watches the pipe and the job's pidfd
 //! together, so a process that escaped the job's group and still holds the pipe open cannot
 //! delay noticing that the job ended.
 
