@@ -97,17 +97,17 @@ impl Output {
         if self.eof {
             return Drained::Eof;
         }
-        // Grown only as far as needed: most jobs print little or nothing.
-        let size = limit.clamp(1, 64 * 1024);
-        if self.buf.len() < size {
-            self.buf.resize(size, 0);
-        }
         let mut left = limit;
         while left > 0 {
-            let want = left.min(self.buf.len());
-            // SAFETY: reading into our own buffer.
-            let n =
-                unsafe { libc::read(self.read.as_raw_fd(), self.buf.as_mut_ptr().cast(), want) };
+            // Most jobs print nothing: their first read finds the end and needs no buffer.
+            let mut probe = [0u8; 1];
+            let (into, want) = if self.buf.is_empty() {
+                (probe.as_mut_ptr(), 1)
+            } else {
+                (self.buf.as_mut_ptr(), left.min(self.buf.len()))
+            };
+            // SAFETY: reading at most `want` bytes into a buffer of ours that holds them.
+            let n = unsafe { libc::read(self.read.as_raw_fd(), into.cast(), want) };
             if n == 0 {
                 self.eof = true;
                 return Drained::Eof;
@@ -124,20 +124,13 @@ impl Output {
                 }
             }
             left -= n as usize;
-            let chunk = &self.buf[..n as usize];
-            if let Err(e) = write_log(&mut self.file, &self.path, chunk) {
-                let msg = format!(
-                    "cannot write the job's log {}: {e}; its output is dropped until it can",
-                    self.path.display()
-                );
-                if self.problem.as_deref() != Some(msg.as_str()) {
-                    report(msg.clone());
-                    self.problem = Some(msg);
-                }
-                self.file = None;
+            let chunk = if self.buf.is_empty() {
+                self.buf = vec![0; 64 * 1024];
+                &probe[..]
             } else {
-                self.problem = None;
-            }
+                &self.buf[..n as usize]
+            };
+            store(&mut self.file, &self.path, &mut self.problem, chunk, report);
         }
         Drained::Empty
     }
@@ -234,6 +227,34 @@ impl Output {
         matches!(self.drain(n.saturating_add(1), report), Drained::Eof)
     }
 
+    /// Drains for up to `within` while waiting for every writer to close the pipe; returns
+    /// whether they all did. Members of the job's group that were just killed still hold the
+    /// pipe until the kernel has finished them off, which takes a moment.
+    pub fn ends_within(
+        &mut self,
+        within: std::time::Duration,
+        report: &mut dyn FnMut(String),
+    ) -> bool {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Drained::Eof = self.drain(PIPE_SHARE, report) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            let mut fd = libc::pollfd {
+                fd: self.read.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
+            // SAFETY: polling a descriptor we own.
+            unsafe { libc::poll(&mut fd, 1, ms) };
+        }
+    }
+
     /// Keeps draining until every writer has closed the pipe: a process that escaped the job's
     /// group still gets its output into this attempt's log.
     pub fn drain_to_end(&mut self, report: &mut dyn FnMut(String)) {
@@ -253,6 +274,30 @@ impl Output {
                 return;
             }
         }
+    }
+}
+
+/// Appends `chunk` to the log at `path`. A log that cannot be written is reported through
+/// `report`, once until the problem changes, and the bytes are dropped.
+fn store(
+    file: &mut Option<File>,
+    path: &std::path::Path,
+    problem: &mut Option<String>,
+    chunk: &[u8],
+    report: &mut dyn FnMut(String),
+) {
+    if let Err(e) = write_log(file, path, chunk) {
+        let msg = format!(
+            "cannot write the job's log {}: {e}; its output is dropped until it can",
+            path.display()
+        );
+        if problem.as_deref() != Some(msg.as_str()) {
+            report(msg.clone());
+            *problem = Some(msg);
+        }
+        *file = None;
+    } else {
+        *problem = None;
     }
 }
 
@@ -307,6 +352,10 @@ mod tests {
         let mut out = Output::new(read, dir.path().join("silent.log"));
         let st = out.run_until_exit(pid, &mut report).unwrap();
         assert_eq!(st.code(), Some(3));
+        assert!(
+            out.drain_now(&mut report),
+            "nothing holds the pipe any more"
+        );
         out.drain_to_end(&mut report);
         assert!(!dir.path().join("silent.log").exists());
 
@@ -346,9 +395,32 @@ mod tests {
             out.run_until_exit(pid, &mut report).unwrap().code(),
             Some(0)
         );
+        // The detached child still holds the pipe.
+        assert!(!out.drain_now(&mut report));
+        assert!(!out.ends_within(std::time::Duration::from_millis(20), &mut report));
         std::fs::write(&go, "").unwrap();
         out.drain_to_end(&mut report);
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "early\nlate\n");
+    }
+
+    #[test]
+    fn killed_members_of_the_group_let_go_of_the_pipe() {
+        let mut report = |m: String| panic!("{m}");
+        let (read, write) = pipe().unwrap();
+        // The background sleep stays in the job's group and holds the pipe.
+        let pid = start("sleep 30 & echo started", &write);
+        drop(write);
+        let mut out = Output::new(read, std::path::PathBuf::from("/dev/null"));
+        assert_eq!(
+            out.run_until_exit(pid, &mut report).unwrap().code(),
+            Some(0)
+        );
+        crate::spawn::signal_group(pid, libc::SIGKILL);
+        // A liveness bound: the kernel closes a killed process's files at once.
+        assert!(
+            out.drain_now(&mut report)
+                || out.ends_within(std::time::Duration::from_secs(10), &mut report)
+        );
     }
 
     #[test]

@@ -716,12 +716,21 @@ impl Loop<'_> {
     /// The slot thread started the job: its pid goes out with the next results.
     fn on_started(&mut self, job: JobId, pid: i32, log_path: PathBuf) {
         let Some(r) = self.running.get_mut(&job) else {
+            // Not ours to run (cannot happen: the entry goes only after the exit is reported);
+            // a process nobody watches must not live on.
+            spawn::signal_group(pid, libc::SIGKILL);
             return;
         };
         r.pgid = pid;
-        // A stop asked for before the process existed reaches it now.
+        // A stop asked for before the process existed reaches it now, with its full grace.
         match r.signalled {
-            libc::SIGTERM => r.term(),
+            libc::SIGTERM => {
+                r.term();
+                let grace = r.kill_grace;
+                if let Some((_, kill_at)) = &mut r.stopping {
+                    *kill_at = (*kill_at).max(Instant::now() + grace);
+                }
+            }
             libc::SIGKILL => r.kill(),
             _ => {}
         }
@@ -1087,6 +1096,10 @@ impl Loop<'_> {
     }
 }
 
+/// How long a slot waits for the just-killed rest of a job's group to let go of its output
+/// before it reports the exit anyway and goes on draining (a process that escaped the group).
+const LINGER: Duration = Duration::from_millis(20);
+
 /// A slot thread: starts each job it is given and watches it until it exits, draining its
 /// output into its log. It must outlive its jobs: their parent-death signal fires when the
 /// thread that started them ends.
@@ -1135,7 +1148,7 @@ fn run_slot(
         // Whatever the leader left running in its group ends with it.
         spawn::signal_group(pid, libc::SIGKILL);
         let ended = match &mut output {
-            Some(o) => o.drain_now(&mut report),
+            Some(o) => o.drain_now(&mut report) || o.ends_within(LINGER, &mut report),
             None => true,
         };
         let _ = tx.send(Event::Exited {

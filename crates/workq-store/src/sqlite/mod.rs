@@ -269,14 +269,13 @@ impl SqliteStore {
     ) -> Result<T> {
         let _guard = self.write_lock()?;
         if self.sync_now.get() != Some(durability) {
-            let sql = match durability {
-                Durability::Full => "PRAGMA synchronous=FULL",
-                Durability::Normal => "PRAGMA synchronous=NORMAL",
+            let level = match durability {
+                Durability::Full => "FULL",
+                Durability::Normal => "NORMAL",
             };
-            // Cached: claims and finishes alternate, so this runs about once per job.
+            // Not a cached statement: SQLite compiles a PRAGMA again at every run anyway.
             self.conn
-                .prepare_cached(sql)
-                .and_then(|mut st| st.execute([]))
+                .execute_batch(&format!("PRAGMA synchronous={level}"))
                 .map_err(|e| self.err(e))?;
             self.sync_now.set(Some(durability));
         }

@@ -569,3 +569,45 @@ fn lifecycle_options_are_checked() {
     }
     assert!(!p.state().join("run").join("x.pid").exists());
 }
+
+#[test]
+fn a_process_left_holding_a_jobs_output_does_not_hold_up_the_next_jobs() {
+    let p = Project::new();
+    let mut w = p.worker("w1", 1);
+    let go = p.path().join("go");
+    // Each job leaves a process outside its group that holds the job's output open until `go`
+    // exists, which is made only once every job has succeeded: with one slot, the later jobs
+    // must not wait for the earlier ones' leftovers (else this would never finish).
+    let ids: Vec<i64> = (0..3)
+        .map(|i| {
+            // The job ends only once its leftover is out of its group (else it is killed
+            // with the group).
+            let line = format!(
+                "setsid sh -c 'touch out.{i}; for _ in $(seq 600); do [ -e {go} ] && break; sleep 0.05; done; echo late {i}' & \
+                 until [ -e out.{i} ]; do sleep 0.01; done; echo early {i}",
+                go = go.display()
+            );
+            p.submit(&["--shell", "--", &line])
+        })
+        .collect();
+    for id in &ids {
+        p.wait_job(*id, "succeeded", |j| state_of(j) == "succeeded");
+    }
+    std::fs::write(&go, "").unwrap();
+    // What the leftovers print afterwards still reaches each job's own log.
+    for (i, id) in ids.iter().enumerate() {
+        wait_gone(p.path(), *id, 1);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let log = p.ok(&["logs", &id.to_string()]);
+            if log.contains(&format!("late {i}")) {
+                assert!(log.contains(&format!("early {i}")), "{log}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "job {id}'s log: {log}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    w.signal(libc::SIGTERM);
+    assert!(w.wait_exit().success());
+}
