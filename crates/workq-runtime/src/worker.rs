@@ -667,16 +667,15 @@ impl Loop<'_> {
             }),
         };
         let (id, lease) = (job.id, job.lease);
-        let sent = match self.idle_slots.pop() {
-            Some(slot) => self.slots[slot]
-                .send(job)
-                .map_err(|e| io::Error::other(format!("its slot thread is gone ({})", e.0.id))),
-            None => self.new_slot().and_then(|slot| {
-                self.slots[slot]
-                    .send(job)
-                    .map_err(|_| io::Error::other("its slot thread is gone"))
-            }),
+        let slot = match self.idle_slots.pop() {
+            Some(slot) => Ok(slot),
+            None => self.new_slot(),
         };
+        let sent = slot.and_then(|slot| {
+            self.slots[slot]
+                .send(job)
+                .map_err(|_| io::Error::other("its slot thread is gone"))
+        });
         match sent {
             Ok(()) => {
                 self.running.insert(id, running);
