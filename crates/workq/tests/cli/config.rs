@@ -541,10 +541,13 @@ fn container_mode_runs_and_stops_the_container_through_the_runtime() {
         }
     };
 
-    // Without a runtime on PATH, run says so.
+    // Without a runtime on PATH, run says so. The machine may have a real docker in /usr/bin,
+    // so PATH is a directory that holds nothing.
+    let empty = p.path().join("empty-path");
+    std::fs::create_dir_all(&empty).unwrap();
     let out = p
         .cmd()
-        .env("PATH", "/usr/bin:/bin")
+        .env("PATH", &empty)
         .args(["run", "box", "--param", "secs=0"])
         .output()
         .unwrap();
