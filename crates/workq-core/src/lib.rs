@@ -4,6 +4,7 @@
 //! duration parsing, timestamps, and the retry/backoff decision that the stores apply on finish.
 
 pub mod duration;
+pub mod exit;
 pub mod job;
 pub mod params;
 pub mod retry;

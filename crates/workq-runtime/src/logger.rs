@@ -187,17 +187,17 @@ impl Logger {
 
     /// Logs at info level.
     pub fn info(&self, msg: std::fmt::Arguments<'_>) {
-        self.log(Level::Info, msg)
+        self.log(Level::Info, msg);
     }
 
     /// Logs at error level.
     pub fn error(&self, msg: std::fmt::Arguments<'_>) {
-        self.log(Level::Error, msg)
+        self.log(Level::Error, msg);
     }
 
     /// Logs at debug level.
     pub fn debug(&self, msg: std::fmt::Arguments<'_>) {
-        self.log(Level::Debug, msg)
+        self.log(Level::Debug, msg);
     }
 }
 

@@ -410,7 +410,7 @@ mod tests {
         // The background sleep stays in the job's group and holds the pipe.
         let pid = start("sleep 30 & echo started", &write);
         drop(write);
-        let mut out = Output::new(read, std::path::PathBuf::from("/dev/null"));
+        let mut out = Output::new(read, PathBuf::from("/dev/null"));
         assert_eq!(
             out.run_until_exit(pid, &mut report).unwrap().code(),
             Some(0)
@@ -451,7 +451,7 @@ mod tests {
         // `yes` stays in the group after the leader exits and keeps the pipe full.
         let pid = start("yes & exit 7", &write);
         drop(write);
-        let mut out = Output::new(read, std::path::PathBuf::from("/dev/null"));
+        let mut out = Output::new(read, PathBuf::from("/dev/null"));
         assert_eq!(
             out.run_until_exit(pid, &mut report).unwrap().code(),
             Some(7)

@@ -549,7 +549,7 @@ mod tests {
             write(&p, text);
             match probe(&p) {
                 Probe::Stale { reason, info: None } => {
-                    assert!(reason.contains(word), "{text:?}: {reason}")
+                    assert!(reason.contains(word), "{text:?}: {reason}");
                 }
                 other => panic!("{text:?}: {other:?}"),
             }

@@ -2,23 +2,8 @@
 
 use workq_store::StoreError;
 
-/// Exit codes.
-pub mod code {
-    /// A job (or one of several) failed or was cancelled.
-    pub const JOB_FAILED: u8 = 1;
-    /// Bad usage.
-    pub const USAGE: u8 = 2;
-    /// Job or file not found.
-    pub const NOT_FOUND: u8 = 3;
-    /// Already running, duplicate key.
-    pub const CONFLICT: u8 = 4;
-    /// Store unavailable or locked past its timeout.
-    pub const UNAVAILABLE: u8 = 5;
-    /// `wait` timed out.
-    pub const TIMEOUT: u8 = 124;
-    /// Interrupted by Ctrl-C or SIGTERM.
-    pub const INTERRUPTED: u8 = 130;
-}
+/// Exit codes (defined once, in workq-core).
+pub use workq_core::exit as code;
 
 /// A failure of a command, with its exit code.
 #[derive(Debug)]

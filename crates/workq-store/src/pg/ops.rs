@@ -809,13 +809,13 @@ impl Store for PgStore {
             if f.limit > 0 {
                 sql.push_str(&format!(" LIMIT {}", f.limit));
             }
-            let args: Vec<&(dyn postgres::types::ToSql + Sync)> = params
+            let args: Vec<&(dyn ToSql + Sync)> = params
                 .iter()
                 .map(|(is_text, i)| {
                     if *is_text {
-                        &texts[*i] as &(dyn postgres::types::ToSql + Sync)
+                        &texts[*i] as &(dyn ToSql + Sync)
                     } else {
-                        &ints[*i] as &(dyn postgres::types::ToSql + Sync)
+                        &ints[*i] as &(dyn ToSql + Sync)
                     }
                 })
                 .collect();

@@ -105,7 +105,7 @@ pub(super) fn submit(s: &SqliteStore, jobs: &[JobSpec]) -> Result<Vec<Submitted>
                         reject = Some(StoreError::Conflict(format!(
                             "job {dep} has already {}, so a job after it would never run: retry {dep} first (workq retry {dep}) or drop --after {dep}",
                             state.as_deref().unwrap_or("ended")
-                        )))
+                        )));
                     }
                     Some(_) => pending += 1,
                 }

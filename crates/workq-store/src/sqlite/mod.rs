@@ -256,7 +256,7 @@ impl SqliteStore {
             .acquire(self.opts.lock_timeout)
             .map_err(|waited| StoreError::Locked {
                 path: self.lock.path().display().to_string(),
-                holder: lock::lock_holder(self.lock.path()),
+                holder: lock_holder(self.lock.path()),
                 waited_ms: waited.as_millis() as u64,
             })
     }
@@ -295,7 +295,7 @@ impl SqliteStore {
         if let rusqlite::Error::SqliteFailure(f, _) = &e {
             if matches!(f.code, ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) {
                 return StoreError::Locked {
-                    holder: lock::lock_holder(&self.path),
+                    holder: lock_holder(&self.path),
                     path: display,
                     waited_ms: self.opts.lock_timeout.as_millis() as u64,
                 };
@@ -375,7 +375,7 @@ fn map_err(path: &str, e: rusqlite::Error) -> StoreError {
                 reason: detail,
             },
             ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => StoreError::Locked {
-                holder: lock::lock_holder(Path::new(&path)),
+                holder: lock_holder(Path::new(&path)),
                 path,
                 waited_ms: 0,
             },

@@ -38,7 +38,7 @@ pub fn run(ctx: &Context, a: Args) -> CmdResult {
             )),
             CancelOutcome::Requested(id, _) => pending.push(id),
             CancelOutcome::AlreadyDone(id, st) => {
-                results.push((id, st.to_string(), format!("it had already {st}")))
+                results.push((id, st.to_string(), format!("it had already {st}")));
             }
             CancelOutcome::NotFound(id) => {
                 exit = code::NOT_FOUND;

@@ -301,7 +301,7 @@ fn flatten(prefix: &str, table: &toml::Table, out: &mut Vec<(String, toml::Value
                     // `[queues.x]` with nothing in it still defines the queue.
                     out.push((format!("{key}.workers"), toml::Value::Integer(1)));
                 }
-                flatten(&key, t, out)
+                flatten(&key, t, out);
             }
             other => out.push((key, other.clone())),
         }

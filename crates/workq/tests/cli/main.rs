@@ -841,7 +841,7 @@ fn shell_lines_behave_as_under_sh_and_silent_jobs_leave_no_log() {
         .as_str()
         .unwrap()
         .to_string();
-    assert!(!std::path::Path::new(&path).exists(), "{path}");
+    assert!(!Path::new(&path).exists(), "{path}");
     let out = p.run(&["logs", &ids[3].to_string()]);
     assert!(out.status.success());
     assert!(
