@@ -6,6 +6,7 @@
 pub mod duration;
 pub mod exit;
 pub mod job;
+pub mod lifecycle;
 pub mod params;
 pub mod retry;
 pub mod template;

@@ -9,6 +9,19 @@ pub enum StoreError {
     /// The request conflicts with stored state (duplicate key, wrong state).
     #[error("{0}")]
     Conflict(String),
+    /// A stored row holds a NULL or a value of another type where the store needs a value: the
+    /// row was written by hand or by another program.
+    #[error("a row of table {table} (id {id}) has an unreadable {column}: {detail}; repair or delete that row")]
+    BadRow {
+        /// The table.
+        table: &'static str,
+        /// The row's id, or "?" when the row has none that was read.
+        id: String,
+        /// The column.
+        column: String,
+        /// What was wrong with it.
+        detail: String,
+    },
     /// The store cannot be opened or reached.
     #[error("cannot open the store at {path}: {reason}")]
     Unavailable {
@@ -18,7 +31,7 @@ pub enum StoreError {
         reason: String,
     },
     /// The file exists but is not a SQLite database.
-    #[error("{path} is not a workq database (not a SQLite file); move it aside or point --state-dir elsewhere")]
+    #[error("{path} is not a workq database (not a SQLite file)")]
     NotADatabase {
         /// The file.
         path: String,
@@ -56,7 +69,7 @@ pub enum StoreError {
         waited_ms: u64,
     },
     /// The database or its directory cannot be written.
-    #[error("{path} is read-only ({reason}); fix its permissions or use --state-dir on a writable filesystem")]
+    #[error("{path} is read-only ({reason})")]
     ReadOnly {
         /// The file.
         path: String,
@@ -93,5 +106,17 @@ impl StoreError {
     /// True for errors that mean the store is unusable right now (exit code 5).
     pub fn is_unavailable(&self) -> bool {
         !matches!(self, StoreError::NotFound(_) | StoreError::Conflict(_))
+    }
+}
+
+impl From<workq_core::lifecycle::DependencyError> for StoreError {
+    fn from(e: workq_core::lifecycle::DependencyError) -> Self {
+        use workq_core::lifecycle::DependencyError;
+        match e {
+            DependencyError::Missing(dep) => {
+                StoreError::NotFound(format!("job {dep} (a dependency)"))
+            }
+            DependencyError::Ended(..) => StoreError::Conflict(e.to_string()),
+        }
     }
 }

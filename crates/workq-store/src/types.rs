@@ -67,6 +67,16 @@ pub enum FinishOutcome {
     Stale,
 }
 
+impl FinishOutcome {
+    /// What a state-machine decision did to the job.
+    pub fn of(d: &workq_core::lifecycle::Decision) -> FinishOutcome {
+        match d.run_at {
+            Some(at) => FinishOutcome::Requeued(at),
+            None => FinishOutcome::Done(d.state),
+        }
+    }
+}
+
 /// What a cancel did to one job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CancelOutcome {
@@ -142,15 +152,7 @@ pub struct WorkerRegistration {
     pub settings: Option<String>,
 }
 
-/// How the running jobs of a worker that is gone go back to the queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RescueKind {
-    /// The worker died: attempts end `lost` and count against `max_rescues`; it is marked dead.
-    Lost,
-    /// The worker was stopped on purpose (killed after its stop timeout): attempts end
-    /// `interrupted`, which costs the job nothing; it is marked stopped.
-    Interrupted,
-}
+pub use workq_core::lifecycle::RescueKind;
 
 /// A job running now, with what is needed to judge and find its processes.
 #[derive(Debug, Clone, PartialEq)]

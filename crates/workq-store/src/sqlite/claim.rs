@@ -1,12 +1,11 @@
 //! The hot path: claiming jobs, recording their processes, finishing attempts.
 
 use rusqlite::{params, OptionalExtension};
-use workq_core::{
-    next_after_failure, ClaimedJob, FailureDecision, JobId, JobState, Outcome, Timestamp, WorkerId,
-};
+use workq_core::lifecycle::{self, Tally};
+use workq_core::{ClaimedJob, JobId, Timestamp, WorkerId};
 
-use super::jobs::{cancel_dependents, event, release_dependents};
 use super::rows::{spec_from_row, SPEC_COLUMNS};
+use super::transitions::{self, event};
 use super::{Durability, SqliteStore, TxErr};
 use crate::{FinishOutcome, FinishRequest, Result, SpawnRecord};
 
@@ -141,7 +140,8 @@ pub(super) fn finish(
     })
 }
 
-/// Finishes attempts inside a caller's transaction.
+/// Finishes attempts inside a caller's transaction: the state machine decides what each job
+/// becomes, [`transitions::apply`] writes it.
 pub(super) fn finish_tx(
     s: &SqliteStore,
     tx: &rusqlite::Transaction<'_>,
@@ -149,154 +149,58 @@ pub(super) fn finish_tx(
     results: &[FinishRequest],
     now: i64,
 ) -> std::result::Result<Vec<FinishOutcome>, TxErr> {
-    let jitters: Vec<u64> = results.iter().map(|_| s.new_lease() as u64).collect();
-    {
-        let mut out = Vec::with_capacity(results.len());
-        let mut current = tx.prepare_cached(
-            "SELECT attempt, failures, retries, backoff_ms, cancel_requested FROM jobs
-             WHERE id = ?1 AND lease = ?2 AND state = 'running'",
-        )?;
-        let mut end_attempt = tx.prepare_cached(
-            "UPDATE attempts SET ended_at = ?3, outcome = ?4, exit_code = ?5, signal = ?6, error = ?7
-             WHERE job_id = ?1 AND attempt = ?2",
-        )?;
-        let mut to_state = tx.prepare_cached(
-            "UPDATE jobs SET state = ?2, finished_at = ?3, exit_code = ?4, last_error = ?5,
-                 failures = ?6, lease = NULL
-             WHERE id = ?1",
-        )?;
-        let mut requeue = tx.prepare_cached(
-            "UPDATE jobs SET state = 'queued', run_at = ?2, exit_code = ?3, last_error = ?4,
-                 failures = ?5, lease = NULL
-             WHERE id = ?1",
-        )?;
-        let mut tally = tx.prepare_cached(
-            "UPDATE workers SET jobs_done = jobs_done + ?2, jobs_failed = jobs_failed + ?3
-             WHERE id = ?1",
-        )?;
-        let (mut done, mut failed) = (0i64, 0i64);
-        for (r, jitter) in results.iter().zip(jitters) {
-            let row: Option<(u32, u32, u32, i64, i64)> = current
-                .query_row(params![r.job_id, r.lease], |q| {
-                    Ok((q.get(0)?, q.get(1)?, q.get(2)?, q.get(3)?, q.get(4)?))
-                })
-                .optional()?;
-            let Some((attempt, failures, retries, backoff_ms, cancel_requested)) = row else {
-                let detail = format!(
-                    "finish with outcome {} arrived after the lease moved on",
-                    r.outcome
-                );
-                event(
-                    tx,
-                    now,
-                    "stale",
-                    Some(r.job_id),
-                    Some(worker),
-                    Some(&detail),
-                )?;
-                out.push(FinishOutcome::Stale);
-                continue;
-            };
-            // A cancel that raced with a normal exit still reads as the user asked.
-            let outcome = if cancel_requested != 0 && r.outcome != Outcome::Succeeded {
-                Outcome::Cancelled
-            } else {
+    let mut out = Vec::with_capacity(results.len());
+    let (mut done, mut failed) = (0i64, 0i64);
+    for r in results {
+        let Some((attempt, facts)) = transitions::running_facts(tx, r.job_id, r.lease)? else {
+            let detail = format!(
+                "finish with outcome {} arrived after the lease moved on",
                 r.outcome
-            };
-            end_attempt.execute(params![
-                r.job_id,
-                attempt,
-                now,
-                outcome.as_str(),
-                r.exit_code,
-                r.signal,
-                r.error
-            ])?;
-            let result = match outcome {
-                Outcome::Succeeded => {
-                    to_state.execute(params![
-                        r.job_id,
-                        "succeeded",
-                        now,
-                        r.exit_code,
-                        None::<String>,
-                        failures
-                    ])?;
-                    release_dependents(tx, r.job_id)?;
-                    done += 1;
-                    FinishOutcome::Done(JobState::Succeeded)
-                }
-                Outcome::Cancelled => {
-                    let err = r
-                        .error
-                        .clone()
-                        .unwrap_or_else(|| "cancelled while running".into());
-                    to_state.execute(params![
-                        r.job_id,
-                        "cancelled",
-                        now,
-                        r.exit_code,
-                        err,
-                        failures
-                    ])?;
-                    cancel_dependents(tx, r.job_id, now)?;
-                    failed += 1;
-                    FinishOutcome::Done(JobState::Cancelled)
-                }
-                Outcome::Interrupted | Outcome::Lost | Outcome::Stale => {
-                    requeue.execute(params![r.job_id, now, r.exit_code, r.error, failures])?;
-                    FinishOutcome::Requeued(Timestamp(now))
-                }
-                Outcome::Failed | Outcome::Timeout | Outcome::SpawnError => {
-                    let failures = failures + 1;
-                    let base = std::time::Duration::from_millis(backoff_ms.max(0) as u64);
-                    match next_after_failure(Timestamp(now), failures, retries, base, jitter) {
-                        FailureDecision::RetryAt(at) => {
-                            requeue.execute(params![
-                                r.job_id,
-                                at.0,
-                                r.exit_code,
-                                r.error,
-                                failures
-                            ])?;
-                            FinishOutcome::Requeued(at)
-                        }
-                        FailureDecision::GiveUp => {
-                            to_state.execute(params![
-                                r.job_id,
-                                "failed",
-                                now,
-                                r.exit_code,
-                                r.error,
-                                failures
-                            ])?;
-                            cancel_dependents(tx, r.job_id, now)?;
-                            failed += 1;
-                            FinishOutcome::Done(JobState::Failed)
-                        }
-                    }
-                }
-            };
-            let kind = match result {
-                FinishOutcome::Done(st) => st.as_str(),
-                FinishOutcome::Requeued(_) => "requeued",
-                FinishOutcome::Stale => "stale",
-            };
+            );
             event(
                 tx,
                 now,
-                kind,
+                "stale",
                 Some(r.job_id),
                 Some(worker),
-                r.error.as_deref(),
+                Some(&detail),
             )?;
-            out.push(result);
+            out.push(FinishOutcome::Stale);
+            continue;
+        };
+        let jitter = s.new_lease() as u64;
+        let d = lifecycle::after_attempt(
+            &facts,
+            r.outcome,
+            r.error.as_deref(),
+            Timestamp(now),
+            jitter,
+        );
+        transitions::apply(
+            tx,
+            r.job_id,
+            attempt,
+            &d,
+            r.exit_code,
+            r.signal,
+            worker,
+            now,
+        )?;
+        match d.tally {
+            Tally::Done => done += 1,
+            Tally::Failed => failed += 1,
+            Tally::None => {}
         }
-        if done + failed > 0 {
-            tally.execute(params![worker, done, failed])?;
-        }
-        Ok(out)
+        out.push(FinishOutcome::of(&d));
     }
+    if done + failed > 0 {
+        tx.prepare_cached(
+            "UPDATE workers SET jobs_done = jobs_done + ?2, jobs_failed = jobs_failed + ?3
+             WHERE id = ?1",
+        )?
+        .execute(params![worker, done, failed])?;
+    }
+    Ok(out)
 }
 
 /// Records spawns, finishes attempts and claims more, in one transaction (durable when it

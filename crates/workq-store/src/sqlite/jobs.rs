@@ -1,61 +1,13 @@
 //! Submitting, reading, cancelling and retrying jobs.
 
-use rusqlite::{params, params_from_iter, OptionalExtension, Transaction};
+use rusqlite::{params, params_from_iter, OptionalExtension};
+use workq_core::lifecycle::{self, CancelAction};
 use workq_core::{Attempt, Job, JobId, JobSpec, JobState};
 
 use super::rows::{self, ATTEMPT_COLUMNS, JOB_COLUMNS};
-use super::{Durability, SqliteStore, TxErr};
+use super::transitions::{cancel_dependents, event};
+use super::{Durability, SqliteStore};
 use crate::{CancelOutcome, ListFilter, QueueStats, Result, RetryOutcome, StoreError, Submitted};
-
-/// Appends one row to the audit log.
-pub(super) fn event(
-    tx: &Transaction<'_>,
-    at: i64,
-    kind: &str,
-    job: Option<JobId>,
-    worker: Option<i64>,
-    detail: Option<&str>,
-) -> rusqlite::Result<()> {
-    tx.prepare_cached(
-        "INSERT INTO events (at, kind, job_id, worker_id, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?
-    .execute(params![at, kind, job, worker, detail])?;
-    Ok(())
-}
-
-/// Cancels every queued job that (transitively) waits on `id`, which will never succeed now.
-pub(super) fn cancel_dependents(tx: &Transaction<'_>, id: JobId, now: i64) -> rusqlite::Result<()> {
-    let mut has = tx.prepare_cached("SELECT 1 FROM deps WHERE after_id = ?1 LIMIT 1")?;
-    if !has.exists([id])? {
-        return Ok(());
-    }
-    tx.prepare_cached(
-        "WITH RECURSIVE d(id) AS (
-             SELECT job_id FROM deps WHERE after_id = ?1
-             UNION SELECT deps.job_id FROM deps JOIN d ON deps.after_id = d.id)
-         UPDATE jobs SET state = 'cancelled', finished_at = ?2,
-                last_error = 'a job it depends on (' || ?1 || ') did not succeed'
-         WHERE id IN (SELECT id FROM d) AND state = 'queued'",
-    )?
-    .execute(params![id, now])?;
-    Ok(())
-}
-
-/// Lets jobs waiting on `id` go once all their dependencies have succeeded.
-pub(super) fn release_dependents(tx: &Transaction<'_>, id: JobId) -> rusqlite::Result<()> {
-    // Almost no job has dependents: a primary-key probe is far cheaper than the UPDATE.
-    let mut has = tx.prepare_cached("SELECT 1 FROM deps WHERE after_id = ?1 LIMIT 1")?;
-    if !has.exists([id])? {
-        return Ok(());
-    }
-    tx.prepare_cached(
-        "UPDATE jobs SET deps_pending = deps_pending - 1
-         WHERE id IN (SELECT job_id FROM deps WHERE after_id = ?1)
-           AND state = 'queued' AND deps_pending > 0",
-    )?
-    .execute([id])?;
-    Ok(())
-}
 
 pub(super) fn submit(s: &SqliteStore, jobs: &[JobSpec]) -> Result<Vec<Submitted>> {
     let now = s.now();
@@ -95,24 +47,13 @@ pub(super) fn submit(s: &SqliteStore, jobs: &[JobSpec]) -> Result<Vec<Submitted>
             deps.sort_unstable();
             deps.dedup();
             let mut pending = 0u32;
-            let mut reject = None;
             for dep in &deps {
                 let state: Option<String> = dep_state.query_row([dep], |r| r.get(0)).optional()?;
-                match state.as_deref() {
-                    None => reject = Some(StoreError::NotFound(format!("job {dep} (given to --after)"))),
-                    Some("succeeded") => {}
-                    Some("failed") | Some("cancelled") => {
-                        reject = Some(StoreError::Conflict(format!(
-                            "job {dep} has already {}, so a job after it would never run: retry {dep} first (workq retry {dep}) or drop --after {dep}",
-                            state.as_deref().unwrap_or("ended")
-                        )));
-                    }
-                    Some(_) => pending += 1,
-                }
-            }
-            if let Some(e) = reject {
+                let state = state.and_then(|st| st.parse::<JobState>().ok());
                 // One refused job rolls back the whole batch: all or nothing.
-                return Err(TxErr::Store(e));
+                if lifecycle::check_dependency(*dep, state).map_err(StoreError::from)? {
+                    pending += 1;
+                }
             }
             let argv = serde_json::to_string(&spec.argv).unwrap_or_else(|_| "[]".into());
             insert.execute(params![
@@ -254,28 +195,29 @@ pub(super) fn cancel(s: &SqliteStore, ids: &[JobId]) -> Result<Vec<CancelOutcome
                 out.push(CancelOutcome::NotFound(id));
                 continue;
             };
-            match state.as_str() {
-                "queued" => {
+            let state = rows::parse_state(&state)?;
+            match lifecycle::on_cancel(state) {
+                CancelAction::CancelNow => {
                     tx.prepare_cached(
-                        "UPDATE jobs SET state = 'cancelled', finished_at = ?2,
-                             last_error = 'cancelled before it started'
+                        "UPDATE jobs SET state = 'cancelled', finished_at = ?2, last_error = ?3
                          WHERE id = ?1",
                     )?
-                    .execute(params![id, now])?;
+                    .execute(params![
+                        id,
+                        now,
+                        lifecycle::CANCELLED_BEFORE_START
+                    ])?;
                     cancel_dependents(tx, id, now)?;
                     event(tx, now, "cancelled", Some(id), None, None)?;
                     out.push(CancelOutcome::Cancelled(id));
                 }
-                "running" => {
+                CancelAction::AskWorker => {
                     tx.prepare_cached("UPDATE jobs SET cancel_requested = 1 WHERE id = ?1")?
                         .execute([id])?;
                     event(tx, now, "cancel_requested", Some(id), worker, None)?;
                     out.push(CancelOutcome::Requested(id, worker));
                 }
-                other => {
-                    let st = other.parse().unwrap_or(JobState::Cancelled);
-                    out.push(CancelOutcome::AlreadyDone(id, st));
-                }
+                CancelAction::AlreadyEnded(st) => out.push(CancelOutcome::AlreadyDone(id, st)),
             }
         }
         Ok(out)
@@ -291,9 +233,12 @@ pub(super) fn retry(s: &SqliteStore, ids: &[JobId]) -> Result<Vec<RetryOutcome>>
                 .prepare_cached("SELECT state FROM jobs WHERE id = ?1")?
                 .query_row([id], |r| r.get(0))
                 .optional()?;
-            match state.as_deref() {
-                None => out.push(RetryOutcome::NotFound(id)),
-                Some("failed") | Some("cancelled") => {
+            let Some(state) = state else {
+                out.push(RetryOutcome::NotFound(id));
+                continue;
+            };
+            let state = rows::parse_state(&state)?;
+            if lifecycle::can_retry(state) {
                     // A retried job must not collide with a newer queued job of the same key.
                     // Its dependencies are counted afresh: one that failed and was retried may
                     // have succeeded meanwhile, which released nobody while this job was ended.
@@ -310,11 +255,8 @@ pub(super) fn retry(s: &SqliteStore, ids: &[JobId]) -> Result<Vec<RetryOutcome>>
                     .execute(params![id, now])?;
                     event(tx, now, "retried", Some(id), None, None)?;
                     out.push(RetryOutcome::Requeued(id));
-                }
-                Some(other) => out.push(RetryOutcome::NotRetryable(
-                    id,
-                    other.parse().unwrap_or(JobState::Queued),
-                )),
+            } else {
+                out.push(RetryOutcome::NotRetryable(id, state));
             }
         }
         Ok(out)

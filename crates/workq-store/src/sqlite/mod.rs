@@ -5,6 +5,7 @@ mod jobs;
 mod lock;
 mod rows;
 mod schema;
+mod transitions;
 mod workers;
 pub use lock::lock_holder;
 
@@ -57,7 +58,7 @@ impl Default for SqliteOptions {
     }
 }
 
-/// Durability of one write transaction (DESIGN §3).
+/// Durability of one write transaction (ARCHITECTURE.md §4).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Durability {
     /// fsync on commit: submit, cancel, finish, rescue.
@@ -77,6 +78,12 @@ pub(crate) enum TxErr {
 impl From<rusqlite::Error> for TxErr {
     fn from(e: rusqlite::Error) -> Self {
         TxErr::Sql(e)
+    }
+}
+
+impl From<StoreError> for TxErr {
+    fn from(e: StoreError) -> Self {
+        TxErr::Store(e)
     }
 }
 

@@ -21,7 +21,7 @@ pub(crate) const SPEC_COLUMNS: &str =
 
 pub(crate) use crate::shared::{json_map, map_json};
 
-fn parse_state(s: &str) -> rusqlite::Result<JobState> {
+pub(super) fn parse_state(s: &str) -> rusqlite::Result<JobState> {
     s.parse().map_err(|e: String| {
         rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into())
     })

@@ -1,10 +1,11 @@
 //! The worker registry and the rescue of a dead worker's jobs.
 
 use rusqlite::params;
-use workq_core::{Attempt, JobId, JobState, WorkerId, WorkerRecord, WorkerState};
+use workq_core::lifecycle;
+use workq_core::{Attempt, WorkerId, WorkerRecord, WorkerState};
 
-use super::jobs::{cancel_dependents, event};
 use super::rows::{self, ATTEMPT_COLUMNS, WORKER_COLUMNS};
+use super::transitions::{self, event};
 use super::{Durability, SqliteStore};
 use crate::{
     Diagnosis, OutcomeCounts, RescueKind, Rescued, Result, RunningJob, WorkerRegistration,
@@ -98,76 +99,22 @@ pub(super) fn rescue(
     how: RescueKind,
 ) -> Result<Vec<Rescued>> {
     let now = s.now();
-    let (outcome, end_state) = match how {
-        RescueKind::Lost => (Outcome::Lost, WorkerState::Dead),
-        RescueKind::Interrupted => (Outcome::Interrupted, WorkerState::Stopped),
-    };
     s.write(Durability::Full, |tx| {
-        let running: Vec<(JobId, u32, u32, u32, i64)> = tx
-            .prepare_cached(
-                "SELECT id, attempt, rescues, max_rescues, cancel_requested FROM jobs
-                 WHERE worker_id = ?1 AND state = 'running'",
-            )?
-            .query_map([worker], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
-            .collect::<rusqlite::Result<_>>()?;
+        let running = transitions::running_on(tx, worker)?;
         let mut out = Vec::with_capacity(running.len());
-        for (id, attempt, rescues, max_rescues, cancel_requested) in running {
-            let error = match how {
-                RescueKind::Lost => format!("its worker {worker} died ({reason})"),
-                RescueKind::Interrupted => {
-                    format!("interrupted: its worker {worker} was stopped ({reason}); queued again")
-                }
-            };
-            tx.prepare_cached(
-                "UPDATE attempts SET ended_at = ?3, outcome = ?5, error = ?4
-                 WHERE job_id = ?1 AND attempt = ?2 AND ended_at IS NULL",
-            )?
-            .execute(params![id, attempt, now, error, outcome.as_str()])?;
-            let new_state = if cancel_requested != 0 {
-                tx.prepare_cached(
-                    "UPDATE jobs SET state = 'cancelled', finished_at = ?2, lease = NULL,
-                         last_error = 'cancelled; its worker died while stopping it'
-                     WHERE id = ?1",
-                )?
-                .execute(params![id, now])?;
-                cancel_dependents(tx, id, now)?;
-                JobState::Cancelled
-            } else if how == RescueKind::Interrupted {
-                tx.prepare_cached(
-                    "UPDATE jobs SET state = 'queued', run_at = ?2, lease = NULL, last_error = ?3
-                     WHERE id = ?1",
-                )?
-                .execute(params![id, now, error])?;
-                JobState::Queued
-            } else if rescues + 1 > max_rescues {
-                let msg = format!(
-                    "lost {} times (its worker died each time); not requeued again so a job that kills its worker cannot loop forever",
-                    rescues + 1
-                );
-                tx.prepare_cached(
-                    "UPDATE jobs SET state = 'failed', finished_at = ?2, lease = NULL,
-                         rescues = rescues + 1, last_error = ?3
-                     WHERE id = ?1",
-                )?
-                .execute(params![id, now, msg])?;
-                cancel_dependents(tx, id, now)?;
-                JobState::Failed
-            } else {
-                tx.prepare_cached(
-                    "UPDATE jobs SET state = 'queued', run_at = ?2, lease = NULL,
-                         rescues = rescues + 1, last_error = ?3
-                     WHERE id = ?1",
-                )?
-                .execute(params![id, now, error])?;
-                JobState::Queued
-            };
-            event(tx, now, "rescued", Some(id), Some(worker), Some(new_state.as_str()))?;
+        for (id, attempt, facts) in running {
+            let d = lifecycle::after_rescue(&facts, worker, how, reason, Timestamp(now));
+            transitions::apply(tx, id, attempt, &d, None, None, worker, now)?;
             out.push(Rescued {
                 job_id: id,
                 attempt,
-                new_state,
+                new_state: d.state,
             });
         }
+        let end_state = match how {
+            RescueKind::Lost => WorkerState::Dead,
+            RescueKind::Interrupted => WorkerState::Stopped,
+        };
         let changed = tx
             .prepare_cached(
                 "UPDATE workers SET state = ?4, stopped_at = ?2, stop_reason = ?3
