@@ -85,3 +85,79 @@ fn concurrent_first_opens_migrate_once() {
         .get(0);
     assert_eq!(rows as usize, 1, "each migration recorded once");
 }
+
+/// A row written by hand with a NULL or a value of another type where the store needs one is an
+/// error naming the table and the column, never a panic; a claimed job whose row cannot be read
+/// fails alone, with that reason, and the jobs behind it are still claimed.
+#[test]
+fn unreadable_rows_are_errors_naming_table_and_column() {
+    if skip() {
+        return;
+    }
+    let url = fresh_url();
+    let s = open(&url, ManualClock::new(workq_core::Timestamp(1_000)));
+    let spec = |n: &str| workq_core::JobSpec::new("default", vec!["echo".into(), n.into()]);
+    let ids: Vec<i64> = s
+        .submit(&[spec("bad"), spec("good")])
+        .expect("submit")
+        .iter()
+        .map(|r| r.id())
+        .collect();
+    let w = s
+        .register_worker(&workq_store::WorkerRegistration {
+            name: "w".into(),
+            host: "host-1".into(),
+            boot_id: "b".into(),
+            pid: 1,
+            pid_start_time: 1,
+            queues: vec!["default".into()],
+            slots: 2,
+            version: "t".into(),
+            settings: None,
+        })
+        .expect("register");
+    let mut c = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+    c.batch_execute(&format!(
+        "ALTER TABLE workq.jobs ALTER COLUMN kill_grace_ms DROP NOT NULL;
+         UPDATE workq.jobs SET kill_grace_ms = NULL WHERE id = {};
+         ALTER TABLE workq.workers ALTER COLUMN slots TYPE integer;",
+        ids[0]
+    ))
+    .expect("damage the rows");
+
+    match s.get(ids[0]) {
+        Err(workq_store::StoreError::BadRow { table, column, .. }) => {
+            assert_eq!((table, column.as_str()), ("jobs", "kill_grace_ms"));
+        }
+        other => panic!("expected a BadRow error, got {other:?}"),
+    }
+    let e = s.workers(true).expect_err("slots is an integer now");
+    let text = e.to_string();
+    assert!(
+        text.contains("table workers") && text.contains("slots"),
+        "{text}"
+    );
+
+    let claimed = s
+        .claim(w, &["default".into()], 2)
+        .expect("the claim goes on");
+    assert_eq!(
+        claimed.iter().map(|j| j.id).collect::<Vec<_>>(),
+        [ids[1]],
+        "the readable job is claimed"
+    );
+    let (state, error): (String, String) = {
+        let r = c
+            .query_one(
+                "SELECT state, last_error FROM workq.jobs WHERE id = $1",
+                &[&ids[0]],
+            )
+            .expect("read");
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(state, "failed");
+    assert!(
+        error.contains("table jobs") && error.contains("kill_grace_ms") && error.contains("NULL"),
+        "{error}"
+    );
+}

@@ -233,3 +233,65 @@ fn processes_never_claim_a_job_twice() {
         "the workers' jobs_done must add up to every job"
     );
 }
+
+/// A row written by hand with a value of another type where the store needs one is an error
+/// naming the table and the column; a claimed job whose row cannot be read fails alone, with
+/// that reason, and the jobs behind it are still claimed.
+#[test]
+fn unreadable_rows_are_errors_naming_table_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("workq.db");
+    let s = SqliteStore::open(&path, SqliteOptions::default()).unwrap();
+    let spec = |n: &str| JobSpec::new("default", vec!["echo".into(), n.into()]);
+    let ids: Vec<i64> = s
+        .submit(&[spec("bad"), spec("good")])
+        .unwrap()
+        .iter()
+        .map(|r| r.id())
+        .collect();
+    let w = s
+        .register_worker(&WorkerRegistration {
+            name: "w".into(),
+            host: "host-1".into(),
+            boot_id: "b".into(),
+            pid: 1,
+            pid_start_time: 1,
+            queues: vec!["default".into()],
+            slots: 2,
+            version: "t".into(),
+            settings: None,
+        })
+        .unwrap();
+    let c = rusqlite::Connection::open(&path).unwrap();
+    c.execute(
+        "UPDATE jobs SET kill_grace_ms = 'soon' WHERE id = ?1",
+        [ids[0]],
+    )
+    .unwrap();
+    drop(c);
+
+    let e = s.get(ids[0]).expect_err("kill_grace_ms holds text");
+    assert!(e.to_string().contains("kill_grace_ms"), "{e}");
+    let claimed = s
+        .claim(w, &["default".into()], 2)
+        .expect("the claim goes on");
+    assert_eq!(claimed.iter().map(|j| j.id).collect::<Vec<_>>(), [ids[1]]);
+    let job = s.list(&ListFilter {
+        ids: vec![ids[1]],
+        ..Default::default()
+    });
+    assert!(job.is_ok());
+    let c = rusqlite::Connection::open(&path).unwrap();
+    let (state, error): (String, String) = c
+        .query_row(
+            "SELECT state, last_error FROM jobs WHERE id = ?1",
+            [ids[0]],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(state, "failed");
+    assert!(
+        error.contains("table jobs") && error.contains("kill_grace_ms"),
+        "{error}"
+    );
+}

@@ -49,7 +49,18 @@ impl From<StoreError> for CliError {
             StoreError::Conflict(_) => code::CONFLICT,
             _ => code::UNAVAILABLE,
         };
-        CliError::new(code, e.to_string())
+        let hint = match &e {
+            StoreError::NotADatabase { .. } => Some("move it aside or point --state-dir elsewhere"),
+            StoreError::ReadOnly { .. } => {
+                Some("fix its permissions or use --state-dir on a writable filesystem")
+            }
+            _ => None,
+        };
+        let err = CliError::new(code, e.to_string());
+        match hint {
+            Some(h) => err.hint(h),
+            None => err,
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 use postgres::types::ToSql;
 use rusqlite::types::ValueRef;
 
+use super::stmt::Cols;
 use super::{PgStore, TxErr};
 use crate::{Result, StoreError};
 
@@ -134,75 +135,106 @@ type TableRows = (
 /// Rows copied per table.
 pub type CopyReport = Vec<(String, u64)>;
 
+/// Reads every table of the SQLite database `src`, and its store id.
+fn read_sqlite(src: &std::path::Path) -> Result<(Vec<TableRows>, Option<String>)> {
+    let display = src.display().to_string();
+    let sq = rusqlite::Connection::open_with_flags(src, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| StoreError::Unavailable {
+            path: display.clone(),
+            reason: e.to_string(),
+        })?;
+    let sq_err = |e: rusqlite::Error| StoreError::Backend {
+        path: display.clone(),
+        detail: e.to_string(),
+    };
+    let mut data: Vec<TableRows> = Vec::new();
+    for (table, cols) in TABLES {
+        let names: Vec<&str> = cols.iter().map(|c| c.0).collect();
+        let mut st = sq
+            .prepare(&format!("SELECT {} FROM {table}", names.join(", ")))
+            .map_err(sq_err)?;
+        let mut texts = Vec::new();
+        let mut ints = Vec::new();
+        let mut rows = st.query([]).map_err(sq_err)?;
+        while let Some(r) = rows.next().map_err(sq_err)? {
+            let mut t = Vec::with_capacity(cols.len());
+            let mut n = Vec::with_capacity(cols.len());
+            for i in 0..cols.len() {
+                let (text, int) = both_ways(r.get_ref(i).map_err(sq_err)?);
+                t.push(text);
+                n.push(int);
+            }
+            texts.push(t);
+            ints.push(n);
+        }
+        data.push((table, cols, texts, ints));
+    }
+    let store_id: Option<String> = sq
+        .query_row(
+            "SELECT value FROM store_info WHERE key = 'store_id'",
+            [],
+            |r| r.get(0),
+        )
+        .ok();
+    Ok((data, store_id))
+}
+
+/// A SQLite value as text and as an integer, so either column kind can take it.
+fn both_ways(v: ValueRef<'_>) -> (Option<String>, Option<i64>) {
+    match v {
+        ValueRef::Null => (None, None),
+        ValueRef::Integer(v) => (Some(v.to_string()), Some(v)),
+        ValueRef::Real(v) => (Some(v.to_string()), Some(v as i64)),
+        ValueRef::Text(b) | ValueRef::Blob(b) => {
+            let s = String::from_utf8_lossy(b).into_owned();
+            let n = s.parse().ok();
+            (Some(s), n)
+        }
+    }
+}
+
+/// Inserts the rows of one table.
+fn copy_table(
+    tx: &mut postgres::Transaction<'_>,
+    (table, cols, texts, ints): &TableRows,
+) -> std::result::Result<u64, TxErr> {
+    let names: Vec<&str> = cols.iter().map(|c| c.0).collect();
+    let marks: Vec<String> = (1..=cols.len()).map(|i| format!("${i}")).collect();
+    let st = tx.prepare(&format!(
+        "INSERT INTO {table} ({}) VALUES ({})",
+        names.join(", "),
+        marks.join(", ")
+    ))?;
+    for (t, n) in texts.iter().zip(ints) {
+        let bools: Vec<Option<bool>> = n.iter().map(|v| v.map(|x| x != 0)).collect();
+        let args: Vec<&(dyn ToSql + Sync)> = cols
+            .iter()
+            .enumerate()
+            .map(|(i, (_, kind))| match kind {
+                Col::Int => &n[i] as &(dyn ToSql + Sync),
+                Col::Text => &t[i] as &(dyn ToSql + Sync),
+                Col::Bool => &bools[i] as &(dyn ToSql + Sync),
+            })
+            .collect();
+        tx.execute(&st, &args)?;
+    }
+    Ok(texts.len() as u64)
+}
+
 impl PgStore {
     /// Copies every table of the SQLite database `src` into this store in one transaction.
     /// Refuses a target that already holds jobs or workers unless `replace`, which empties it
     /// first. The store id is carried over, so the jobs' process markers keep matching.
     pub fn import_sqlite(&self, src: &std::path::Path, replace: bool) -> Result<CopyReport> {
-        let display = src.display().to_string();
-        let sq =
-            rusqlite::Connection::open_with_flags(src, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-                .map_err(|e| StoreError::Unavailable {
-                    path: display.clone(),
-                    reason: e.to_string(),
-                })?;
-        let sq_err = |e: rusqlite::Error| StoreError::Backend {
-            path: display.clone(),
-            detail: e.to_string(),
-        };
         // Read everything first: the copy is one PostgreSQL transaction.
-        let mut data: Vec<TableRows> = Vec::new();
-        for (table, cols) in TABLES {
-            let names: Vec<&str> = cols.iter().map(|c| c.0).collect();
-            let mut st = sq
-                .prepare(&format!("SELECT {} FROM {table}", names.join(", ")))
-                .map_err(sq_err)?;
-            let mut texts = Vec::new();
-            let mut ints = Vec::new();
-            let mut rows = st.query([]).map_err(sq_err)?;
-            while let Some(r) = rows.next().map_err(sq_err)? {
-                let mut t = Vec::with_capacity(cols.len());
-                let mut n = Vec::with_capacity(cols.len());
-                for i in 0..cols.len() {
-                    match r.get_ref(i).map_err(sq_err)? {
-                        ValueRef::Null => {
-                            t.push(None);
-                            n.push(None);
-                        }
-                        ValueRef::Integer(v) => {
-                            t.push(Some(v.to_string()));
-                            n.push(Some(v));
-                        }
-                        ValueRef::Real(v) => {
-                            t.push(Some(v.to_string()));
-                            n.push(Some(v as i64));
-                        }
-                        ValueRef::Text(b) | ValueRef::Blob(b) => {
-                            let s = String::from_utf8_lossy(b).into_owned();
-                            n.push(s.parse().ok());
-                            t.push(Some(s));
-                        }
-                    }
-                }
-                texts.push(t);
-                ints.push(n);
-            }
-            data.push((table, cols, texts, ints));
-        }
-        let store_id: Option<String> = sq
-            .query_row(
-                "SELECT value FROM store_info WHERE key = 'store_id'",
-                [],
-                |r| r.get(0),
-            )
-            .ok();
+        let (data, store_id) = read_sqlite(src)?;
         self.write(true, |tx| {
             let existing: i64 = tx
                 .query_one("SELECT (SELECT count(*) FROM jobs) + (SELECT count(*) FROM workers)", &[])?
-                .get(0);
+                .col("jobs", 0)?;
             if existing > 0 && !replace {
                 return Err(TxErr::Store(StoreError::Conflict(format!(
-                    "{} already holds {existing} jobs and workers; nothing was copied (pass --replace to empty it first)",
+                    "{} already holds {existing} jobs and workers; nothing was copied",
                     self.display
                 ))));
             }
@@ -210,28 +242,8 @@ impl PgStore {
                 "TRUNCATE queues, jobs, deps, attempts, workers, worker_controls, events, queue_counts RESTART IDENTITY",
             )?;
             let mut report = Vec::new();
-            for (table, cols, texts, ints) in &data {
-                let names: Vec<&str> = cols.iter().map(|c| c.0).collect();
-                let marks: Vec<String> = (1..=cols.len()).map(|i| format!("${i}")).collect();
-                let st = tx.prepare(&format!(
-                    "INSERT INTO {table} ({}) VALUES ({})",
-                    names.join(", "),
-                    marks.join(", ")
-                ))?;
-                for (t, n) in texts.iter().zip(ints) {
-                    let bools: Vec<Option<bool>> = n.iter().map(|v| v.map(|x| x != 0)).collect();
-                    let args: Vec<&(dyn ToSql + Sync)> = cols
-                        .iter()
-                        .enumerate()
-                        .map(|(i, (_, kind))| match kind {
-                            Col::Int => &n[i] as &(dyn ToSql + Sync),
-                            Col::Text => &t[i] as &(dyn ToSql + Sync),
-                            Col::Bool => &bools[i] as &(dyn ToSql + Sync),
-                        })
-                        .collect();
-                    tx.execute(&st, &args)?;
-                }
-                report.push((table.to_string(), texts.len() as u64));
+            for rows in &data {
+                report.push((rows.0.to_string(), copy_table(tx, rows)?));
             }
             for table in ["jobs", "workers", "events"] {
                 tx.execute(

@@ -3,11 +3,15 @@
 //! worker something to do sends `NOTIFY workq_changes` (delivered at commit); a sequence bumped
 //! by every write answers `changed()` with one cheap read.
 
+mod claim;
 mod import;
 pub use import::CopyReport;
-mod ops;
+mod jobs;
 mod rows;
 pub(crate) mod schema;
+mod stmt;
+mod transitions;
+mod workers;
 
 use std::cell::{Cell, RefCell};
 use std::sync::atomic::Ordering;
@@ -18,6 +22,7 @@ use postgres::error::SqlState;
 use postgres::{Client, NoTls, Transaction};
 
 use crate::{Clock, Result, StoreError, SystemClock};
+use stmt::Cols;
 
 /// Options of a PostgreSQL store.
 #[derive(Clone)]
@@ -50,7 +55,7 @@ pub struct PgStore {
     /// The change counter at the previous `changed()` (read lazily: one-shot commands never ask).
     seen_change: Cell<Option<i64>>,
     /// Prepared statements of the current connection.
-    pub(crate) stmts: ops::Cache,
+    pub(crate) stmts: stmt::Cache,
 }
 
 /// The channel workers listen on.
@@ -64,6 +69,12 @@ pub(crate) enum TxErr {
 impl From<postgres::Error> for TxErr {
     fn from(e: postgres::Error) -> Self {
         TxErr::Pg(e)
+    }
+}
+
+impl From<StoreError> for TxErr {
+    fn from(e: StoreError) -> Self {
+        TxErr::Store(e)
     }
 }
 
@@ -156,12 +167,12 @@ impl PgStore {
             tx.batch_execute("CREATE SCHEMA IF NOT EXISTS workq; SET LOCAL search_path TO workq")?;
             let exists: bool = tx
                 .query_one("SELECT to_regclass('workq.meta') IS NOT NULL", &[])?
-                .get(0);
+                .col("meta", 0)?;
             let mut version = 0i64;
             if exists {
                 for row in tx.query("SELECT version, checksum FROM meta ORDER BY version", &[])? {
-                    let v: i64 = row.get(0);
-                    let sum: i64 = row.get(1);
+                    let v: i64 = row.col("meta", 0)?;
+                    let sum: i64 = row.col("meta", 1)?;
                     version = version.max(v);
                     if let Some(sql) = schema::MIGRATIONS.get((v - 1) as usize) {
                         let expected = crate::sqlite::schema_checksum(sql);
@@ -263,14 +274,14 @@ impl PgStore {
             let mut tx = c.transaction()?;
             let v = f(&mut tx)?;
             if notify {
-                ops::qy(
+                stmt::qy(
                     &self.stmts,
                     &mut tx,
                     "SELECT nextval('changes'), pg_notify($1, '')",
                     &[&CHANNEL],
                 )?;
             } else {
-                ops::qy(&self.stmts, &mut tx, "SELECT nextval('changes')", &[])?;
+                stmt::qy(&self.stmts, &mut tx, "SELECT nextval('changes')", &[])?;
             }
             tx.commit()?;
             Ok(v)
@@ -279,13 +290,13 @@ impl PgStore {
 
     fn change_counter(&self) -> Result<i64> {
         self.with(|c| {
-            let row = ops::q1(
+            let row = stmt::q1(
                 &self.stmts,
                 c,
                 "SELECT last_value + (CASE WHEN is_called THEN 1 ELSE 0 END) FROM changes",
                 &[],
             )?;
-            Ok(row.get::<_, i64>(0))
+            Ok(row.col::<i64>("changes", 0)?)
         })
     }
 
@@ -439,5 +450,187 @@ impl PgStore {
                 }
             });
         Listener { stop }
+    }
+}
+
+impl crate::Store for PgStore {
+    fn now(&self) -> workq_core::Timestamp {
+        self.opts.clock.now()
+    }
+
+    fn submit(&self, jobs: &[workq_core::JobSpec]) -> Result<Vec<crate::Submitted>> {
+        jobs::submit(self, jobs)
+    }
+
+    fn claim(
+        &self,
+        worker: workq_core::WorkerId,
+        queues: &[String],
+        limit: u32,
+    ) -> Result<Vec<workq_core::ClaimedJob>> {
+        claim::claim(self, worker, queues, limit)
+    }
+
+    fn record_spawn(&self, spawns: &[crate::SpawnRecord]) -> Result<()> {
+        claim::record_spawn(self, spawns)
+    }
+
+    fn finish(
+        &self,
+        worker: workq_core::WorkerId,
+        results: &[crate::FinishRequest],
+    ) -> Result<Vec<crate::FinishOutcome>> {
+        claim::finish(self, worker, results)
+    }
+
+    fn step(
+        &self,
+        worker: workq_core::WorkerId,
+        spawns: &[crate::SpawnRecord],
+        results: &[crate::FinishRequest],
+        queues: &[String],
+        limit: u32,
+    ) -> Result<(Vec<crate::FinishOutcome>, Vec<workq_core::ClaimedJob>)> {
+        claim::step(self, worker, spawns, results, queues, limit)
+    }
+
+    fn get(&self, id: workq_core::JobId) -> Result<Option<workq_core::Job>> {
+        jobs::get(self, id)
+    }
+
+    fn attempts(&self, id: workq_core::JobId) -> Result<Vec<workq_core::Attempt>> {
+        jobs::attempts(self, id)
+    }
+
+    fn list(&self, filter: &crate::ListFilter) -> Result<Vec<workq_core::Job>> {
+        jobs::list(self, filter)
+    }
+
+    fn count_unfinished(&self, queue: Option<&str>) -> Result<u64> {
+        jobs::count_unfinished(self, queue)
+    }
+
+    fn cancel(&self, ids: &[workq_core::JobId]) -> Result<Vec<crate::CancelOutcome>> {
+        jobs::cancel(self, ids)
+    }
+
+    fn retry(&self, ids: &[workq_core::JobId]) -> Result<Vec<crate::RetryOutcome>> {
+        jobs::retry(self, ids)
+    }
+
+    fn failed_ids(&self, queue: Option<&str>) -> Result<Vec<workq_core::JobId>> {
+        jobs::failed_ids(self, queue)
+    }
+
+    fn cancel_requests(
+        &self,
+        worker: workq_core::WorkerId,
+    ) -> Result<Vec<(workq_core::JobId, i64)>> {
+        claim::cancel_requests(self, worker)
+    }
+
+    fn next_run_at(&self, queues: &[String]) -> Result<Option<workq_core::Timestamp>> {
+        claim::next_run_at(self, queues)
+    }
+
+    fn changed(&self) -> Result<bool> {
+        claim::changed(self)
+    }
+
+    fn register_worker(&self, reg: &crate::WorkerRegistration) -> Result<workq_core::WorkerId> {
+        workers::register(self, reg)
+    }
+
+    fn heartbeat(
+        &self,
+        worker: workq_core::WorkerId,
+        state: workq_core::WorkerState,
+    ) -> Result<()> {
+        workers::heartbeat(self, worker, state)
+    }
+
+    fn worker_stopped(&self, worker: workq_core::WorkerId, reason: &str) -> Result<()> {
+        workers::stopped(self, worker, reason)
+    }
+
+    fn workers(&self, include_ended: bool) -> Result<Vec<workq_core::WorkerRecord>> {
+        workers::list(self, include_ended)
+    }
+
+    fn running_attempts(&self, worker: workq_core::WorkerId) -> Result<Vec<workq_core::Attempt>> {
+        workers::running_attempts(self, worker)
+    }
+
+    fn rescue_worker(
+        &self,
+        worker: workq_core::WorkerId,
+        reason: &str,
+        how: crate::RescueKind,
+    ) -> Result<Vec<crate::Rescued>> {
+        workers::rescue(self, worker, reason, how)
+    }
+
+    fn mark_crash_looping(&self, worker: workq_core::WorkerId, reason: &str) -> Result<()> {
+        workers::mark_crash_looping(self, worker, reason)
+    }
+
+    fn prune_workers(&self, before: workq_core::Timestamp) -> Result<u64> {
+        workers::prune(self, before)
+    }
+
+    fn set_worker_paused(&self, host: &str, name: &str, paused: bool) -> Result<()> {
+        workers::set_paused(self, host, name, paused)
+    }
+
+    fn worker_paused(&self, host: &str, name: &str) -> Result<bool> {
+        workers::paused(self, host, name)
+    }
+
+    fn running_jobs(&self) -> Result<Vec<crate::RunningJob>> {
+        workers::running_jobs(self)
+    }
+
+    fn worker_outcomes(
+        &self,
+        worker: workq_core::WorkerId,
+        since: workq_core::Timestamp,
+    ) -> Result<crate::OutcomeCounts> {
+        workers::outcomes(self, worker, since)
+    }
+
+    fn store_id(&self) -> Result<String> {
+        workers::store_id(self)
+    }
+
+    fn jobs_with_unique_keys(
+        &self,
+        keys: &[String],
+    ) -> Result<Vec<(String, workq_core::JobId, workq_core::JobState)>> {
+        jobs::with_unique_keys(self, keys)
+    }
+
+    fn purge(
+        &self,
+        before: workq_core::Timestamp,
+        states: &[workq_core::JobState],
+        limit: u32,
+    ) -> Result<crate::Purged> {
+        jobs::purge(self, before, states, limit)
+    }
+
+    fn diagnose(&self) -> Result<crate::Diagnosis> {
+        workers::diagnose(self)
+    }
+
+    fn subscribe(&self, on_change: Box<dyn Fn() + Send>) -> Option<Box<dyn std::any::Any + Send>> {
+        Some(Box::new(self.listen(on_change)))
+    }
+
+    fn shared_across_hosts(&self) -> bool {
+        true
+    }
+
+    fn queue_stats(&self) -> Result<Vec<crate::QueueStats>> {
+        jobs::queue_stats(self)
     }
 }

@@ -18,65 +18,68 @@ pub(crate) const SPEC_COLUMNS: &str =
     "queue, argv, env, cwd, labels, priority, retries, backoff_ms, \
      timeout_ms, kill_grace_ms, run_at, unique_key, idempotency_key, max_rescues, container";
 
+use super::stmt::Cols;
 pub(crate) use crate::shared::{json_map, map_json};
+use crate::StoreError;
 
-fn u32_of(v: i64) -> u32 {
+pub(crate) fn u32_of(v: i64) -> u32 {
     v.clamp(0, u32::MAX as i64) as u32
 }
 
-fn ms(v: i64) -> Duration {
+pub(crate) fn ms(v: i64) -> Duration {
     Duration::from_millis(v.max(0) as u64)
 }
 
-/// Reads a [`JobSpec`] from [`SPEC_COLUMNS`] starting at column `o`.
-pub(crate) fn spec_from_row(r: &Row, o: usize) -> JobSpec {
-    let argv: String = r.get(o + 1);
-    JobSpec {
-        queue: r.get(o),
+/// Reads a [`JobSpec`] of a row of `table` from [`SPEC_COLUMNS`] starting at column `o`.
+pub(crate) fn spec_from_row(r: &Row, table: &'static str, o: usize) -> Result<JobSpec, StoreError> {
+    let argv: String = r.col(table, o + 1)?;
+    Ok(JobSpec {
+        queue: r.col(table, o)?,
         argv: serde_json::from_str(&argv).unwrap_or_default(),
-        env: json_map(r.get(o + 2)),
-        cwd: r.get(o + 3),
-        labels: json_map(r.get(o + 4)),
+        env: json_map(r.col(table, o + 2)?),
+        cwd: r.col(table, o + 3)?,
+        labels: json_map(r.col(table, o + 4)?),
         priority: r
-            .get::<_, i64>(o + 5)
+            .col::<i64>(table, o + 5)?
             .clamp(i32::MIN as i64, i32::MAX as i64) as i32,
-        retries: u32_of(r.get(o + 6)),
-        backoff: ms(r.get(o + 7)),
-        timeout: r.get::<_, Option<i64>>(o + 8).map(ms),
-        kill_grace: ms(r.get(o + 9)),
-        run_at: Some(Timestamp(r.get(o + 10))),
+        retries: u32_of(r.col(table, o + 6)?),
+        backoff: ms(r.col(table, o + 7)?),
+        timeout: r.col::<Option<i64>>(table, o + 8)?.map(ms),
+        kill_grace: ms(r.col(table, o + 9)?),
+        run_at: Some(Timestamp(r.col(table, o + 10)?)),
         after: Vec::new(),
-        unique_key: r.get(o + 11),
-        idempotency_key: r.get(o + 12),
-        max_rescues: u32_of(r.get(o + 13)),
+        unique_key: r.col(table, o + 11)?,
+        idempotency_key: r.col(table, o + 12)?,
+        max_rescues: u32_of(r.col(table, o + 13)?),
         container: r
-            .get::<_, Option<String>>(o + 14)
+            .col::<Option<String>>(table, o + 14)?
             .and_then(|t| serde_json::from_str(&t).ok()),
-    }
+    })
 }
 
 /// Reads a [`Job`] from [`JOB_COLUMNS`].
-pub(crate) fn job_from_row(r: &Row) -> Job {
-    let spec = spec_from_row(r, 2);
-    let state: String = r.get(1);
-    Job {
-        id: r.get(0),
+pub(crate) fn job_from_row(r: &Row) -> Result<Job, StoreError> {
+    const T: &str = "jobs";
+    let spec = spec_from_row(r, T, 2)?;
+    let state: String = r.col(T, 1)?;
+    Ok(Job {
+        id: r.col(T, 0)?,
         state: state.parse().unwrap_or(JobState::Failed),
         run_at: spec.run_at.unwrap_or_default(),
         spec,
-        deps_pending: u32_of(r.get(17)),
-        attempt: u32_of(r.get(18)),
-        failures: u32_of(r.get(19)),
-        rescues: u32_of(r.get(20)),
-        worker_id: r.get(21),
-        cancel_requested: r.get(22),
-        exit_code: r.get::<_, Option<i64>>(23).map(|c| c as i32),
-        last_error: r.get(24),
-        created_at: Timestamp(r.get(25)),
-        started_at: r.get::<_, Option<i64>>(26).map(Timestamp),
-        finished_at: r.get::<_, Option<i64>>(27).map(Timestamp),
-        worker_name: r.get(28),
-    }
+        deps_pending: u32_of(r.col(T, 17)?),
+        attempt: u32_of(r.col(T, 18)?),
+        failures: u32_of(r.col(T, 19)?),
+        rescues: u32_of(r.col(T, 20)?),
+        worker_id: r.col(T, 21)?,
+        cancel_requested: r.col(T, 22)?,
+        exit_code: r.col::<Option<i64>>(T, 23)?.map(|c| c as i32),
+        last_error: r.col(T, 24)?,
+        created_at: Timestamp(r.col(T, 25)?),
+        started_at: r.col::<Option<i64>>(T, 26)?.map(Timestamp),
+        finished_at: r.col::<Option<i64>>(T, 27)?.map(Timestamp),
+        worker_name: r.col(T, 28)?,
+    })
 }
 
 /// Columns of `attempts` (aliased `a`) read by [`attempt_from_row`].
@@ -86,26 +89,27 @@ pub(crate) const ATTEMPT_COLUMNS: &str =
      a.log_path, (SELECT w.name FROM workers w WHERE w.id = a.worker_id), a.lease";
 
 /// Reads an [`Attempt`] from [`ATTEMPT_COLUMNS`].
-pub(crate) fn attempt_from_row(r: &Row) -> Attempt {
-    let outcome: Option<String> = r.get(9);
-    Attempt {
-        job_id: r.get(0),
-        attempt: u32_of(r.get(1)),
-        worker_id: r.get(2),
-        host: r.get(3),
-        pid: r.get::<_, Option<i64>>(4).map(|v| v as i32),
-        pgid: r.get::<_, Option<i64>>(5).map(|v| v as i32),
-        pid_start_time: r.get::<_, Option<i64>>(6).map(|v| v as u64),
-        started_at: Timestamp(r.get(7)),
-        ended_at: r.get::<_, Option<i64>>(8).map(Timestamp),
+pub(crate) fn attempt_from_row(r: &Row) -> Result<Attempt, StoreError> {
+    const T: &str = "attempts";
+    let outcome: Option<String> = r.col(T, 9)?;
+    Ok(Attempt {
+        job_id: r.col(T, 0)?,
+        attempt: u32_of(r.col(T, 1)?),
+        worker_id: r.col(T, 2)?,
+        host: r.col(T, 3)?,
+        pid: r.col::<Option<i64>>(T, 4)?.map(|v| v as i32),
+        pgid: r.col::<Option<i64>>(T, 5)?.map(|v| v as i32),
+        pid_start_time: r.col::<Option<i64>>(T, 6)?.map(|v| v as u64),
+        started_at: Timestamp(r.col(T, 7)?),
+        ended_at: r.col::<Option<i64>>(T, 8)?.map(Timestamp),
         outcome: outcome.and_then(|o| o.parse::<Outcome>().ok()),
-        exit_code: r.get::<_, Option<i64>>(10).map(|v| v as i32),
-        signal: r.get::<_, Option<i64>>(11).map(|v| v as i32),
-        error: r.get(12),
-        log_path: r.get(13),
-        worker_name: r.get(14),
-        lease: r.get(15),
-    }
+        exit_code: r.col::<Option<i64>>(T, 10)?.map(|v| v as i32),
+        signal: r.col::<Option<i64>>(T, 11)?.map(|v| v as i32),
+        error: r.col(T, 12)?,
+        log_path: r.col(T, 13)?,
+        worker_name: r.col(T, 14)?,
+        lease: r.col(T, 15)?,
+    })
 }
 
 /// Columns of `workers` (aliased `w`) read by [`worker_from_row`].
@@ -116,27 +120,28 @@ pub(crate) const WORKER_COLUMNS: &str =
      (SELECT count(*) FROM jobs j WHERE j.state = 'running' AND j.worker_id = w.id), w.settings";
 
 /// Reads a [`WorkerRecord`] from [`WORKER_COLUMNS`].
-pub(crate) fn worker_from_row(r: &Row) -> WorkerRecord {
-    let queues: String = r.get(6);
-    let state: String = r.get(8);
-    WorkerRecord {
-        id: r.get(0),
-        name: r.get(1),
-        host: r.get(2),
-        boot_id: r.get(3),
-        pid: r.get::<_, i64>(4) as i32,
-        pid_start_time: r.get::<_, i64>(5) as u64,
+pub(crate) fn worker_from_row(r: &Row) -> Result<WorkerRecord, StoreError> {
+    const T: &str = "workers";
+    let queues: String = r.col(T, 6)?;
+    let state: String = r.col(T, 8)?;
+    Ok(WorkerRecord {
+        id: r.col(T, 0)?,
+        name: r.col(T, 1)?,
+        host: r.col(T, 2)?,
+        boot_id: r.col(T, 3)?,
+        pid: r.col::<i64>(T, 4)? as i32,
+        pid_start_time: r.col::<i64>(T, 5)? as u64,
         queues: serde_json::from_str(&queues).unwrap_or_default(),
-        slots: u32_of(r.get(7)),
+        slots: u32_of(r.col(T, 7)?),
         state: WorkerState::parse(&state),
-        jobs_done: r.get::<_, i64>(9).max(0) as u64,
-        jobs_failed: r.get::<_, i64>(10).max(0) as u64,
-        started_at: Timestamp(r.get(11)),
-        heartbeat_at: Timestamp(r.get(12)),
-        stopped_at: r.get::<_, Option<i64>>(13).map(Timestamp),
-        stop_reason: r.get(14),
-        version: r.get(15),
-        running_jobs: u32_of(r.get(16)),
-        settings: r.get(17),
-    }
+        jobs_done: r.col::<i64>(T, 9)?.max(0) as u64,
+        jobs_failed: r.col::<i64>(T, 10)?.max(0) as u64,
+        started_at: Timestamp(r.col(T, 11)?),
+        heartbeat_at: Timestamp(r.col(T, 12)?),
+        stopped_at: r.col::<Option<i64>>(T, 13)?.map(Timestamp),
+        stop_reason: r.col(T, 14)?,
+        version: r.col(T, 15)?,
+        running_jobs: u32_of(r.col(T, 16)?),
+        settings: r.col(T, 17)?,
+    })
 }

@@ -4,7 +4,7 @@ use rusqlite::{params, OptionalExtension};
 use workq_core::lifecycle::{self, Tally};
 use workq_core::{ClaimedJob, JobId, Timestamp, WorkerId};
 
-use super::rows::{spec_from_row, SPEC_COLUMNS};
+use super::rows::{bad_row, spec_from_row, SPEC_COLUMNS};
 use super::transitions::{self, event};
 use super::{Durability, SqliteStore, TxErr};
 use crate::{FinishOutcome, FinishRequest, Result, SpawnRecord};
@@ -76,19 +76,26 @@ pub(super) fn claim_tx(
         let mut out = Vec::with_capacity(candidates.len());
         for (_, _, id) in candidates {
             let lease = s.new_lease();
+            // A row that cannot be read fails alone instead of failing every claim.
             let row = take
                 .query_row(params![id, lease, worker, now], |r| {
-                    Ok((r.get::<_, u32>(0)?, spec_from_row(r, 1)?))
+                    Ok((r.get::<_, u32>(0)?, spec_from_row(r, 1)))
                 })
                 .optional()?;
             if let Some((attempt, spec)) = row {
                 record.execute(params![id, attempt, worker, host, lease, now])?;
-                out.push(ClaimedJob {
-                    id,
-                    lease,
-                    attempt,
-                    spec,
-                });
+                match spec {
+                    Ok(spec) => out.push(ClaimedJob {
+                        id,
+                        lease,
+                        attempt,
+                        spec,
+                    }),
+                    Err(e) => {
+                        let reason = bad_row("jobs", id, &e).to_string();
+                        transitions::fail_unreadable(tx, id, attempt, &reason, worker, now)?;
+                    }
+                }
             }
         }
         Ok(out)

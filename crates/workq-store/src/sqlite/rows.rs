@@ -21,6 +21,32 @@ pub(crate) const SPEC_COLUMNS: &str =
 
 pub(crate) use crate::shared::{json_map, map_json};
 
+/// The error for a row of `table` (id `id`) that a read failed on with `e`, naming the column.
+pub(super) fn bad_row(table: &'static str, id: i64, e: &rusqlite::Error) -> crate::StoreError {
+    use rusqlite::types::Type;
+    let (column, detail) = match e {
+        rusqlite::Error::InvalidColumnType(_, name, Type::Null) => {
+            (name.clone(), "it is NULL".to_string())
+        }
+        rusqlite::Error::InvalidColumnType(_, name, ty) => {
+            (name.clone(), format!("it holds a value of type {ty}"))
+        }
+        rusqlite::Error::IntegralValueOutOfRange(i, v) => {
+            (format!("column {i}"), format!("{v} is out of range"))
+        }
+        rusqlite::Error::FromSqlConversionFailure(i, _, err) => {
+            (format!("column {i}"), err.to_string())
+        }
+        other => ("?".to_string(), other.to_string()),
+    };
+    crate::StoreError::BadRow {
+        table,
+        id: id.to_string(),
+        column,
+        detail,
+    }
+}
+
 pub(super) fn parse_state(s: &str) -> rusqlite::Result<JobState> {
     s.parse().map_err(|e: String| {
         rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into())

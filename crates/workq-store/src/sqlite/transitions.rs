@@ -142,6 +142,32 @@ pub(super) fn apply(
     )
 }
 
+/// Fails job `id`, just claimed as attempt `attempt`, whose row cannot be read (written by hand
+/// or by another program): no retry could read it either, so it fails at once and its
+/// dependents are cancelled; its counters stay as stored. It is kept, with the reason, for
+/// someone to repair and retry (ARCHITECTURE.md §3).
+pub(super) fn fail_unreadable(
+    tx: &Transaction<'_>,
+    id: JobId,
+    attempt: u32,
+    reason: &str,
+    worker: WorkerId,
+    now: i64,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "UPDATE attempts SET ended_at = ?3, outcome = 'spawn_error', error = ?4
+         WHERE job_id = ?1 AND attempt = ?2 AND ended_at IS NULL",
+    )?
+    .execute(params![id, attempt, now, reason])?;
+    tx.prepare_cached(
+        "UPDATE jobs SET state = 'failed', finished_at = ?2, last_error = ?3, lease = NULL
+         WHERE id = ?1",
+    )?
+    .execute(params![id, now, reason])?;
+    cancel_dependents(tx, id, now)?;
+    event(tx, now, "failed", Some(id), Some(worker), Some(reason))
+}
+
 /// Cancels every queued job that (transitively) waits on `id`, which will never succeed now.
 pub(super) fn cancel_dependents(tx: &Transaction<'_>, id: JobId, now: i64) -> rusqlite::Result<()> {
     let mut has = tx.prepare_cached("SELECT 1 FROM deps WHERE after_id = ?1 LIMIT 1")?;

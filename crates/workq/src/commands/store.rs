@@ -1,6 +1,7 @@
 //! `workq store migrate --to postgres://…`: move a project's SQLite store to PostgreSQL.
 
 use serde_json::json;
+use workq_store::StoreError;
 
 use crate::context::Context;
 use crate::error::{code, CliError, CmdResult};
@@ -53,7 +54,12 @@ fn migrate(ctx: &Context, a: MigrateArgs) -> CmdResult {
     // Opening brings the source up to this build's schema first.
     drop(ctx.client()?);
     let target = workq_store::PgStore::open(&a.to, workq_store::PgOptions::default())?;
-    let report = target.import_sqlite(&ctx.db_path, a.replace)?;
+    let report = target
+        .import_sqlite(&ctx.db_path, a.replace)
+        .map_err(|e| match e {
+            StoreError::Conflict(_) => CliError::from(e).hint("pass --replace to empty it first"),
+            other => other.into(),
+        })?;
     if ctx.json {
         let counts: serde_json::Map<String, serde_json::Value> =
             report.iter().map(|(t, n)| (t.clone(), json!(n))).collect();

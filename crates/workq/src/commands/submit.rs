@@ -247,7 +247,9 @@ pub fn run(ctx: &Context, a: Args) -> CmdResult {
     // Signals must be blocked before any thread or child exists (the ephemeral worker).
     let interrupts = a.wait.then(Interrupts::install);
     let client = ctx.client()?;
-    let submitted = client.submit(spec.clone())?;
+    let submitted = client
+        .submit(spec.clone())
+        .map_err(|e| after_hint(e, &spec.after))?;
     let id = submitted.id();
     match submitted {
         Submitted::Duplicate(existing) => {
@@ -405,5 +407,24 @@ mod tests {
                 prop_assert!(lines.iter().all(|l| !l.trim().is_empty() && !l.contains('\n')));
             }
         }
+    }
+}
+
+/// Adds what to do when a job given to `--after` is missing or has ended without success.
+fn after_hint(e: workq::Error, after: &[i64]) -> CliError {
+    let dependency = matches!(
+        &e,
+        workq::Error::Store(
+            workq_store::StoreError::NotFound(_) | workq_store::StoreError::Conflict(_)
+        )
+    );
+    let err = CliError::from(e);
+    match after {
+        [] => err,
+        _ if !dependency => err,
+        [dep] => err.hint(format!(
+            "retry job {dep} first (workq retry {dep}), or check the id given to --after"
+        )),
+        _ => err.hint("retry that job first (workq retry ID), or check the ids given to --after"),
     }
 }

@@ -293,3 +293,50 @@ fn a_worker_cut_off_from_postgres_fences_its_jobs_then_recovers() {
     w.signal(libc::SIGTERM);
     w.wait_exit();
 }
+
+/// A job row damaged by hand (a NULL where the store needs a value) does not take the worker
+/// down: the job fails alone with a reason naming the table and the column, the worker keeps
+/// running the jobs behind it, and commands that read the row say what is wrong (exit 5).
+#[test]
+fn pg_worker_survives_an_unreadable_row_and_reports_it() {
+    let Some(url) = fresh_db("badrow") else {
+        return;
+    };
+    let p = Project::with_store(&url);
+    let bad = p.submit(&["--", "true"]);
+    let mut c = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+    c.batch_execute(&format!(
+        "ALTER TABLE workq.jobs ALTER COLUMN kill_grace_ms DROP NOT NULL;
+         UPDATE workq.jobs SET kill_grace_ms = NULL WHERE id = {bad};"
+    ))
+    .expect("damage the row");
+    let out = p.run(&["show", &bad.to_string()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(
+        err.contains("table jobs") && err.contains("kill_grace_ms") && err.contains("NULL"),
+        "{err}"
+    );
+
+    let mut w = p.worker("pgbad", 1);
+    let good = p.submit(&["--", "true"]);
+    p.wait_job(good, "succeeded", |j| state_of(j) == "succeeded");
+    assert!(
+        w.child.try_wait().expect("try_wait").is_none(),
+        "the worker survived the unreadable row"
+    );
+    // Repaired, the job shows why it failed.
+    c.batch_execute(&format!(
+        "UPDATE workq.jobs SET kill_grace_ms = 1000 WHERE id = {bad}"
+    ))
+    .expect("repair the row");
+    let job = p.json(&["show", &bad.to_string()]);
+    assert_eq!(state_of(&job), "failed", "{job}");
+    let why = job["last_error"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("table jobs") && why.contains("kill_grace_ms"),
+        "{job}"
+    );
+    w.signal(libc::SIGTERM);
+    assert!(w.wait_exit().success());
+}
