@@ -395,21 +395,6 @@ fn wait_for_one(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use proptest::prelude::*;
-
-    proptest! {
-        #[test]
-        fn the_lines_reader_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..2000)) {
-            let got = super::parse_lines(&bytes[..], "fuzz");
-            if let Ok(lines) = got {
-                prop_assert!(lines.iter().all(|l| !l.trim().is_empty() && !l.contains('\n')));
-            }
-        }
-    }
-}
-
 /// Adds what to do when a job given to `--after` is missing or has ended without success.
 fn after_hint(e: workq::Error, after: &[i64]) -> CliError {
     let dependency = matches!(
@@ -426,5 +411,20 @@ fn after_hint(e: workq::Error, after: &[i64]) -> CliError {
             "retry job {dep} first (workq retry {dep}), or check the id given to --after"
         )),
         _ => err.hint("retry that job first (workq retry ID), or check the ids given to --after"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn the_lines_reader_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..2000)) {
+            let got = super::parse_lines(&bytes[..], "fuzz");
+            if let Ok(lines) = got {
+                prop_assert!(lines.iter().all(|l| !l.trim().is_empty() && !l.contains('\n')));
+            }
+        }
     }
 }
