@@ -3,7 +3,7 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
-use crate::error::{code, CliError};
+use crate::error::CliError;
 
 /// Global options, resolved.
 pub struct Context {
@@ -60,12 +60,7 @@ impl Context {
         let store = store.filter(|s| !s.trim().is_empty());
         let state_dir = state_dir.filter(|d| !d.as_os_str().is_empty());
         let config_file = config_file.filter(|f| !f.as_os_str().is_empty());
-        let cwd = std::env::current_dir().map_err(|e| {
-            CliError::new(
-                code::UNAVAILABLE,
-                format!("cannot read the current directory: {e}"),
-            )
-        })?;
+        let cwd = std::env::current_dir().map_err(CliError::current_dir)?;
         let (state_dir, found) = match state_dir {
             Some(d) => (absolute(&cwd, &d), true),
             None => match find_state_dir(&cwd) {
@@ -76,7 +71,7 @@ impl Context {
         let paths =
             crate::config::Paths::standard(&state_dir, config_file.map(|f| absolute(&cwd, &f)));
         let mut config = crate::config::Config::load(&paths, std::env::vars()).map_err(|e| {
-            CliError::usage(format!("config: {e}")).hint(
+            CliError::usage(format!("config: {e}")).with_hint(
                 "fix the setting, or see `workq config show --sources` and README's Configuration",
             )
         })?;
@@ -262,14 +257,14 @@ fn parse_store_url(url: &str, cwd: &Path) -> Result<PathBuf, CliError> {
         if path.is_empty() {
             return Err(
                 CliError::usage(format!("--store {url}: the path is missing"))
-                    .hint("use sqlite://.workq/workq.db"),
+                    .with_hint("use sqlite://.workq/workq.db"),
             );
         }
         return Ok(absolute(cwd, Path::new(path)));
     }
     Err(
         CliError::usage(format!("--store {:?}: unknown store URL", redact(url)))
-            .hint("use sqlite://PATH or postgres://USER@HOST:PORT/DATABASE"),
+            .with_hint("use sqlite://PATH or postgres://USER@HOST:PORT/DATABASE"),
     )
 }
 

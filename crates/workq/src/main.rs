@@ -21,11 +21,8 @@ fn main() -> ExitCode {
     match commands::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("error: {}", e.message);
-            if let Some(hint) = &e.hint {
-                eprintln!("hint: {hint}");
-            }
-            ExitCode::from(e.code)
+            e.eprint();
+            ExitCode::from(e.exit_code())
         }
     }
 }

@@ -20,10 +20,7 @@ pub struct Args {
 
 pub fn run(ctx: &Context, a: Args) -> CmdResult {
     let Some(client) = ctx.client_if_exists()? else {
-        return Err(CliError::new(
-            code::NOT_FOUND,
-            format!("job {} not found", a.ids[0]),
-        ));
+        return Err(CliError::job_not_found(a.ids[0]));
     };
     let out = client.cancel(&a.ids)?;
     let mut exit = 0;

@@ -123,8 +123,8 @@ pub fn run(ctx: &Context, _a: Args) -> CmdResult {
             Ok(None) => {}
             Err(e) => f.push(problem(
                 "container",
-                format!("queue {q}: {}", e.message),
-                e.hint.unwrap_or_else(|| "see the message".into()),
+                format!("queue {q}: {}", e.message()),
+                e.hint().unwrap_or("see the message"),
             )),
         }
     }
@@ -143,10 +143,8 @@ pub fn run(ctx: &Context, _a: Args) -> CmdResult {
         Err(e) => {
             f.push(problem(
                 "store",
-                e.message.clone(),
-                e.hint
-                    .clone()
-                    .unwrap_or_else(|| "see the message above".into()),
+                e.message(),
+                e.hint().unwrap_or("see the message above"),
             ));
             return finish(ctx, f);
         }

@@ -1,7 +1,7 @@
 //! `workq init`: create the state directory with a commented config file.
 
 use crate::context::Context;
-use crate::error::{code, CliError, CmdResult};
+use crate::error::{CliError, CmdResult};
 
 /// Create .workq/ with a commented config.toml
 #[derive(clap::Args, Debug)]
@@ -73,12 +73,7 @@ pub fn run(ctx: &Context, _a: Args) -> CmdResult {
         ctx.state_dir.clone()
     } else {
         std::env::current_dir()
-            .map_err(|e| {
-                CliError::new(
-                    code::UNAVAILABLE,
-                    format!("cannot read the current directory: {e}"),
-                )
-            })?
+            .map_err(CliError::current_dir)?
             .join(".workq")
     };
     let existed = dir.join("workq.db").exists();
@@ -89,10 +84,7 @@ pub fn run(ctx: &Context, _a: Args) -> CmdResult {
     let config = dir.join("config.toml");
     if !config.exists() {
         std::fs::write(&config, config_text()).map_err(|e| {
-            CliError::new(
-                code::UNAVAILABLE,
-                format!("cannot write {}: {e}", config.display()),
-            )
+            CliError::unavailable(format!("cannot write {}: {e}", config.display()))
         })?;
     }
     drop(client);

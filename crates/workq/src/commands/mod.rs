@@ -158,11 +158,21 @@ pub(crate) fn parse_kv(flag: &str, s: &str) -> Result<(String, String), CliError
     match s.split_once('=') {
         Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
         _ => Err(CliError::usage(format!("{flag} {s:?}: expected KEY=VALUE"))
-            .hint(format!("for example: {flag} participant=01"))),
+            .with_hint(format!("for example: {flag} participant=01"))),
     }
 }
 
 /// Parses a duration option, naming the flag in the error.
 pub(crate) fn parse_dur(flag: &str, s: &str) -> Result<std::time::Duration, CliError> {
     workq_core::parse_duration(s).map_err(|e| CliError::usage(format!("{flag}: {e}")))
+}
+
+/// Opening a file named on the command line: missing is "not found", anything else is the
+/// user's to fix (a directory, no permission).
+pub(crate) fn missing_or_usage(e: &std::io::Error) -> crate::error::ErrorKind {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        crate::error::ErrorKind::NotFound
+    } else {
+        crate::error::ErrorKind::Usage
+    }
 }

@@ -36,17 +36,16 @@ fn pool_queues(ctx: &Context, asked: &[String]) -> Result<Vec<String>, CliError>
     if asked.is_empty() {
         if defined.is_empty() {
             return Err(CliError::usage("no queues in the config, so no pools to start")
-                .hint("define one in .workq/config.toml:\n  [queues.NAME]\n  command = \"…\"\n  workers = 2"));
+                .with_hint("define one in .workq/config.toml:\n  [queues.NAME]\n  command = \"…\"\n  workers = 2"));
         }
         return Ok(defined);
     }
     for q in asked {
         if !defined.contains(q) {
-            return Err(CliError::new(
-                code::NOT_FOUND,
-                format!("queue {q:?} is not defined in the config"),
-            )
-            .hint(format!("queues defined: {}", defined.join(", "))));
+            return Err(
+                CliError::not_found(format!("queue {q:?} is not defined in the config"))
+                    .with_hint(format!("queues defined: {}", defined.join(", "))),
+            );
         }
     }
     Ok(asked.to_vec())
@@ -115,11 +114,9 @@ pub fn up(ctx: &Context, a: UpArgs) -> CmdResult {
         match start_daemon(ctx, settings) {
             Ok(_) => {}
             Err(e) => {
-                eprintln!("error: pool {q}: {}", e.message);
-                if let Some(h) = &e.hint {
-                    eprintln!("hint: {h}");
-                }
-                rc = e.code;
+                let e = e.context(format_args!("pool {q}"));
+                e.eprint();
+                rc = e.exit_code();
             }
         }
     }

@@ -24,10 +24,7 @@ pub fn run(ctx: &Context, a: Args) -> CmdResult {
         if a.failed {
             return Ok(0);
         }
-        return Err(CliError::new(
-            code::NOT_FOUND,
-            format!("job {} not found", a.ids[0]),
-        ));
+        return Err(CliError::job_not_found(a.ids[0]));
     };
     let ids = if a.failed {
         client.store().failed_ids(a.queue.as_deref())?

@@ -9,8 +9,8 @@ use workq_core::{params, JobSpec, JobState, Template, Timestamp};
 use workq_store::Submitted;
 
 use super::follow::Interrupts;
-use super::parse_kv;
 use super::wait::{wait_jobs, WaitEnd};
+use super::{missing_or_usage, parse_kv};
 use crate::context::Context;
 use crate::error::{code, CliError, CmdResult};
 use crate::render::{self, table::Table};
@@ -76,7 +76,7 @@ fn template_of(ctx: &Context, queue: &str) -> Result<Template, CliError> {
     let Some(setting) = ctx.config.get(&key) else {
         let known = ctx.config.queue_names();
         return Err(CliError::usage(format!("queue {queue:?} has no command in the config"))
-            .hint(if known.is_empty() {
+            .with_hint(if known.is_empty() {
                 format!("define it in .workq/config.toml:\n  [queues.{queue}]\n  command = \"prog {{param}} …\"")
             } else {
                 format!("typed queues defined: {}", known.join(", "))
@@ -96,12 +96,10 @@ fn template_of(ctx: &Context, queue: &str) -> Result<Template, CliError> {
 
 fn read_rows(path: &PathBuf) -> Result<params::Table, CliError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        let c = if e.kind() == std::io::ErrorKind::NotFound {
-            code::NOT_FOUND
-        } else {
-            code::USAGE
-        };
-        CliError::new(c, format!("--params {}: {e}", path.display()))
+        CliError::new(
+            missing_or_usage(&e),
+            format!("--params {}: {e}", path.display()),
+        )
     })?;
     let ext = path
         .extension()
@@ -134,7 +132,7 @@ pub(crate) fn container_for(
                 "queue {queue} has mode = \"container\" but no image ({})",
                 ctx.config.source(&format!("queues.{queue}.mode"))
             ))
-            .hint(format!("add image = \"…\" under [queues.{queue}]"))
+            .with_hint(format!("add image = \"…\" under [queues.{queue}]"))
         })?;
     let key = ctx.config.queue_key(queue, "runtime");
     let key = if ctx.config.get(&key).is_some() {
@@ -145,21 +143,20 @@ pub(crate) fn container_for(
     let wanted = ctx.config.str(&key).unwrap_or_else(|| "auto".into());
     let runtime = if wanted == "auto" {
         workq_runtime::container::detect().ok_or_else(|| {
-            CliError::new(
-                code::UNAVAILABLE,
-                format!(
-                    "queue {queue} runs in containers, but neither docker nor podman is on PATH"
-                ),
+            CliError::unavailable(format!(
+                "queue {queue} runs in containers, but neither docker nor podman is on PATH"
+            ))
+            .with_hint(
+                "install one of them, or set runtime = \"/path/to/docker\" under [container]",
             )
-            .hint("install one of them, or set runtime = \"/path/to/docker\" under [container]")
         })?
     } else {
         if !workq_runtime::container::exists(&wanted) {
-            return Err(CliError::new(
-                code::UNAVAILABLE,
-                format!("container runtime {wanted} ({key}, {}) is not on PATH", ctx.config.source(&key)),
-            )
-            .hint("install it, or set runtime = \"auto\" to use whichever of docker or podman is installed"));
+            return Err(CliError::unavailable(format!(
+                "container runtime {wanted} ({key}, {}) is not on PATH",
+                ctx.config.source(&key)
+            ))
+            .with_hint("install it, or set runtime = \"auto\" to use whichever of docker or podman is installed"));
         }
         wanted
     };
@@ -207,7 +204,7 @@ pub fn run(ctx: &Context, a: Args) -> CmdResult {
                     needed.join(", "),
                     table.columns.join(", ")
                 ))
-                .hint("add the column, or give the value for every row with --param K=V"));
+                .with_hint("add the column, or give the value for every row with --param K=V"));
             }
             for (k, _) in &filters {
                 if !table.columns.contains(k) && !given.contains_key(k) {
@@ -241,12 +238,7 @@ pub fn run(ctx: &Context, a: Args) -> CmdResult {
         return Ok(0);
     }
 
-    let cwd = std::env::current_dir().map_err(|e| {
-        CliError::new(
-            code::UNAVAILABLE,
-            format!("cannot read the current directory: {e}"),
-        )
-    })?;
+    let cwd = std::env::current_dir().map_err(CliError::current_dir)?;
     let mut planned = Vec::with_capacity(rows.len());
     for (line, values) in rows {
         let at = line
@@ -254,7 +246,7 @@ pub fn run(ctx: &Context, a: Args) -> CmdResult {
             .unwrap_or_default();
         let argv = template.render(&values).map_err(|e| {
             CliError::usage(format!("{at}{e}"))
-                .hint("give it with --param K=V, or as a column of --params FILE")
+                .with_hint("give it with --param K=V, or as a column of --params FILE")
         })?;
         let mut spec = JobSpec::new(a.queue.clone(), argv);
         crate::config::apply_job_defaults(&ctx.config, &a.queue, &mut spec);
@@ -431,11 +423,11 @@ pub fn run(ctx: &Context, a: Args) -> CmdResult {
             .unwrap_or(1)
             .max(1);
         if a.no_start_workers {
-            return Err(CliError::new(
-                code::UNAVAILABLE,
-                format!("no worker serves queue {}; the jobs are queued", a.queue),
-            )
-            .hint(format!(
+            return Err(CliError::unavailable(format!(
+                "no worker serves queue {}; the jobs are queued",
+                a.queue
+            ))
+            .with_hint(format!(
                 "start its pool: workq up {0}   (or: workq worker start {0} -d -Q {0} -w {slots})",
                 a.queue
             )));
@@ -499,12 +491,7 @@ fn start_pool(
     queue: &str,
     slots: i64,
 ) -> Result<workq_runtime::ephemeral::EphemeralWorker, CliError> {
-    let exe = std::env::current_exe().map_err(|e| {
-        CliError::new(
-            code::UNAVAILABLE,
-            format!("cannot find the workq executable: {e}"),
-        )
-    })?;
+    let exe = std::env::current_exe().map_err(CliError::current_exe)?;
     let mut args = vec![
         "--state-dir".to_string(),
         ctx.state_dir.display().to_string(),
@@ -526,12 +513,8 @@ fn start_pool(
         "--stop-timeout".to_string(),
         "0s".to_string(),
     ]);
-    workq_runtime::ephemeral::EphemeralWorker::start(&exe, &args).map_err(|e| {
-        CliError::new(
-            code::UNAVAILABLE,
-            format!("cannot start a worker pool: {e}"),
-        )
-    })
+    workq_runtime::ephemeral::EphemeralWorker::start(&exe, &args)
+        .map_err(|e| CliError::unavailable(format!("cannot start a worker pool: {e}")))
 }
 
 fn report_skips(ctx: &Context, skipped: &[(Planned, Option<i64>, String)], force: bool) {

@@ -3,7 +3,7 @@
 use workq_core::{format_duration, Timestamp};
 
 use crate::context::Context;
-use crate::error::{code, CliError, CmdResult};
+use crate::error::{CliError, CmdResult};
 use crate::render::{self, table::Table};
 
 /// Show one job with its attempts
@@ -15,10 +15,7 @@ pub struct Args {
 
 pub fn run(ctx: &Context, a: Args) -> CmdResult {
     let Some(client) = ctx.client_if_exists()? else {
-        return Err(CliError::new(
-            code::NOT_FOUND,
-            format!("job {} not found", a.id),
-        ));
+        return Err(CliError::job_not_found(a.id));
     };
     let job = client.get(a.id)?;
     let attempts = client.store().attempts(a.id)?;

@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use crate::context::Context;
-use crate::error::{code, CliError, CmdResult};
+use crate::error::{CliError, CmdResult, ErrorKind};
 
 /// The store itself
 #[derive(clap::Subcommand, Debug)]
@@ -37,7 +37,9 @@ fn migrate(ctx: &Context, a: MigrateArgs) -> CmdResult {
         return Err(CliError::usage(
             "the current store is already PostgreSQL; migrate copies a SQLite store",
         )
-        .hint("run it in the project whose .workq/workq.db you want to copy (unset WORKQ_STORE)"));
+        .with_hint(
+            "run it in the project whose .workq/workq.db you want to copy (unset WORKQ_STORE)",
+        ));
     }
     if !(a.to.starts_with("postgres://") || a.to.starts_with("postgresql://")) {
         return Err(CliError::usage(
@@ -45,15 +47,24 @@ fn migrate(ctx: &Context, a: MigrateArgs) -> CmdResult {
         ));
     }
     if !ctx.db_path.exists() {
-        return Err(CliError::new(
-            code::NOT_FOUND,
-            format!("no store to copy at {}", ctx.db_path.display()),
-        ));
+        return Err(CliError::not_found(format!(
+            "no store to copy at {}",
+            ctx.db_path.display()
+        )));
     }
     // Opening brings the source up to this build's schema first.
     drop(ctx.client()?);
     let target = workq_store::PgStore::open(&a.to, workq_store::PgOptions::default())?;
-    let report = target.import_sqlite(&ctx.db_path, a.replace)?;
+    let report =
+        target
+            .import_sqlite(&ctx.db_path, a.replace)
+            .map_err(|e| match CliError::from(e) {
+                // The target holds data already; the store cannot know the flag that allows it.
+                e if e.kind() == ErrorKind::Conflict => {
+                    e.with_hint("pass --replace to empty it first")
+                }
+                e => e,
+            })?;
     if ctx.json {
         let counts: serde_json::Map<String, serde_json::Value> =
             report.iter().map(|(t, n)| (t.clone(), json!(n))).collect();

@@ -9,9 +9,9 @@ use workq::{JobSpec, Submitted};
 use workq_core::{JobState, Timestamp};
 
 use super::follow::{job_exit_status, Interrupts, LogTail};
-use super::{parse_dur, parse_kv};
+use super::{missing_or_usage, parse_dur, parse_kv};
 use crate::context::Context;
-use crate::error::{code, CliError, CmdResult};
+use crate::error::{code, CliError, CmdResult, ErrorKind};
 
 /// Queue a job: workq submit [OPTIONS] -- COMMAND [ARGS]...
 #[derive(clap::Args, Debug)]
@@ -122,12 +122,7 @@ fn template(ctx: &Context, a: &Args) -> Result<JobSpec, CliError> {
         let (k, v) = parse_kv("-e/--env", e)?;
         spec.env.insert(k, v);
     }
-    let cwd = std::env::current_dir().map_err(|e| {
-        CliError::new(
-            code::UNAVAILABLE,
-            format!("cannot read the current directory: {e}"),
-        )
-    })?;
+    let cwd = std::env::current_dir().map_err(CliError::current_dir)?;
     let dir = match &a.cwd {
         Some(d) => cwd.join(d),
         // The queue's configured cwd, else where submit runs.
@@ -137,10 +132,10 @@ fn template(ctx: &Context, a: &Args) -> Result<JobSpec, CliError> {
         },
     };
     if a.cwd.is_some() && !dir.is_dir() {
-        return Err(CliError::new(
-            code::NOT_FOUND,
-            format!("-C {}: no such directory", dir.display()),
-        ));
+        return Err(CliError::not_found(format!(
+            "-C {}: no such directory",
+            dir.display()
+        )));
     }
     spec.cwd = Some(dir.display().to_string());
     Ok(spec)
@@ -150,14 +145,8 @@ fn read_lines(source: &str) -> Result<Vec<String>, CliError> {
     let reader: Box<dyn BufRead> = if source == "-" {
         Box::new(std::io::stdin().lock())
     } else {
-        let f = std::fs::File::open(source).map_err(|e| {
-            let c = if e.kind() == std::io::ErrorKind::NotFound {
-                code::NOT_FOUND
-            } else {
-                code::USAGE
-            };
-            CliError::new(c, format!("--lines {source}: {e}"))
-        })?;
+        let f = std::fs::File::open(source)
+            .map_err(|e| CliError::new(missing_or_usage(&e), format!("--lines {source}: {e}")))?;
         Box::new(std::io::BufReader::with_capacity(1 << 16, f))
     };
     parse_lines(reader, source)
@@ -207,7 +196,9 @@ pub fn run(ctx: &Context, a: Args) -> CmdResult {
             })
             .collect();
         let client = ctx.client()?;
-        let out = client.submit_many(&specs)?;
+        let out = client
+            .submit_many(&specs)
+            .map_err(|e| with_after_hint(e.into(), &base.after))?;
         let ids: Vec<i64> = out.iter().map(|s| s.id()).collect();
         if ctx.json {
             let arr: Vec<_> = ids
@@ -233,7 +224,7 @@ pub fn run(ctx: &Context, a: Args) -> CmdResult {
     }
     if a.command.is_empty() {
         return Err(CliError::usage("no command given")
-            .hint("put the command after --, e.g. workq submit -- echo hello"));
+            .with_hint("put the command after --, e.g. workq submit -- echo hello"));
     }
     let mut spec = base;
     spec.argv = if a.shell {
@@ -247,18 +238,17 @@ pub fn run(ctx: &Context, a: Args) -> CmdResult {
     // Signals must be blocked before any thread or child exists (the ephemeral worker).
     let interrupts = a.wait.then(Interrupts::install);
     let client = ctx.client()?;
-    let submitted = client.submit(spec.clone())?;
+    let submitted = client
+        .submit(spec.clone())
+        .map_err(|e| with_after_hint(e.into(), &spec.after))?;
     let id = submitted.id();
     match submitted {
         Submitted::Duplicate(existing) => {
-            return Err(CliError::new(
-                code::CONFLICT,
-                format!(
-                    "job {existing} with unique key {:?} is already queued or running; nothing was submitted",
-                    spec.unique_key.unwrap_or_default()
-                ),
-            )
-            .hint(format!("follow it with: workq wait {existing}")));
+            return Err(CliError::conflict(format!(
+                "job {existing} with unique key {:?} is already queued or running; nothing was submitted",
+                spec.unique_key.unwrap_or_default()
+            ))
+            .with_hint(format!("follow it with: workq wait {existing}")));
         }
         Submitted::Existing(_) if !ctx.quiet && !ctx.json => {
             eprintln!("workq: idempotency key seen before: this is job {id}");
@@ -281,6 +271,17 @@ pub fn run(ctx: &Context, a: Args) -> CmdResult {
     wait_for_one(ctx, &client, id, &spec.queue, &interrupts)
 }
 
+/// A job refused for its `--after` dependencies (one missing, failed or cancelled), with the fix
+/// in this command's terms.
+fn with_after_hint(e: CliError, after: &[i64]) -> CliError {
+    if after.is_empty() || !matches!(e.kind(), ErrorKind::NotFound | ErrorKind::Conflict) {
+        return e;
+    }
+    e.with_hint(
+        "every --after ID must be a job that has not failed or been cancelled: `workq retry ID` queues a failed one again, or drop --after ID",
+    )
+}
+
 /// Waits for job `id`, streaming its output; starts a temporary worker if none serves `queue`.
 fn wait_for_one(
     ctx: &Context,
@@ -292,10 +293,9 @@ fn wait_for_one(
     let mut ephemeral = None;
     if client.workers_serving(queue)?.is_empty() {
         let exe = std::env::current_exe().map_err(|e| {
-            CliError::new(
-                code::UNAVAILABLE,
-                format!("cannot find the workq executable to start a worker: {e}"),
-            )
+            CliError::unavailable(format!(
+                "cannot find the workq executable to start a worker: {e}"
+            ))
         })?;
         let mut args = vec![
             "--state-dir".to_string(),
@@ -313,12 +313,8 @@ fn wait_for_one(
             "--stop-timeout".to_string(),
             "0s".to_string(),
         ]);
-        let w = workq_runtime::ephemeral::EphemeralWorker::start(&exe, &args).map_err(|e| {
-            CliError::new(
-                code::UNAVAILABLE,
-                format!("cannot start a temporary worker: {e}"),
-            )
-        })?;
+        let w = workq_runtime::ephemeral::EphemeralWorker::start(&exe, &args)
+            .map_err(|e| CliError::unavailable(format!("cannot start a temporary worker: {e}")))?;
         if ctx.verbose {
             eprintln!(
                 "workq: no worker serves queue {queue}; started a temporary one (pid {})",
@@ -381,11 +377,10 @@ fn wait_for_one(
             if w.exited() {
                 ephemeral = None;
                 if client.workers_serving(queue)?.is_empty() {
-                    return Err(CliError::new(
-                        code::UNAVAILABLE,
-                        format!("the temporary worker for queue {queue} exited before job {id} finished"),
-                    )
-                    .hint("run `workq worker start` to see why"));
+                    return Err(CliError::unavailable(format!(
+                        "the temporary worker for queue {queue} exited before job {id} finished"
+                    ))
+                    .with_hint("run `workq worker start` to see why"));
                 }
             }
         }

@@ -30,7 +30,7 @@ pub struct Args {
 pub fn run(ctx: &Context, a: Args) -> CmdResult {
     if a.ids.is_empty() && !a.all && a.queue.is_none() {
         return Err(
-            CliError::usage("nothing to wait for").hint("give job ids, --all, or --queue Q")
+            CliError::usage("nothing to wait for").with_hint("give job ids, --all, or --queue Q")
         );
     }
     let timeout = a
@@ -43,10 +43,7 @@ pub fn run(ctx: &Context, a: Args) -> CmdResult {
         if a.ids.is_empty() {
             return Ok(0);
         }
-        return Err(CliError::new(
-            code::NOT_FOUND,
-            format!("job {} not found", a.ids[0]),
-        ));
+        return Err(CliError::job_not_found(a.ids[0]));
     };
     let ids: Vec<i64> = if a.ids.is_empty() {
         client

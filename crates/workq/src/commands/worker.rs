@@ -13,7 +13,7 @@ use workq_runtime::{daemon, procinfo, ready, Level, Logger, WorkerOptions, Worke
 
 use super::parse_dur;
 use crate::context::Context;
-use crate::error::{code, CliError, CmdResult};
+use crate::error::{code, CliError, CmdResult, ErrorKind};
 use crate::render::{self, table::Table};
 
 /// Worker lifecycle
@@ -332,16 +332,10 @@ fn global_args(ctx: &Context) -> Vec<OsString> {
 
 fn already_running(name: &str, found: &Found) -> CliError {
     let pid = match found {
-        Found::Running(r) => format!(" (pid {})", r.worker.pid),
-        _ => String::new(),
+        Found::Running(r) => Some(r.worker.pid),
+        _ => None,
     };
-    CliError::new(
-        code::CONFLICT,
-        format!("worker {name} is already running{pid}"),
-    )
-    .hint(format!(
-        "stop it first (workq worker stop {name}), or start another one under a different name"
-    ))
+    CliError::worker_running(name, pid)
 }
 
 fn start(ctx: &Context, a: StartArgs) -> CmdResult {
@@ -368,16 +362,7 @@ fn start(ctx: &Context, a: StartArgs) -> CmdResult {
         true,
         false,
     )
-    .map_err(|e| {
-        CliError::new(
-            code::UNAVAILABLE,
-            format!(
-                "cannot open worker log {}: {e}",
-                settings.log_file.display()
-            ),
-        )
-        .hint("pass -l FILE to log somewhere writable")
-    })?;
+    .map_err(|e| CliError::worker_log(&settings.log_file, e))?;
     let run_dir = client.state_dir().join("run");
     let pid_path = pidfile::path_for(&run_dir, &name);
     let mut pid_file = match PidFile::acquire(&pid_path, &mut |s| log.info(format_args!("{s}"))) {
@@ -387,10 +372,10 @@ fn start(ctx: &Context, a: StartArgs) -> CmdResult {
             return Err(already_running(&name, &found));
         }
         Err(AcquireError::Io(e)) => {
-            return Err(CliError::new(
-                code::UNAVAILABLE,
-                format!("cannot write PID file {}: {e}", pid_path.display()),
-            ))
+            return Err(CliError::unavailable(format!(
+                "cannot write PID file {}: {e}",
+                pid_path.display()
+            )))
         }
     };
     let settings_value = serde_json::from_str(&settings.to_json()).ok();
@@ -420,12 +405,7 @@ pub(crate) fn start_daemon(ctx: &Context, settings: WorkerSettings) -> CmdResult
         return Err(already_running(&name, &found));
     }
     drop(client);
-    let exe = std::env::current_exe().map_err(|e| {
-        CliError::new(
-            code::UNAVAILABLE,
-            format!("cannot find the workq executable: {e}"),
-        )
-    })?;
+    let exe = std::env::current_exe().map_err(CliError::current_exe)?;
     let quiet = ctx.quiet || ctx.json;
     let launched = daemon::launch(
         &exe,
@@ -478,8 +458,8 @@ pub(crate) fn start_daemon(ctx: &Context, settings: WorkerSettings) -> CmdResult
                     e.log_tail.join("\n  ")
                 ));
             }
-            let code = if e.code == 0 { 1 } else { e.code };
-            Err(CliError::new(code, msg).hint(format!(
+            let kind = ErrorKind::from_exit_code(e.code);
+            Err(CliError::new(kind, msg).with_hint(format!(
                 "see the whole log: less {}",
                 settings.log_file.display()
             )))
@@ -501,15 +481,7 @@ fn monitor(ctx: &Context) -> CmdResult {
     };
     let exe = match std::env::current_exe() {
         Ok(p) => p,
-        Err(e) => {
-            return report_failure(
-                &mut ready,
-                CliError::new(
-                    code::UNAVAILABLE,
-                    format!("cannot find the workq executable: {e}"),
-                ),
-            )
-        }
+        Err(e) => return report_failure(&mut ready, CliError::current_exe(e)),
     };
     let run_dir = client.state_dir().join("run");
     let code = workq_runtime::monitor::run_monitor(
@@ -540,18 +512,7 @@ fn run_under_monitor(ctx: &Context) -> CmdResult {
         true,
     ) {
         Ok(l) => l,
-        Err(e) => {
-            return report_failure(
-                &mut ready,
-                CliError::new(
-                    code::UNAVAILABLE,
-                    format!(
-                        "cannot open worker log {}: {e}",
-                        settings.log_file.display()
-                    ),
-                ),
-            )
-        }
+        Err(e) => return report_failure(&mut ready, CliError::worker_log(&settings.log_file, e)),
     };
     let client = match ctx.client() {
         Ok(c) => c,
@@ -568,7 +529,7 @@ fn run_under_monitor(ctx: &Context) -> CmdResult {
         Ok(_) => Ok(0),
         Err(e) => {
             let e = CliError::from(e);
-            log.error(format_args!("{}", e.message));
+            log.error(format_args!("{}", e.message()));
             report_failure(&mut ready, e)
         }
     }
@@ -586,8 +547,8 @@ fn report_failure(ready: &mut Option<std::fs::File>, e: CliError) -> CmdResult {
         ready::send(
             w,
             &ready::Report::Error {
-                code: e.code,
-                message: e.message.clone(),
+                code: e.exit_code(),
+                message: e.message().to_string(),
             },
         );
     }
