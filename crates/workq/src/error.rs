@@ -108,6 +108,18 @@ impl CliError {
             .with_hint("`workq list` shows the jobs that exist")
     }
 
+    /// A file given on the command line cannot be read; `what` names the flag and the file, as in
+    /// `--lines jobs.txt`. A missing file is "not found", anything else (a directory, no
+    /// permission) is the user's to fix.
+    pub fn unreadable(what: impl fmt::Display, e: std::io::Error) -> Self {
+        let kind = if e.kind() == std::io::ErrorKind::NotFound {
+            ErrorKind::NotFound
+        } else {
+            ErrorKind::Usage
+        };
+        CliError::new(kind, format!("{what}: {e}"))
+    }
+
     /// The current directory cannot be read (it was removed, or is not searchable).
     pub fn current_dir(e: std::io::Error) -> Self {
         CliError::unavailable(format!("cannot read the current directory: {e}"))

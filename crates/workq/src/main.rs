@@ -2,9 +2,16 @@
 
 mod commands;
 mod config;
+mod container;
 mod context;
+mod daemon;
 mod error;
+mod flag_values;
+mod interrupts;
+mod log_tail;
 mod render;
+mod waiting;
+mod worker_settings;
 
 use std::process::ExitCode;
 

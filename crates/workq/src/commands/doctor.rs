@@ -105,7 +105,7 @@ pub fn run(ctx: &Context, _a: Args) -> CmdResult {
         if ctx.config.str(&format!("queues.{q}.mode")).as_deref() != Some("container") {
             continue;
         }
-        match super::run::container_for(ctx, &q) {
+        match crate::container::container_for(ctx, &q) {
             Ok(Some(c)) => match workq_runtime::container::probe(&c.runtime) {
                 Ok(()) => f.push(ok(
                     "container",

@@ -6,9 +6,9 @@ use serde_json::json;
 use workq_core::{format_duration, Timestamp, WorkerRecord};
 use workq_runtime::procinfo;
 
-use super::parse_dur;
 use crate::context::Context;
 use crate::error::{CliError, CmdResult};
+use crate::flag_values::parse_dur;
 use crate::render::table::Table;
 
 /// Check worker health

@@ -3,9 +3,9 @@
 use workq::ListFilter;
 use workq_core::{JobState, Timestamp};
 
-use super::parse_kv;
 use crate::context::Context;
 use crate::error::{CliError, CmdResult};
+use crate::flag_values::parse_kv;
 use crate::render;
 
 /// List jobs, newest first

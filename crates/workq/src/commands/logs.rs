@@ -2,9 +2,10 @@
 
 use std::time::Duration;
 
-use super::follow::{Interrupts, LogTail};
 use crate::context::Context;
 use crate::error::{code, CliError, CmdResult};
+use crate::interrupts::Interrupts;
+use crate::log_tail::LogTail;
 
 /// Print a job's output (stdout and stderr, interleaved)
 #[derive(clap::Args, Debug)]

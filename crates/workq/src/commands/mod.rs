@@ -3,7 +3,6 @@
 mod cancel;
 mod config;
 mod doctor;
-mod follow;
 mod health;
 mod init;
 mod list;
@@ -11,7 +10,7 @@ mod logs;
 mod pools;
 mod purge;
 mod retry;
-pub(crate) mod run;
+mod run;
 mod show;
 mod status;
 mod store;
@@ -25,7 +24,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::context::{ColorChoice, Context};
-use crate::error::{CliError, CmdResult};
+use crate::error::CmdResult;
 
 /// workq: a durable background job queue with worker management.
 ///
@@ -150,29 +149,5 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Doctor(a) => doctor::run(&ctx, a),
         Command::Config(c) => config::run(&ctx, c),
         Command::Store(c) => store::run(&ctx, c),
-    }
-}
-
-/// Parses `K=V`, naming the flag in the error.
-pub(crate) fn parse_kv(flag: &str, s: &str) -> Result<(String, String), CliError> {
-    match s.split_once('=') {
-        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
-        _ => Err(CliError::usage(format!("{flag} {s:?}: expected KEY=VALUE"))
-            .with_hint(format!("for example: {flag} participant=01"))),
-    }
-}
-
-/// Parses a duration option, naming the flag in the error.
-pub(crate) fn parse_dur(flag: &str, s: &str) -> Result<std::time::Duration, CliError> {
-    workq_core::parse_duration(s).map_err(|e| CliError::usage(format!("{flag}: {e}")))
-}
-
-/// Opening a file named on the command line: missing is "not found", anything else is the
-/// user's to fix (a directory, no permission).
-pub(crate) fn missing_or_usage(e: &std::io::Error) -> crate::error::ErrorKind {
-    if e.kind() == std::io::ErrorKind::NotFound {
-        crate::error::ErrorKind::NotFound
-    } else {
-        crate::error::ErrorKind::Usage
     }
 }

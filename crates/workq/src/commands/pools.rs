@@ -4,9 +4,11 @@
 use workq_runtime::control::{self, Found, Stopped};
 use workq_runtime::WorkerSettings;
 
-use super::worker::{apply_config, parse_secs, start_daemon};
 use crate::context::Context;
+use crate::daemon::start_daemon;
 use crate::error::{code, CliError, CmdResult};
+use crate::flag_values::parse_secs;
+use crate::worker_settings::apply_config;
 
 /// Start pools
 #[derive(clap::Args, Debug)]

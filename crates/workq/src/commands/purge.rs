@@ -3,9 +3,9 @@
 use serde_json::json;
 use workq_core::{format_duration, JobState, Timestamp};
 
-use super::parse_dur;
 use crate::context::Context;
 use crate::error::{CliError, CmdResult};
+use crate::flag_values::parse_dur;
 
 /// Remove old finished jobs
 #[derive(clap::Args, Debug)]
@@ -22,7 +22,7 @@ pub struct Args {
 }
 
 /// Purges in batches until nothing older is left; returns (jobs, log bytes freed).
-pub(crate) fn purge_all(
+fn purge_all(
     store: &dyn workq_store::Store,
     before: Timestamp,
     states: &[JobState],

@@ -8,12 +8,13 @@ use serde_json::json;
 use workq_core::{params, JobSpec, JobState, Template, Timestamp};
 use workq_store::Submitted;
 
-use super::follow::Interrupts;
-use super::wait::{wait_jobs, WaitEnd};
-use super::{missing_or_usage, parse_kv};
+use crate::container::container_for;
 use crate::context::Context;
 use crate::error::{code, CliError, CmdResult};
+use crate::flag_values::parse_kv;
+use crate::interrupts::Interrupts;
 use crate::render::{self, table::Table};
+use crate::waiting::{wait_jobs, WaitEnd};
 
 /// Run typed jobs
 #[derive(clap::Args, Debug)]
@@ -95,12 +96,8 @@ fn template_of(ctx: &Context, queue: &str) -> Result<Template, CliError> {
 }
 
 fn read_rows(path: &PathBuf) -> Result<params::Table, CliError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        CliError::new(
-            missing_or_usage(&e),
-            format!("--params {}: {e}", path.display()),
-        )
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CliError::unreadable(format_args!("--params {}", path.display()), e))?;
     let ext = path
         .extension()
         .and_then(|e| e.to_str())
@@ -113,54 +110,6 @@ fn read_rows(path: &PathBuf) -> Result<params::Table, CliError> {
         _ => params::parse_csv(&text),
     };
     parsed.map_err(|e| CliError::usage(format!("--params {}: {e}", path.display())))
-}
-
-/// The queue's container settings when `mode = "container"`, with the runtime resolved.
-pub(crate) fn container_for(
-    ctx: &Context,
-    queue: &str,
-) -> Result<Option<workq_core::Container>, CliError> {
-    if ctx.config.str(&format!("queues.{queue}.mode")).as_deref() != Some("container") {
-        return Ok(None);
-    }
-    let image = ctx
-        .config
-        .str(&format!("queues.{queue}.image"))
-        .filter(|i| !i.trim().is_empty())
-        .ok_or_else(|| {
-            CliError::usage(format!(
-                "queue {queue} has mode = \"container\" but no image ({})",
-                ctx.config.source(&format!("queues.{queue}.mode"))
-            ))
-            .with_hint(format!("add image = \"…\" under [queues.{queue}]"))
-        })?;
-    let key = ctx.config.queue_key(queue, "runtime");
-    let key = if ctx.config.get(&key).is_some() {
-        key
-    } else {
-        "container.runtime".to_string()
-    };
-    let wanted = ctx.config.str(&key).unwrap_or_else(|| "auto".into());
-    let runtime = if wanted == "auto" {
-        workq_runtime::container::detect().ok_or_else(|| {
-            CliError::unavailable(format!(
-                "queue {queue} runs in containers, but neither docker nor podman is on PATH"
-            ))
-            .with_hint(
-                "install one of them, or set runtime = \"/path/to/docker\" under [container]",
-            )
-        })?
-    } else {
-        if !workq_runtime::container::exists(&wanted) {
-            return Err(CliError::unavailable(format!(
-                "container runtime {wanted} ({key}, {}) is not on PATH",
-                ctx.config.source(&key)
-            ))
-            .with_hint("install it, or set runtime = \"auto\" to use whichever of docker or podman is installed"));
-        }
-        wanted
-    };
-    Ok(Some(workq_core::Container { runtime, image }))
 }
 
 pub fn run(ctx: &Context, a: Args) -> CmdResult {
@@ -414,7 +363,8 @@ pub fn run(ctx: &Context, a: Args) -> CmdResult {
     }
 
     // --wait: reuse healthy workers, else run the queue's pool for the duration.
-    let serving = client.workers_serving(&a.queue)?;
+    client.clean_up_dead_workers()?;
+    let serving = client.live_workers_serving(&a.queue)?;
     let mut pool = None;
     if serving.is_empty() {
         let slots = ctx

@@ -5,9 +5,9 @@ use std::time::Duration;
 use workq_core::{format_duration, Timestamp};
 use workq_runtime::procinfo;
 
-use super::follow::Interrupts;
 use crate::context::Context;
 use crate::error::CmdResult;
+use crate::interrupts::Interrupts;
 use crate::render::{self, table::Table};
 
 /// Heartbeat age past which a live worker is shown as hung.

@@ -8,10 +8,11 @@ use std::time::Duration;
 use workq::{JobSpec, Submitted};
 use workq_core::{JobState, Timestamp};
 
-use super::follow::{job_exit_status, Interrupts, LogTail};
-use super::{missing_or_usage, parse_dur, parse_kv};
 use crate::context::Context;
 use crate::error::{code, CliError, CmdResult, ErrorKind};
+use crate::flag_values::{parse_dur, parse_kv};
+use crate::interrupts::Interrupts;
+use crate::log_tail::LogTail;
 
 /// Queue a job: workq submit [OPTIONS] -- COMMAND [ARGS]...
 #[derive(clap::Args, Debug)]
@@ -146,7 +147,7 @@ fn read_lines(source: &str) -> Result<Vec<String>, CliError> {
         Box::new(std::io::stdin().lock())
     } else {
         let f = std::fs::File::open(source)
-            .map_err(|e| CliError::new(missing_or_usage(&e), format!("--lines {source}: {e}")))?;
+            .map_err(|e| CliError::unreadable(format_args!("--lines {source}"), e))?;
         Box::new(std::io::BufReader::with_capacity(1 << 16, f))
     };
     parse_lines(reader, source)
@@ -291,7 +292,8 @@ fn wait_for_one(
     interrupts: &Interrupts,
 ) -> CmdResult {
     let mut ephemeral = None;
-    if client.workers_serving(queue)?.is_empty() {
+    client.clean_up_dead_workers()?;
+    if client.live_workers_serving(queue)?.is_empty() {
         let exe = std::env::current_exe().map_err(|e| {
             CliError::unavailable(format!(
                 "cannot find the workq executable to start a worker: {e}"
@@ -376,7 +378,8 @@ fn wait_for_one(
         if let Some(w) = ephemeral.as_mut() {
             if w.exited() {
                 ephemeral = None;
-                if client.workers_serving(queue)?.is_empty() {
+                client.clean_up_dead_workers()?;
+                if client.live_workers_serving(queue)?.is_empty() {
                     return Err(CliError::unavailable(format!(
                         "the temporary worker for queue {queue} exited before job {id} finished"
                     ))
@@ -385,6 +388,19 @@ fn wait_for_one(
             }
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The exit status `submit --wait` reports for a finished job: its own code, 128+N for a signal.
+fn job_exit_status(job: &workq::Job, signal: Option<i32>) -> u8 {
+    match job.state {
+        JobState::Succeeded => 0,
+        JobState::Failed => match (job.exit_code, signal) {
+            (Some(c), _) if (1..=255).contains(&c) => c as u8,
+            (_, Some(s)) if s > 0 => (128 + s).min(255) as u8,
+            _ => 1,
+        },
+        _ => 1,
     }
 }
 

@@ -1,7 +1,6 @@
 //! `workq worker …`: start (foreground or daemon), stop, restart, status, pause and resume of
 //! local workers, plus the hidden entry points of a daemon's monitor and worker processes.
 
-use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -9,12 +8,14 @@ use serde_json::json;
 use workq_core::{format_duration, Timestamp, WorkerRecord};
 use workq_runtime::control::{self, Found, Stopped};
 use workq_runtime::pidfile::{self, AcquireError, PidFile};
-use workq_runtime::{daemon, procinfo, ready, Level, Logger, WorkerOptions, WorkerSettings};
+use workq_runtime::{procinfo, ready, Level, Logger, WorkerOptions, WorkerSettings};
 
-use super::parse_dur;
 use crate::context::Context;
-use crate::error::{code, CliError, CmdResult, ErrorKind};
+use crate::daemon::{already_running, global_args, start_daemon};
+use crate::error::{code, CliError, CmdResult};
+use crate::flag_values::{parse_dur, parse_secs};
 use crate::render::{self, table::Table};
+use crate::worker_settings::apply_config;
 
 /// Worker lifecycle
 #[derive(clap::Subcommand, Debug)]
@@ -265,79 +266,6 @@ fn settings_from(ctx: &Context, a: &StartArgs) -> Result<WorkerSettings, CliErro
     Ok(s)
 }
 
-/// The `[worker]` section over the built-in defaults, each with the file or variable it came
-/// from.
-pub(crate) fn apply_config(cfg: &crate::config::Config, s: &mut WorkerSettings) {
-    use crate::config::Source;
-    if let Some(Some(keep)) = cfg.dur("store.retention") {
-        s.retention_ms = Some(keep.as_millis() as u64);
-    }
-    let set = |key: &str| cfg.get(key).filter(|v| v.source != Source::Default);
-    if let Some(v) = set("worker.slots").and_then(|v| v.value.as_integer()) {
-        s.slots = v.clamp(1, u32::MAX as i64) as u32;
-        s.set_source("slots", cfg.source("worker.slots"));
-    }
-    let durations: [(&str, &str, &mut u64); 4] = [
-        (
-            "worker.stop_timeout",
-            "stop_timeout",
-            &mut s.stop_timeout_ms,
-        ),
-        ("worker.heartbeat", "heartbeat", &mut s.heartbeat_ms),
-        ("worker.hung_after", "hung_after", &mut s.hung_after_ms),
-        (
-            "worker.restart_window",
-            "restart_window",
-            &mut s.restart_window_ms,
-        ),
-    ];
-    let mut sources = Vec::new();
-    for (key, name, slot) in durations {
-        if set(key).is_some() {
-            if let Some(Some(d)) = cfg.dur(key) {
-                *slot = d.as_millis() as u64;
-                sources.push((name, cfg.source(key)));
-            }
-        }
-    }
-    for (name, src) in sources {
-        s.set_source(name, src);
-    }
-    if set("worker.max_restarts").is_some() {
-        if let Some(n) = cfg.int("worker.max_restarts") {
-            s.max_restarts = n.clamp(0, u32::MAX as i64) as u32;
-            s.set_source("max_restarts", cfg.source("worker.max_restarts"));
-        }
-    }
-    if set("worker.log_keep").is_some() {
-        if let Some(n) = cfg.int("worker.log_keep") {
-            s.log_keep = n.clamp(0, u32::MAX as i64) as u32;
-            s.set_source("log_keep", cfg.source("worker.log_keep"));
-        }
-    }
-    if set("worker.log_max_size").is_some() {
-        if let Some(n) = cfg.size("worker.log_max_size") {
-            s.log_max_bytes = n;
-            s.set_source("log_max_size", cfg.source("worker.log_max_size"));
-        }
-    }
-}
-
-/// `--state-dir` and `--store` for re-executed processes, so they open the same store.
-fn global_args(ctx: &Context) -> Vec<OsString> {
-    let mut v: Vec<OsString> = vec!["--state-dir".into(), ctx.state_dir.clone().into_os_string()];
-    v.extend(ctx.store_args().into_iter().map(OsString::from));
-    v
-}
-
-fn already_running(name: &str, found: &Found) -> CliError {
-    let pid = match found {
-        Found::Running(r) => Some(r.worker.pid),
-        _ => None,
-    };
-    CliError::worker_running(name, pid)
-}
-
 fn start(ctx: &Context, a: StartArgs) -> CmdResult {
     let settings = settings_from(ctx, &a)?;
     if settings.daemon {
@@ -394,77 +322,6 @@ fn start(ctx: &Context, a: StartArgs) -> CmdResult {
     pid_file.release();
     result?;
     Ok(0)
-}
-
-pub(crate) fn start_daemon(ctx: &Context, settings: WorkerSettings) -> CmdResult {
-    let client = ctx.client()?;
-    let run_dir = client.state_dir().join("run");
-    let name = settings.name.clone();
-    let found = control::find(client.store(), &run_dir, &name)?;
-    if matches!(found, Found::Running(_)) {
-        return Err(already_running(&name, &found));
-    }
-    drop(client);
-    let exe = std::env::current_exe().map_err(CliError::current_exe)?;
-    let quiet = ctx.quiet || ctx.json;
-    let launched = daemon::launch(
-        &exe,
-        &global_args(ctx),
-        &settings,
-        Duration::from_secs(30),
-        &mut |msg| {
-            if !quiet {
-                eprintln!("workq: {msg}");
-            }
-        },
-    );
-    match launched {
-        Ok(l) => {
-            if ctx.json {
-                println!(
-                    "{}",
-                    json!({
-                        "name": name, "pid": l.worker_pid, "monitor_pid": l.monitor_pid,
-                        "worker_id": l.worker_id, "log_file": settings.log_file,
-                        "state_dir": ctx.state_dir,
-                    })
-                );
-            } else if !ctx.quiet {
-                println!(
-                    "worker {name} started: pid {} (monitor pid {}), {} slot(s) on {}",
-                    l.worker_pid,
-                    l.monitor_pid,
-                    settings.slots,
-                    settings.queues.join(",")
-                );
-                println!("  log:    {}", settings.log_file.display());
-                println!(
-                    "  watch:  workq worker status {name}   or   tail -f {}",
-                    settings.log_file.display()
-                );
-                println!("  stop:   workq worker stop {name}");
-            }
-            Ok(0)
-        }
-        Err(e) => {
-            let mut msg = format!(
-                "worker {name} did not start after {} attempt(s): {}",
-                e.attempts, e.reason
-            );
-            if !e.log_tail.is_empty() {
-                msg.push_str(&format!(
-                    "\nlast lines of {}:\n  {}",
-                    settings.log_file.display(),
-                    e.log_tail.join("\n  ")
-                ));
-            }
-            let kind = ErrorKind::from_exit_code(e.code);
-            Err(CliError::new(kind, msg).with_hint(format!(
-                "see the whole log: less {}",
-                settings.log_file.display()
-            )))
-        }
-    }
 }
 
 /// The hidden `worker _monitor`: started by `start --daemon`.
@@ -599,20 +456,6 @@ fn stop(ctx: &Context, a: StopArgs) -> CmdResult {
         println!("{}", serde_json::Value::Array(report));
     }
     Ok(if refused { code::UNAVAILABLE } else { 0 })
-}
-
-/// `-t 2` means two seconds; `-t 1m` works too.
-pub(crate) fn parse_secs(flag: &str, s: &str) -> Result<Duration, CliError> {
-    if let Ok(n) = s.trim().parse::<f64>() {
-        // The same bound as durations: about 31,700 years.
-        if (0.0..1e12).contains(&n) {
-            return Ok(Duration::from_secs_f64(n));
-        }
-        return Err(CliError::usage(format!(
-            "{flag} {s:?}: use a number of seconds from 0 to 999999999999, or a duration like 30s"
-        )));
-    }
-    parse_dur(flag, s)
 }
 
 fn restart(ctx: &Context, a: RestartArgs) -> CmdResult {

@@ -6,9 +6,9 @@ use serde_json::json;
 use workq_core::{format_duration, Timestamp, WorkerRecord};
 use workq_runtime::{control, doorbell, pidfile, procinfo, rescue};
 
-use super::parse_dur;
 use crate::context::Context;
 use crate::error::CmdResult;
+use crate::flag_values::parse_dur;
 use crate::render::{self, table::Table};
 
 /// The worker registry
@@ -51,7 +51,7 @@ pub fn run(ctx: &Context, c: Command) -> CmdResult {
 }
 
 /// The state people see: the registry state refined by liveness on this host.
-pub fn shown_state(w: &WorkerRecord, now: Timestamp, hung_after: Duration) -> String {
+fn shown_state(w: &WorkerRecord, now: Timestamp, hung_after: Duration) -> String {
     procinfo::display_state(
         w,
         &procinfo::hostname(),
