@@ -53,49 +53,58 @@ pub fn start_daemon(ctx: &Context, settings: WorkerSettings) -> CmdResult {
     );
     match launched {
         Ok(l) => {
-            if ctx.json {
-                println!(
-                    "{}",
-                    json!({
-                        "name": name, "pid": l.worker_pid, "monitor_pid": l.monitor_pid,
-                        "worker_id": l.worker_id, "log_file": settings.log_file,
-                        "state_dir": ctx.state_dir,
-                    })
-                );
-            } else if !ctx.quiet {
-                println!(
-                    "worker {name} started: pid {} (monitor pid {}), {} slot(s) on {}",
-                    l.worker_pid,
-                    l.monitor_pid,
-                    settings.slots,
-                    settings.queues.join(",")
-                );
-                println!("  log:    {}", settings.log_file.display());
-                println!(
-                    "  watch:  workq worker status {name}   or   tail -f {}",
-                    settings.log_file.display()
-                );
-                println!("  stop:   workq worker stop {name}");
-            }
+            report_started(ctx, &settings, &l);
             Ok(0)
         }
-        Err(e) => {
-            let mut msg = format!(
-                "worker {name} did not start after {} attempt(s): {}",
-                e.attempts, e.reason
-            );
-            if !e.log_tail.is_empty() {
-                msg.push_str(&format!(
-                    "\nlast lines of {}:\n  {}",
-                    settings.log_file.display(),
-                    e.log_tail.join("\n  ")
-                ));
-            }
-            let kind = ErrorKind::from_exit_code(e.code);
-            Err(CliError::new(kind, msg).with_hint(format!(
-                "see the whole log: less {}",
-                settings.log_file.display()
-            )))
-        }
+        Err(e) => Err(launch_failed(&settings, e)),
     }
+}
+
+/// A daemon that came up: its processes and where to look (text or JSON).
+fn report_started(ctx: &Context, settings: &WorkerSettings, l: &daemon::Launched) {
+    let name = &settings.name;
+    if ctx.json {
+        println!(
+            "{}",
+            json!({
+                "name": name, "pid": l.worker_pid, "monitor_pid": l.monitor_pid,
+                "worker_id": l.worker_id, "log_file": settings.log_file,
+                "state_dir": ctx.state_dir,
+            })
+        );
+    } else if !ctx.quiet {
+        println!(
+            "worker {name} started: pid {} (monitor pid {}), {} slot(s) on {}",
+            l.worker_pid,
+            l.monitor_pid,
+            settings.slots,
+            settings.queues.join(",")
+        );
+        println!("  log:    {}", settings.log_file.display());
+        println!(
+            "  watch:  workq worker status {name}   or   tail -f {}",
+            settings.log_file.display()
+        );
+        println!("  stop:   workq worker stop {name}");
+    }
+}
+
+/// A daemon that did not come up: why, with the end of its log, exiting as the daemon said.
+fn launch_failed(settings: &WorkerSettings, e: daemon::LaunchError) -> CliError {
+    let mut msg = format!(
+        "worker {} did not start after {} attempt(s): {}",
+        settings.name, e.attempts, e.reason
+    );
+    if !e.log_tail.is_empty() {
+        msg.push_str(&format!(
+            "\nlast lines of {}:\n  {}",
+            settings.log_file.display(),
+            e.log_tail.join("\n  ")
+        ));
+    }
+    let kind = ErrorKind::from_exit_code(e.code);
+    CliError::new(kind, msg).with_hint(format!(
+        "see the whole log: less {}",
+        settings.log_file.display()
+    ))
 }

@@ -1,5 +1,6 @@
 //! Waiting for jobs to finish, with a progress bar on a terminal: `wait` and `run --wait`.
 
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use workq_core::JobState;
@@ -29,49 +30,19 @@ pub fn wait_jobs(
     timeout: Option<Duration>,
     interrupts: &Interrupts,
 ) -> Result<WaitEnd, CliError> {
-    // The same id given twice is waited for once.
-    let mut unique = Vec::with_capacity(ids.len());
-    let mut seen = std::collections::HashSet::new();
-    for &id in ids {
-        if seen.insert(id) {
-            unique.push(id);
-        }
-    }
-    let ids = &unique[..];
     // Fails with exit 3 on an unknown id before waiting.
-    let mut jobs = client.jobs(ids)?;
-    let position: std::collections::HashMap<i64, usize> =
-        jobs.iter().enumerate().map(|(i, j)| (j.id, i)).collect();
-    // Only unfinished jobs are asked about again, and only for whether they have finished:
-    // each job is read in full once more, when it ends, however long the wait.
-    let mut pending: Vec<i64> = jobs
-        .iter()
-        .filter(|j| !j.state.is_terminal())
-        .map(|j| j.id)
-        .collect();
-    let mut running = jobs.iter().filter(|j| j.state == JobState::Running).count();
+    let mut w = Watched::read(client, ids)?;
     let deadline = timeout.map(|t| Instant::now() + t);
     let mut bar = Progress::new(ctx.err_tty && !ctx.quiet && !ctx.json);
     let mut warned = false;
     let started = Instant::now();
     let mut last_full_read = Instant::now();
     loop {
-        let counts = Counts {
-            succeeded: jobs
-                .iter()
-                .filter(|j| j.state == JobState::Succeeded)
-                .count(),
-            failed: jobs
-                .iter()
-                .filter(|j| matches!(j.state, JobState::Failed | JobState::Cancelled))
-                .count(),
-            running,
-            total: jobs.len(),
-        };
+        let counts = w.counts();
         bar.draw(counts);
         if counts.succeeded + counts.failed == counts.total {
             bar.finish();
-            return Ok(WaitEnd::Done(jobs));
+            return Ok(WaitEnd::Done(w.jobs));
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
             bar.finish();
@@ -83,85 +54,159 @@ pub fn wait_jobs(
                 );
             }
             // Report the unfinished ones as they are now, not as first read.
-            for j in client.jobs_in_states(&pending, &[])? {
-                if let Some(&i) = position.get(&j.id) {
-                    jobs[i] = j;
-                }
-            }
-            return Ok(WaitEnd::TimedOut(jobs));
+            let now = client.jobs_in_states(&w.pending, &[])?;
+            w.update(now);
+            return Ok(WaitEnd::TimedOut(w.jobs));
         }
         if interrupts.received().is_some() {
             bar.finish();
             return Ok(WaitEnd::Interrupted);
         }
-        if !warned
-            && started.elapsed() > Duration::from_secs(2)
-            && counts.running == 0
-            && !ctx.quiet
-        {
-            let queues: std::collections::BTreeSet<&str> = jobs
-                .iter()
-                .filter(|j| j.state == JobState::Queued)
-                .map(|j| j.spec.queue.as_str())
-                .collect();
-            // Only for a warning: a store this command may read but not write (another user's)
-            // is still worth waiting on, so a failed clean-up is no reason to stop.
-            let _ = client.clean_up_dead_workers();
-            for q in queues {
-                if client.live_workers_serving(q)?.is_empty() {
-                    bar.finish();
-                    eprintln!("workq: no worker serves queue {q}; start one with: workq worker start -Q {q}");
-                }
-            }
+        if !warned && started.elapsed() > Duration::from_secs(2) && counts.running == 0 {
             warned = true;
+            if !ctx.quiet {
+                warn_unserved(client, &w.jobs, &mut bar)?;
+            }
         }
         std::thread::sleep(Duration::from_millis(20));
-        let slow_tick = last_full_read.elapsed() > Duration::from_secs(1);
-        if slow_tick {
-            // Once a second, every pending job in full: their states for the bar and the
-            // warning, and a job purged meanwhile, which would otherwise be waited for until
-            // the timeout.
-            let present = client.jobs_in_states(&pending, &[])?;
-            if present.len() < pending.len() {
-                let have: std::collections::HashSet<i64> = present.iter().map(|j| j.id).collect();
-                if let Some(gone) = pending.iter().find(|id| !have.contains(id)) {
-                    bar.finish();
-                    return Err(workq::Error::JobNotFound(*gone).into());
-                }
-            }
-            running = present
-                .iter()
-                .filter(|j| j.state == JobState::Running)
-                .count();
-            let unfinished: std::collections::HashSet<i64> = present
-                .iter()
-                .filter(|j| !j.state.is_terminal())
-                .map(|j| j.id)
-                .collect();
-            pending.retain(|id| unfinished.contains(id));
-            for j in present {
-                if let Some(&i) = position.get(&j.id) {
-                    jobs[i] = j;
-                }
+        if last_full_read.elapsed() > Duration::from_secs(1) {
+            if let Err(e) = w.reread(client) {
+                bar.finish();
+                return Err(e);
             }
             last_full_read = Instant::now();
         } else if client.store().changed()? {
-            // In between, only whether pending jobs have ended.
-            let ended = client.jobs_in_states(&pending, &TERMINAL)?;
-            if !ended.is_empty() {
-                let ended_ids: std::collections::HashSet<i64> =
-                    ended.iter().map(|j| j.id).collect();
-                pending.retain(|id| !ended_ids.contains(id));
-                for j in ended {
-                    if let Some(&i) = position.get(&j.id) {
-                        jobs[i] = j;
-                    }
-                }
-            }
-            // Counting running jobs costs a probe per pending id: only for a visible bar.
-            if bar.visible() {
-                running = client.jobs_in_states(&pending, &[JobState::Running])?.len();
+            w.read_ended(client, bar.visible())?;
+        }
+    }
+}
+
+/// The jobs waited for, as last read.
+struct Watched {
+    /// Every job, in the order asked for.
+    jobs: Vec<workq::Job>,
+    /// Where each id is in `jobs`.
+    position: HashMap<i64, usize>,
+    /// The unfinished ones: only they are asked about again, and only whether they have
+    /// finished, so each job is read in full once more, when it ends, however long the wait.
+    pending: Vec<i64>,
+    /// How many run, for the bar.
+    running: usize,
+}
+
+impl Watched {
+    /// Reads the jobs `ids` (the same id given twice is waited for once).
+    fn read(client: &workq::Client, ids: &[i64]) -> Result<Watched, CliError> {
+        let mut seen = HashSet::new();
+        let unique: Vec<i64> = ids.iter().copied().filter(|id| seen.insert(*id)).collect();
+        let jobs = client.jobs(&unique)?;
+        let position = jobs.iter().enumerate().map(|(i, j)| (j.id, i)).collect();
+        let pending = jobs
+            .iter()
+            .filter(|j| !j.state.is_terminal())
+            .map(|j| j.id)
+            .collect();
+        let running = jobs.iter().filter(|j| j.state == JobState::Running).count();
+        Ok(Watched {
+            jobs,
+            position,
+            pending,
+            running,
+        })
+    }
+
+    fn counts(&self) -> Counts {
+        Counts {
+            succeeded: self
+                .jobs
+                .iter()
+                .filter(|j| j.state == JobState::Succeeded)
+                .count(),
+            failed: self
+                .jobs
+                .iter()
+                .filter(|j| matches!(j.state, JobState::Failed | JobState::Cancelled))
+                .count(),
+            running: self.running,
+            total: self.jobs.len(),
+        }
+    }
+
+    /// Puts fresh copies of some jobs in place.
+    fn update(&mut self, fresh: Vec<workq::Job>) {
+        for j in fresh {
+            if let Some(&i) = self.position.get(&j.id) {
+                self.jobs[i] = j;
             }
         }
     }
+
+    /// Every pending job in full: their states for the bar and the warning, and a job purged
+    /// meanwhile, which would otherwise be waited for until the timeout.
+    fn reread(&mut self, client: &workq::Client) -> Result<(), CliError> {
+        let present = client.jobs_in_states(&self.pending, &[])?;
+        if present.len() < self.pending.len() {
+            let have: HashSet<i64> = present.iter().map(|j| j.id).collect();
+            if let Some(gone) = self.pending.iter().find(|id| !have.contains(id)) {
+                return Err(CliError::job_not_found(*gone));
+            }
+        }
+        self.running = present
+            .iter()
+            .filter(|j| j.state == JobState::Running)
+            .count();
+        let unfinished: HashSet<i64> = present
+            .iter()
+            .filter(|j| !j.state.is_terminal())
+            .map(|j| j.id)
+            .collect();
+        self.pending.retain(|id| unfinished.contains(id));
+        self.update(present);
+        Ok(())
+    }
+
+    /// Only whether pending jobs have ended; how many run only if `count_running` (it costs a
+    /// probe per pending id, so only for a visible bar).
+    fn read_ended(&mut self, client: &workq::Client, count_running: bool) -> Result<(), CliError> {
+        let ended = client.jobs_in_states(&self.pending, &TERMINAL)?;
+        if !ended.is_empty() {
+            let ended_ids: HashSet<i64> = ended.iter().map(|j| j.id).collect();
+            self.pending.retain(|id| !ended_ids.contains(id));
+            self.update(ended);
+        }
+        if count_running {
+            self.running = client
+                .jobs_in_states(&self.pending, &[JobState::Running])?
+                .len();
+        }
+        Ok(())
+    }
+}
+
+/// Warns about each queue of the queued jobs that no live worker serves.
+fn warn_unserved(
+    client: &workq::Client,
+    jobs: &[workq::Job],
+    bar: &mut Progress,
+) -> Result<(), CliError> {
+    let queues: BTreeSet<&str> = jobs
+        .iter()
+        .filter(|j| j.state == JobState::Queued)
+        .map(|j| j.spec.queue.as_str())
+        .collect();
+    if queues.is_empty() {
+        return Ok(());
+    }
+    // Only for a warning: a store this command may read but not write (another user's) is
+    // still worth waiting on, so a failed clean-up is no reason to stop.
+    let _ = client.clean_up_dead_workers();
+    for q in queues {
+        if client.live_workers_serving(q)?.is_empty() {
+            bar.finish();
+            eprintln!(
+                "workq: no worker serves queue {q}; start one with: workq worker start -Q {q}"
+            );
+        }
+    }
+    Ok(())
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use workq::{JobSpec, Submitted};
 use workq_core::{JobState, Timestamp};
+use workq_runtime::ephemeral::EphemeralWorker;
 
 use crate::context::Context;
 use crate::error::{code, CliError, CmdResult, ErrorKind};
@@ -183,45 +184,7 @@ pub fn run(ctx: &Context, a: Args) -> CmdResult {
                 "--lines takes the commands from the file: give no COMMAND after it",
             ));
         }
-        let lines = read_lines(source)?;
-        if lines.is_empty() {
-            return Err(CliError::usage(format!(
-                "--lines {source}: no commands (every line is empty)"
-            )));
-        }
-        let specs: Vec<JobSpec> = lines
-            .into_iter()
-            .map(|l| JobSpec {
-                argv: vec!["sh".into(), "-c".into(), l],
-                ..base.clone()
-            })
-            .collect();
-        let client = ctx.client()?;
-        let out = client
-            .submit_many(&specs)
-            .map_err(|e| with_after_hint(e.into(), &base.after))?;
-        let ids: Vec<i64> = out.iter().map(|s| s.id()).collect();
-        if ctx.json {
-            let arr: Vec<_> = ids
-                .iter()
-                .map(|id| serde_json::json!({"id": id, "queue": base.queue, "state": "queued"}))
-                .collect();
-            println!("{}", serde_json::Value::Array(arr));
-        } else if ctx.tty {
-            println!(
-                "queued {} jobs on {}: ids {}–{}",
-                ids.len(),
-                base.queue,
-                ids.first().copied().unwrap_or(0),
-                ids.last().copied().unwrap_or(0)
-            );
-        } else if !ctx.quiet {
-            let mut stdout = std::io::stdout().lock();
-            for id in &ids {
-                let _ = writeln!(stdout, "{id}");
-            }
-        }
-        return Ok(0);
+        return submit_lines(ctx, base, source);
     }
     if a.command.is_empty() {
         return Err(CliError::usage("no command given")
@@ -272,6 +235,49 @@ pub fn run(ctx: &Context, a: Args) -> CmdResult {
     wait_for_one(ctx, &client, id, &spec.queue, &interrupts)
 }
 
+/// `--lines`: one `sh -c` job per non-empty line, all in one transaction, like `base`.
+fn submit_lines(ctx: &Context, base: JobSpec, source: &str) -> CmdResult {
+    let lines = read_lines(source)?;
+    if lines.is_empty() {
+        return Err(CliError::usage(format!(
+            "--lines {source}: no commands (every line is empty)"
+        )));
+    }
+    let specs: Vec<JobSpec> = lines
+        .into_iter()
+        .map(|l| JobSpec {
+            argv: vec!["sh".into(), "-c".into(), l],
+            ..base.clone()
+        })
+        .collect();
+    let client = ctx.client()?;
+    let out = client
+        .submit_many(&specs)
+        .map_err(|e| with_after_hint(e.into(), &base.after))?;
+    let ids: Vec<i64> = out.iter().map(|s| s.id()).collect();
+    if ctx.json {
+        let arr: Vec<_> = ids
+            .iter()
+            .map(|id| serde_json::json!({"id": id, "queue": base.queue, "state": "queued"}))
+            .collect();
+        println!("{}", serde_json::Value::Array(arr));
+    } else if ctx.tty {
+        println!(
+            "queued {} jobs on {}: ids {}–{}",
+            ids.len(),
+            base.queue,
+            ids.first().copied().unwrap_or(0),
+            ids.last().copied().unwrap_or(0)
+        );
+    } else if !ctx.quiet {
+        let mut stdout = std::io::stdout().lock();
+        for id in &ids {
+            let _ = writeln!(stdout, "{id}");
+        }
+    }
+    Ok(0)
+}
+
 /// A job refused for its `--after` dependencies (one missing, failed or cancelled), with the fix
 /// in this command's terms.
 fn with_after_hint(e: CliError, after: &[i64]) -> CliError {
@@ -291,7 +297,47 @@ fn wait_for_one(
     queue: &str,
     interrupts: &Interrupts,
 ) -> CmdResult {
-    let mut ephemeral = None;
+    let mut ephemeral = temporary_worker(ctx, client, queue)?;
+    if !ctx.quiet && !ctx.json && ctx.err_tty {
+        eprintln!("workq: job {id} queued; waiting (Ctrl-C to stop waiting)");
+    }
+    let mut tail = LogTail::new(&client.log_dir(), 0);
+    loop {
+        let job = client.get(id)?;
+        if !ctx.json && !ctx.quiet {
+            tail.pump(&job, &mut std::io::stdout(), true);
+        }
+        if job.state.is_terminal() {
+            drop(ephemeral.take());
+            return report_finished(ctx, client, &job);
+        }
+        if interrupts.received().is_some() {
+            let had_temp = ephemeral.is_some();
+            drop(ephemeral.take());
+            return report_interrupted(ctx, client, &mut tail, id, queue, had_temp);
+        }
+        if let Some(w) = ephemeral.as_mut() {
+            if w.exited() {
+                ephemeral = None;
+                client.clean_up_dead_workers()?;
+                if client.live_workers_serving(queue)?.is_empty() {
+                    return Err(CliError::unavailable(format!(
+                        "the temporary worker for queue {queue} exited before job {id} finished"
+                    ))
+                    .with_hint("run `workq worker start` to see why"));
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A worker for the length of this command when no live worker serves `queue`.
+fn temporary_worker(
+    ctx: &Context,
+    client: &workq::Client,
+    queue: &str,
+) -> Result<Option<EphemeralWorker>, CliError> {
     client.clean_up_dead_workers()?;
     if client.live_workers_serving(queue)?.is_empty() {
         let exe = std::env::current_exe().map_err(|e| {
@@ -315,7 +361,7 @@ fn wait_for_one(
             "--stop-timeout".to_string(),
             "0s".to_string(),
         ]);
-        let w = workq_runtime::ephemeral::EphemeralWorker::start(&exe, &args)
+        let w = EphemeralWorker::start(&exe, &args)
             .map_err(|e| CliError::unavailable(format!("cannot start a temporary worker: {e}")))?;
         if ctx.verbose {
             eprintln!(
@@ -323,72 +369,58 @@ fn wait_for_one(
                 w.pid().unwrap_or(0)
             );
         }
-        ephemeral = Some(w);
+        return Ok(Some(w));
     }
-    if !ctx.quiet && !ctx.json && ctx.err_tty {
-        eprintln!("workq: job {id} queued; waiting (Ctrl-C to stop waiting)");
+    Ok(None)
+}
+
+/// The end of a finished job: its attempts in JSON, or why it failed; exits with its status.
+fn report_finished(ctx: &Context, client: &workq::Client, job: &workq::Job) -> CmdResult {
+    let attempts = client.store().attempts(job.id)?;
+    let signal = attempts.last().and_then(|a| a.signal);
+    if ctx.json {
+        let mut v = crate::render::json::job(job, Timestamp::now());
+        v["attempts"] = attempts.iter().map(crate::render::json::attempt).collect();
+        println!("{v}");
+    } else if job.state != JobState::Succeeded && !ctx.quiet {
+        eprintln!(
+            "workq: job {} {}: {}",
+            job.id,
+            job.state,
+            job.last_error.as_deref().unwrap_or("no details")
+        );
     }
-    let mut tail = LogTail::new(&client.log_dir(), 0);
-    let mut stdout = std::io::stdout();
-    loop {
-        let job = client.get(id)?;
-        if !ctx.json && !ctx.quiet {
-            tail.pump(&job, &mut stdout, true);
-        }
-        if job.state.is_terminal() {
-            drop(ephemeral.take());
-            let attempts = client.store().attempts(id)?;
-            let signal = attempts.last().and_then(|a| a.signal);
-            if ctx.json {
-                let mut v = crate::render::json::job(&job, Timestamp::now());
-                v["attempts"] = attempts.iter().map(crate::render::json::attempt).collect();
-                println!("{v}");
-            } else if job.state != JobState::Succeeded && !ctx.quiet {
-                eprintln!(
-                    "workq: job {id} {}: {}",
-                    job.state,
-                    job.last_error.as_deref().unwrap_or("no details")
-                );
-            }
-            return Ok(job_exit_status(&job, signal));
-        }
-        if let Some(sig) = interrupts.received() {
-            let had_temp = ephemeral.is_some();
-            drop(ephemeral.take());
-            let job = client.get(id)?;
-            if !ctx.json && !ctx.quiet {
-                tail.pump(&job, &mut stdout, false);
-            }
-            let _ = sig;
-            if job.state.is_terminal() {
-                eprintln!("workq: interrupted; job {id} had already {}", job.state);
-            } else if had_temp {
-                eprintln!(
-                    "workq: interrupted; job {id} is {} again and no worker is running it: cancel it with `workq cancel {id}` or run it with `workq worker start -Q {queue}`",
-                    job.state
-                );
-            } else {
-                eprintln!(
-                    "workq: stopped waiting; job {id} is {} (follow it with `workq logs -f {id}`)",
-                    job.state
-                );
-            }
-            return Ok(code::INTERRUPTED);
-        }
-        if let Some(w) = ephemeral.as_mut() {
-            if w.exited() {
-                ephemeral = None;
-                client.clean_up_dead_workers()?;
-                if client.live_workers_serving(queue)?.is_empty() {
-                    return Err(CliError::unavailable(format!(
-                        "the temporary worker for queue {queue} exited before job {id} finished"
-                    ))
-                    .with_hint("run `workq worker start` to see why"));
-                }
-            }
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    Ok(job_exit_status(job, signal))
+}
+
+/// Ctrl-C while waiting: the rest of the output, and where the job stands (`had_temp`: the
+/// temporary worker that ran it has just been stopped, so it is queued again).
+fn report_interrupted(
+    ctx: &Context,
+    client: &workq::Client,
+    tail: &mut LogTail,
+    id: i64,
+    queue: &str,
+    had_temp: bool,
+) -> CmdResult {
+    let job = client.get(id)?;
+    if !ctx.json && !ctx.quiet {
+        tail.pump(&job, &mut std::io::stdout(), false);
     }
+    if job.state.is_terminal() {
+        eprintln!("workq: interrupted; job {id} had already {}", job.state);
+    } else if had_temp {
+        eprintln!(
+            "workq: interrupted; job {id} is {} again and no worker is running it: cancel it with `workq cancel {id}` or run it with `workq worker start -Q {queue}`",
+            job.state
+        );
+    } else {
+        eprintln!(
+            "workq: stopped waiting; job {id} is {} (follow it with `workq logs -f {id}`)",
+            job.state
+        );
+    }
+    Ok(code::INTERRUPTED)
 }
 
 /// The exit status `submit --wait` reports for a finished job: its own code, 128+N for a signal.
