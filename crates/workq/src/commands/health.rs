@@ -8,7 +8,7 @@ use workq_runtime::procinfo;
 
 use crate::context::Context;
 use crate::error::{CliError, CmdResult};
-use crate::flag_values::parse_dur;
+use crate::flag_values;
 use crate::render::table::Table;
 
 /// Check worker health
@@ -18,11 +18,11 @@ use crate::render::table::Table;
 )]
 pub struct Args {
     /// A heartbeat older than this fails
-    #[arg(long, default_value = "60s", value_name = "DUR")]
-    max_heartbeat_age: String,
+    #[arg(long, default_value = "60s", value_name = "DUR", value_parser = flag_values::duration)]
+    max_heartbeat_age: Duration,
     /// Window for the error rate
-    #[arg(long, default_value = "15m", value_name = "DUR")]
-    window: String,
+    #[arg(long, default_value = "15m", value_name = "DUR", value_parser = flag_values::duration)]
+    window: Duration,
     /// Error rate (failed / finished attempts in the window) above this fails, in percent
     #[arg(long, default_value_t = 50.0, value_name = "PCT")]
     max_error_rate: f64,
@@ -53,8 +53,6 @@ type Judged<'w> = (&'w WorkerRecord, String, Vec<Check>);
 /// What every worker is judged by: the limits of the command line and the facts of now.
 struct Judge<'a> {
     a: &'a Args,
-    max_age: Duration,
-    window: Duration,
     now: Timestamp,
     host: String,
     boot: String,
@@ -62,8 +60,6 @@ struct Judge<'a> {
 }
 
 pub fn run(ctx: &Context, a: Args) -> CmdResult {
-    let max_age = parse_dur("--max-heartbeat-age", &a.max_heartbeat_age)?;
-    let window = parse_dur("--window", &a.window)?;
     if !(0.0..=100.0).contains(&a.max_error_rate) {
         return Err(CliError::usage(
             "--max-error-rate: use a percentage from 0 to 100",
@@ -80,8 +76,6 @@ pub fn run(ctx: &Context, a: Args) -> CmdResult {
     let store = client.store();
     let judge = Judge {
         a: &a,
-        max_age,
-        window,
         now: store.now(),
         host: procinfo::hostname(),
         boot: procinfo::boot_id(),
@@ -90,7 +84,8 @@ pub fn run(ctx: &Context, a: Args) -> CmdResult {
     let all = store.workers(true)?;
     let mut judged: Vec<Judged> = Vec::new();
     for w in &all {
-        let state = procinfo::display_state(w, &judge.host, &judge.boot, judge.now, max_age);
+        let state =
+            procinfo::display_state(w, &judge.host, &judge.boot, judge.now, a.max_heartbeat_age);
         let checks = if w.state.is_live() {
             judge.live(store, w)?
         } else {
@@ -152,11 +147,11 @@ impl Judge<'_> {
         let age = self.now.since(w.heartbeat_at);
         let mut checks = vec![check(
             "heartbeat",
-            age <= self.max_age,
+            age <= self.a.max_heartbeat_age,
             format!(
                 "last heartbeat {} ago (limit {})",
                 format_duration(age),
-                format_duration(self.max_age)
+                format_duration(self.a.max_heartbeat_age)
             ),
         )];
         let local = w.host == self.host;
@@ -187,7 +182,7 @@ impl Judge<'_> {
         w: &WorkerRecord,
     ) -> Result<Check, CliError> {
         let a = self.a;
-        let since = Timestamp(self.now.0 - self.window.as_millis() as i64);
+        let since = Timestamp(self.now.0 - self.a.window.as_millis() as i64);
         let o = store.worker_outcomes(w.id, since)?;
         let finished = o.succeeded + o.failed;
         let rate = if finished > 0 {
@@ -202,7 +197,7 @@ impl Judge<'_> {
             format!(
                 "{} of {finished} attempt(s) failed in the last {} ({rate:.0}%, limit {:.0}%{})",
                 o.failed,
-                format_duration(self.window),
+                format_duration(self.a.window),
                 a.max_error_rate,
                 if finished < a.min_attempts {
                     format!(", judged from {} attempts", a.min_attempts)

@@ -1,13 +1,15 @@
 //! `workq up` / `workq down`: the pools that config defines, as daemonized workers named after
 //! their queues.
 
+use std::time::Duration;
+
 use workq_runtime::control::{self, Found, Stopped};
 use workq_runtime::WorkerSettings;
 
 use crate::context::Context;
 use crate::daemon::start_daemon;
 use crate::error::{code, CliError, CmdResult};
-use crate::flag_values::parse_secs;
+use crate::flag_values;
 use crate::worker_settings::apply_config;
 
 /// Start pools
@@ -29,8 +31,8 @@ pub struct DownArgs {
     /// Queues to stop [default: every queue in the config]
     queues: Vec<String>,
     /// Seconds (or a duration) before SIGKILL [default: the worker's stop timeout + 15s]
-    #[arg(short = 't', long = "timeout", value_name = "SECS")]
-    timeout: Option<String>,
+    #[arg(short = 't', long = "timeout", value_name = "SECS", value_parser = flag_values::seconds)]
+    timeout: Option<Duration>,
 }
 
 fn pool_queues(ctx: &Context, asked: &[String]) -> Result<Vec<String>, CliError> {
@@ -127,18 +129,13 @@ pub fn up(ctx: &Context, a: UpArgs) -> CmdResult {
 
 pub fn down(ctx: &Context, a: DownArgs) -> CmdResult {
     let queues = pool_queues(ctx, &a.queues)?;
-    let timeout = a
-        .timeout
-        .as_deref()
-        .map(|t| parse_secs("-t/--timeout", t))
-        .transpose()?;
     let Some(client) = ctx.client_if_exists()? else {
         return Ok(0);
     };
     let run_dir = client.state_dir().join("run");
     let mut rc = 0;
     for q in queues {
-        let out = control::stop(client.store(), &run_dir, &q, timeout, &mut |m| {
+        let out = control::stop(client.store(), &run_dir, &q, a.timeout, &mut |m| {
             if !ctx.quiet && !ctx.json {
                 println!("{m}");
             }

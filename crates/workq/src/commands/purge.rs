@@ -1,11 +1,13 @@
 //! `workq purge`: remove finished jobs and their logs, in short batches.
 
+use std::time::Duration;
+
 use serde_json::json;
 use workq_core::{format_duration, JobState, Timestamp};
 
 use crate::context::Context;
 use crate::error::{CliError, CmdResult};
-use crate::flag_values::parse_dur;
+use crate::flag_values;
 
 /// Remove old finished jobs
 #[derive(clap::Args, Debug)]
@@ -14,8 +16,8 @@ use crate::flag_values::parse_dur;
 )]
 pub struct Args {
     /// Finished longer ago than this (e.g. 30d, 12h)
-    #[arg(long, value_name = "DUR")]
-    older_than: String,
+    #[arg(long, value_name = "DUR", value_parser = flag_values::duration)]
+    older_than: Duration,
     /// Only jobs in these states (comma-separated) [default: succeeded,failed,cancelled]
     #[arg(long, value_delimiter = ',', value_name = "STATE")]
     state: Vec<String>,
@@ -45,7 +47,7 @@ fn purge_all(
 }
 
 pub fn run(ctx: &Context, a: Args) -> CmdResult {
-    let age = parse_dur("--older-than", &a.older_than)?;
+    let age = a.older_than;
     let states: Vec<JobState> = if a.state.is_empty() {
         vec![JobState::Succeeded, JobState::Failed, JobState::Cancelled]
     } else {

@@ -11,7 +11,7 @@ use workq_runtime::ephemeral::EphemeralWorker;
 
 use crate::context::Context;
 use crate::error::{code, CliError, CmdResult, ErrorKind};
-use crate::flag_values::{parse_dur, parse_kv};
+use crate::flag_values::{self, parse_kv, JobTimeout};
 use crate::interrupts::Interrupts;
 use crate::log_tail::LogTail;
 
@@ -31,17 +31,17 @@ pub struct Args {
     #[arg(long)]
     retries: Option<u32>,
     /// First retry delay, doubling after each further failure (e.g. 10s, 5m) [default: config, else 10s]
-    #[arg(long, value_name = "DUR")]
-    backoff: Option<String>,
+    #[arg(long, value_name = "DUR", value_parser = flag_values::duration)]
+    backoff: Option<Duration>,
     /// Kill the job after this long (SIGTERM, then SIGKILL after --kill-grace)
-    #[arg(long, value_name = "DUR")]
-    timeout: Option<String>,
+    #[arg(long, value_name = "DUR", value_parser = flag_values::job_timeout)]
+    timeout: Option<JobTimeout>,
     /// Between SIGTERM and SIGKILL when the job is stopped [default: config, else 10s]
-    #[arg(long, value_name = "DUR")]
-    kill_grace: Option<String>,
+    #[arg(long, value_name = "DUR", value_parser = flag_values::duration)]
+    kill_grace: Option<Duration>,
     /// Start no sooner than this long from now
-    #[arg(long, value_name = "DUR", conflicts_with = "at")]
-    delay: Option<String>,
+    #[arg(long, value_name = "DUR", conflicts_with = "at", value_parser = flag_values::duration)]
+    delay: Option<Duration>,
     /// Start no sooner than this time (RFC 3339, or local "2026-11-24 09:00")
     #[arg(long, value_name = "TIME")]
     at: Option<String>,
@@ -90,22 +90,17 @@ fn template(ctx: &Context, a: &Args) -> Result<JobSpec, CliError> {
     if let Some(r) = a.retries {
         spec.retries = r;
     }
-    if let Some(b) = &a.backoff {
-        spec.backoff = parse_dur("--backoff", b)?;
+    if let Some(b) = a.backoff {
+        spec.backoff = b;
     }
-    if let Some(k) = &a.kill_grace {
-        spec.kill_grace = parse_dur("--kill-grace", k)?;
+    if let Some(k) = a.kill_grace {
+        spec.kill_grace = k;
     }
-    if let Some(t) = &a.timeout {
-        spec.timeout = if matches!(t.as_str(), "none" | "0") {
-            None
-        } else {
-            Some(parse_dur("--timeout", t)?)
-        };
+    if let Some(JobTimeout(t)) = a.timeout {
+        spec.timeout = t;
     }
-    let now = Timestamp::now();
-    if let Some(d) = &a.delay {
-        spec.run_at = Some(now.plus(parse_dur("--delay", d)?));
+    if let Some(d) = a.delay {
+        spec.run_at = Some(Timestamp::now().plus(d));
     }
     if let Some(at) = &a.at {
         spec.run_at =

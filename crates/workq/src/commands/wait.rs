@@ -1,11 +1,13 @@
 //! `workq wait`: block until jobs finish.
 
+use std::time::Duration;
+
 use workq::ListFilter;
 use workq_core::{JobState, Timestamp};
 
 use crate::context::Context;
 use crate::error::{code, CliError, CmdResult};
-use crate::flag_values::parse_dur;
+use crate::flag_values;
 use crate::interrupts::Interrupts;
 use crate::waiting::{wait_jobs, WaitEnd};
 
@@ -21,8 +23,8 @@ pub struct Args {
     #[arg(short = 'Q', long, conflicts_with = "ids")]
     queue: Option<String>,
     /// Give up after this long (exit 124)
-    #[arg(long, value_name = "DUR")]
-    timeout: Option<String>,
+    #[arg(long, value_name = "DUR", value_parser = flag_values::duration)]
+    timeout: Option<Duration>,
 }
 
 pub fn run(ctx: &Context, a: Args) -> CmdResult {
@@ -31,11 +33,6 @@ pub fn run(ctx: &Context, a: Args) -> CmdResult {
             CliError::usage("nothing to wait for").with_hint("give job ids, --all, or --queue Q")
         );
     }
-    let timeout = a
-        .timeout
-        .as_deref()
-        .map(|t| parse_dur("--timeout", t))
-        .transpose()?;
     let interrupts = Interrupts::install();
     let Some(client) = ctx.client_if_exists()? else {
         if a.ids.is_empty() {
@@ -56,7 +53,7 @@ pub fn run(ctx: &Context, a: Args) -> CmdResult {
     } else {
         a.ids.clone()
     };
-    match wait_jobs(ctx, &client, &ids, timeout, &interrupts)? {
+    match wait_jobs(ctx, &client, &ids, a.timeout, &interrupts)? {
         WaitEnd::Done(jobs) => Ok(report(ctx, &jobs)),
         WaitEnd::TimedOut(jobs) => {
             if ctx.json {

@@ -7,6 +7,7 @@ mod status;
 mod stop;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use workq_runtime::control;
 use workq_runtime::pidfile::{self, AcquireError, PidFile};
@@ -15,7 +16,7 @@ use workq_runtime::{ready, Level, Logger, WorkerOptions, WorkerSettings};
 use crate::context::Context;
 use crate::daemon::{already_running, global_args, start_daemon};
 use crate::error::{CliError, CmdResult};
-use crate::flag_values::parse_dur;
+use crate::flag_values;
 use crate::worker_settings::{apply_config, check_timing, name_of, DURATIONS};
 
 /// Worker lifecycle
@@ -62,23 +63,23 @@ pub struct StartArgs {
     #[arg(short = 'l', long = "log-file", value_name = "FILE")]
     log_file: Option<PathBuf>,
     /// On stop, how long running jobs may go on before they are interrupted and requeued [default: 10s]
-    #[arg(long, value_name = "DUR")]
-    stop_timeout: Option<String>,
+    #[arg(long, value_name = "DUR", value_parser = flag_values::duration)]
+    stop_timeout: Option<Duration>,
     /// Between heartbeats [default: 5s]
-    #[arg(long, value_name = "DUR")]
-    heartbeat: Option<String>,
+    #[arg(long, value_name = "DUR", value_parser = flag_values::duration)]
+    heartbeat: Option<Duration>,
     /// A daemon whose heartbeat is older than this while its process lives is hung: killed and restarted [default: 60s]
-    #[arg(long, value_name = "DUR")]
-    hung_after: Option<String>,
+    #[arg(long, value_name = "DUR", value_parser = flag_values::duration)]
+    hung_after: Option<Duration>,
     /// Restarts the monitor allows per --restart-window before it gives up [default: 3]
     #[arg(long, value_name = "N")]
     max_restarts: Option<u32>,
     /// Window over which restarts are counted [default: 1h]
-    #[arg(long, value_name = "DUR")]
-    restart_window: Option<String>,
+    #[arg(long, value_name = "DUR", value_parser = flag_values::duration)]
+    restart_window: Option<Duration>,
     /// Rotate the worker log past this size, e.g. 10MiB [default: 10MiB]
-    #[arg(long, value_name = "SIZE")]
-    log_max_size: Option<String>,
+    #[arg(long, value_name = "SIZE", value_parser = flag_values::size)]
+    log_max_size: Option<u64>,
     /// Old worker logs kept after rotation [default: 3]
     #[arg(long, value_name = "N")]
     log_keep: Option<u32>,
@@ -99,11 +100,6 @@ pub fn run(ctx: &Context, c: Command) -> CmdResult {
         Command::Monitor => monitor(ctx),
         Command::Run => run_under_monitor(ctx),
     }
-}
-
-/// Parses `10MiB`, `512k`, `1G`, `4096`.
-fn parse_size(flag: &str, s: &str) -> Result<u64, CliError> {
-    crate::config::parse_size(s).map_err(|e| CliError::usage(format!("{flag}: {e}")))
 }
 
 /// Settings from the defaults, the config and the flags, each with its source.
@@ -158,15 +154,15 @@ fn apply_flags(a: &StartArgs, s: &mut WorkerSettings) -> Result<(), CliError> {
     }
     for d in &DURATIONS {
         if let Some(v) = a.duration(d.key) {
-            d.set(s, parse_dur(d.flag, v)?, format!("flag {}", d.flag));
+            d.set(s, v, format!("flag {}", d.flag));
         }
     }
     if let Some(n) = a.max_restarts {
         s.max_restarts = n;
         s.set_source("max_restarts", "flag --max-restarts");
     }
-    if let Some(v) = &a.log_max_size {
-        s.log_max_bytes = parse_size("--log-max-size", v)?;
+    if let Some(v) = a.log_max_size {
+        s.log_max_bytes = v;
         s.set_source("log_max_size", "flag --log-max-size");
     }
     if let Some(n) = a.log_keep {
@@ -178,12 +174,12 @@ fn apply_flags(a: &StartArgs, s: &mut WorkerSettings) -> Result<(), CliError> {
 
 impl StartArgs {
     /// The value given for the duration setting `key` (one of [`DURATIONS`]).
-    fn duration(&self, key: &str) -> Option<&String> {
+    fn duration(&self, key: &str) -> Option<Duration> {
         match key {
-            "stop_timeout" => self.stop_timeout.as_ref(),
-            "heartbeat" => self.heartbeat.as_ref(),
-            "hung_after" => self.hung_after.as_ref(),
-            "restart_window" => self.restart_window.as_ref(),
+            "stop_timeout" => self.stop_timeout,
+            "heartbeat" => self.heartbeat,
+            "hung_after" => self.hung_after,
+            "restart_window" => self.restart_window,
             _ => None,
         }
     }

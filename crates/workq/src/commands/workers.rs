@@ -10,7 +10,7 @@ use workq_store::Store;
 
 use crate::context::Context;
 use crate::error::{CliError, CmdResult};
-use crate::flag_values::parse_dur;
+use crate::flag_values;
 use crate::render::{self, table::Table};
 
 /// The worker registry
@@ -33,16 +33,16 @@ pub struct ListArgs {
     #[arg(short, long)]
     all: bool,
     /// Heartbeat age past which a live worker is shown as hung
-    #[arg(long, default_value = "60s", value_name = "DUR")]
-    hung_after: String,
+    #[arg(long, default_value = "60s", value_name = "DUR", value_parser = flag_values::duration)]
+    hung_after: Duration,
 }
 
 /// Clean up after dead workers
 #[derive(clap::Args, Debug)]
 pub struct CleanupArgs {
     /// Registry rows of workers that ended longer ago than this are removed
-    #[arg(long, default_value = "7d", value_name = "DUR")]
-    retention: String,
+    #[arg(long, default_value = "7d", value_name = "DUR", value_parser = flag_values::duration)]
+    retention: Duration,
 }
 
 pub fn run(ctx: &Context, c: Command) -> CmdResult {
@@ -65,7 +65,7 @@ fn shown_state(w: &WorkerRecord, now: Timestamp, hung_after: Duration) -> String
 }
 
 fn list(ctx: &Context, a: ListArgs) -> CmdResult {
-    let hung_after = parse_dur("--hung-after", &a.hung_after)?;
+    let hung_after = a.hung_after;
     let Some(client) = ctx.client_if_exists()? else {
         if ctx.json {
             println!("[]");
@@ -170,7 +170,7 @@ fn print_table(ctx: &Context, rows: &[&WorkerRecord], states: &[String], now: Ti
 }
 
 fn cleanup(ctx: &Context, a: CleanupArgs) -> CmdResult {
-    let retention = parse_dur("--retention", &a.retention)?;
+    let retention = a.retention;
     let Some(client) = ctx.client_if_exists()? else {
         if ctx.json {
             println!("{}", json!({"actions": []}));

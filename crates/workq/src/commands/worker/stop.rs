@@ -1,5 +1,7 @@
 //! `workq worker stop` and `workq worker restart`.
 
+use std::time::Duration;
+
 use serde_json::json;
 use workq_runtime::control::{self, Found, Stopped};
 use workq_runtime::{procinfo, WorkerSettings};
@@ -7,7 +9,7 @@ use workq_runtime::{procinfo, WorkerSettings};
 use crate::context::Context;
 use crate::daemon::start_daemon;
 use crate::error::{code, CliError, CmdResult};
-use crate::flag_values::parse_secs;
+use crate::flag_values;
 use crate::worker_settings::name_of;
 
 /// Stop workers
@@ -23,8 +25,8 @@ pub struct StopArgs {
     #[arg(long)]
     all: bool,
     /// Seconds (or a duration) before SIGKILL [default: the worker's stop timeout + 15s]
-    #[arg(short = 't', long = "timeout", value_name = "SECS")]
-    timeout: Option<String>,
+    #[arg(short = 't', long = "timeout", value_name = "SECS", value_parser = flag_values::seconds)]
+    timeout: Option<Duration>,
 }
 
 /// Restart a worker
@@ -36,16 +38,12 @@ pub struct RestartArgs {
     #[arg(short = 'w', long = "workers")]
     slots: Option<u32>,
     /// Seconds (or a duration) before SIGKILL when stopping
-    #[arg(short = 't', long = "timeout", value_name = "SECS")]
-    timeout: Option<String>,
+    #[arg(short = 't', long = "timeout", value_name = "SECS", value_parser = flag_values::seconds)]
+    timeout: Option<Duration>,
 }
 
 pub fn stop(ctx: &Context, a: StopArgs) -> CmdResult {
-    let timeout = a
-        .timeout
-        .as_deref()
-        .map(|t| parse_secs("-t/--timeout", t))
-        .transpose()?;
+    let timeout = a.timeout;
     let Some(client) = ctx.client_if_exists()? else {
         return Ok(0);
     };
@@ -88,11 +86,7 @@ pub fn stop(ctx: &Context, a: StopArgs) -> CmdResult {
 
 pub fn restart(ctx: &Context, a: RestartArgs) -> CmdResult {
     let name = name_of(a.name)?;
-    let timeout = a
-        .timeout
-        .as_deref()
-        .map(|t| parse_secs("-t/--timeout", t))
-        .transpose()?;
+    let timeout = a.timeout;
     let client = ctx.client()?;
     let run_dir = client.state_dir().join("run");
     let store = client.store();
