@@ -1,4 +1,5 @@
-//! The one error type of the binary: every failure maps to a documented exit code (DESIGN §6).
+//! The one error type of the binary: every failure maps to a documented exit code
+//! (ARCHITECTURE.md §7).
 
 use std::fmt;
 use std::path::Path;
