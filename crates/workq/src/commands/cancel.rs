@@ -18,6 +18,7 @@ pub struct Args {
     no_wait: bool,
 }
 
+/// Runs `workq cancel`; returns its exit code.
 pub fn run(ctx: &Context, a: Args) -> CmdResult {
     let Some(client) = ctx.client_if_exists()? else {
         return Err(CliError::job_not_found(a.ids[0]));

@@ -24,6 +24,7 @@ pub struct ShowArgs {
     sources: bool,
 }
 
+/// Runs `workq config …`.
 pub fn run(ctx: &Context, c: Command) -> CmdResult {
     match c {
         Command::Show(a) => show(ctx, a),

@@ -45,6 +45,7 @@ fn writable(path: &std::path::Path) -> bool {
     unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) == 0 }
 }
 
+/// Runs `workq doctor`; returns its exit code.
 pub fn run(ctx: &Context, _a: Args) -> CmdResult {
     let mut f: Vec<Finding> = Vec::new();
     check_state_dir(ctx, &mut f);

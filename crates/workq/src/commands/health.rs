@@ -59,6 +59,7 @@ struct Judge<'a> {
     running: Vec<workq_store::RunningJob>,
 }
 
+/// Runs `workq health`; returns its exit code.
 pub fn run(ctx: &Context, a: Args) -> CmdResult {
     if !(0.0..=100.0).contains(&a.max_error_rate) {
         return Err(CliError::usage(

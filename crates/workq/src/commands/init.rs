@@ -68,6 +68,7 @@ fn config_text() -> String {
     out
 }
 
+/// Runs `workq init`; returns its exit code.
 pub fn run(ctx: &Context, _a: Args) -> CmdResult {
     let dir = if ctx.found {
         ctx.state_dir.clone()

@@ -25,6 +25,7 @@ pub struct Args {
     limit: u32,
 }
 
+/// Runs `workq list`; returns its exit code.
 pub fn run(ctx: &Context, a: Args) -> CmdResult {
     let mut filter = ListFilter {
         queue: a.queue,

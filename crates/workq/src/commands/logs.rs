@@ -20,6 +20,7 @@ pub struct Args {
     attempt: Option<u32>,
 }
 
+/// Runs `workq logs`; returns its exit code.
 pub fn run(ctx: &Context, a: Args) -> CmdResult {
     let interrupts = a.follow.then(Interrupts::install);
     let Some(client) = ctx.client_if_exists()? else {

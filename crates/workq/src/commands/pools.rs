@@ -75,6 +75,7 @@ fn settings_for(ctx: &Context, queue: &str) -> Result<WorkerSettings, CliError> 
     Ok(s)
 }
 
+/// Runs `workq up`.
 pub fn up(ctx: &Context, a: UpArgs) -> CmdResult {
     let queues = pool_queues(ctx, &a.queues)?;
     let mut rc = 0;
@@ -127,6 +128,7 @@ pub fn up(ctx: &Context, a: UpArgs) -> CmdResult {
     Ok(rc)
 }
 
+/// Runs `workq down`.
 pub fn down(ctx: &Context, a: DownArgs) -> CmdResult {
     let queues = pool_queues(ctx, &a.queues)?;
     let Some(client) = ctx.client_if_exists()? else {

@@ -46,6 +46,7 @@ fn purge_all(
     }
 }
 
+/// Runs `workq purge`; returns its exit code.
 pub fn run(ctx: &Context, a: Args) -> CmdResult {
     let age = a.older_than;
     let states: Vec<JobState> = if a.state.is_empty() {

@@ -19,6 +19,7 @@ pub struct Args {
     queue: Option<String>,
 }
 
+/// Runs `workq retry`; returns its exit code.
 pub fn run(ctx: &Context, a: Args) -> CmdResult {
     let Some(client) = ctx.client_if_exists()? else {
         if a.failed {

@@ -130,6 +130,7 @@ struct Submission {
     skipped_json: Vec<serde_json::Value>,
 }
 
+/// Runs `workq run`; returns its exit code.
 pub fn run(ctx: &Context, a: Args) -> CmdResult {
     let interrupts = a.wait.then(Interrupts::install);
     let template = template_of(ctx, &a.queue)?;

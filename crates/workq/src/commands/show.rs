@@ -13,6 +13,7 @@ pub struct Args {
     id: i64,
 }
 
+/// Runs `workq show`; returns its exit code.
 pub fn run(ctx: &Context, a: Args) -> CmdResult {
     let Some(client) = ctx.client_if_exists()? else {
         return Err(CliError::job_not_found(a.id));

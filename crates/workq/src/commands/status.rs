@@ -22,6 +22,7 @@ pub struct Args {
     watch: bool,
 }
 
+/// Runs `workq status`; returns its exit code.
 pub fn run(ctx: &Context, a: Args) -> CmdResult {
     let interrupts = a.watch.then(Interrupts::install);
     let Some(client) = ctx.client_if_exists()? else {

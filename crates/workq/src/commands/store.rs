@@ -26,6 +26,7 @@ pub struct MigrateArgs {
     replace: bool,
 }
 
+/// Runs `workq store …`.
 pub fn run(ctx: &Context, c: Command) -> CmdResult {
     match c {
         Command::Migrate(a) => migrate(ctx, a),

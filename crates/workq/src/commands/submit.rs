@@ -171,6 +171,7 @@ fn parse_lines(reader: impl BufRead, source: &str) -> Result<Vec<String>, CliErr
     Ok(out)
 }
 
+/// Runs `workq submit`; returns its exit code.
 pub fn run(ctx: &Context, a: Args) -> CmdResult {
     let base = template(ctx, &a)?;
     if let Some(source) = &a.lines {

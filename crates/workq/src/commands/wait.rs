@@ -27,6 +27,7 @@ pub struct Args {
     timeout: Option<Duration>,
 }
 
+/// Runs `workq wait`; returns its exit code.
 pub fn run(ctx: &Context, a: Args) -> CmdResult {
     if a.ids.is_empty() && !a.all && a.queue.is_none() {
         return Err(

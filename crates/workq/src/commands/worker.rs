@@ -89,6 +89,7 @@ pub struct StartArgs {
     temporary: bool,
 }
 
+/// Runs `workq worker …`.
 pub fn run(ctx: &Context, c: Command) -> CmdResult {
     match c {
         Command::Start(a) => start(ctx, a),

@@ -45,6 +45,7 @@ pub struct CleanupArgs {
     retention: Duration,
 }
 
+/// Runs `workq workers …`.
 pub fn run(ctx: &Context, c: Command) -> CmdResult {
     match c {
         Command::List(a) => list(ctx, a),

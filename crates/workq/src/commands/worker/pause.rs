@@ -21,6 +21,7 @@ pub struct PauseArgs {
     all: bool,
 }
 
+/// Runs `workq worker pause` (`paused`) or `workq worker resume`.
 pub fn pause(ctx: &Context, a: PauseArgs, paused: bool) -> CmdResult {
     let client = ctx.client()?;
     let store = client.store();

@@ -133,6 +133,7 @@ fn state_of(
     }
 }
 
+/// Runs `workq worker status`: 0 if it runs, 1 if known but not running, 3 if unknown.
 pub fn status(ctx: &Context, a: StatusArgs) -> CmdResult {
     let Some(client) = ctx.client_if_exists()? else {
         if ctx.json {

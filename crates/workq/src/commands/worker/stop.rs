@@ -42,6 +42,7 @@ pub struct RestartArgs {
     timeout: Option<Duration>,
 }
 
+/// Runs `workq worker stop`.
 pub fn stop(ctx: &Context, a: StopArgs) -> CmdResult {
     let timeout = a.timeout;
     let Some(client) = ctx.client_if_exists()? else {
@@ -84,6 +85,7 @@ pub fn stop(ctx: &Context, a: StopArgs) -> CmdResult {
     Ok(if refused { code::UNAVAILABLE } else { 0 })
 }
 
+/// Runs `workq worker restart`: stop, then start as a daemon with the same settings.
 pub fn restart(ctx: &Context, a: RestartArgs) -> CmdResult {
     let name = name_of(a.name)?;
     let timeout = a.timeout;
