@@ -231,11 +231,11 @@ fn view_json(
     o
 }
 
+/// The text of one worker: a heading line, then key/value lines.
 fn print_view(ctx: &Context, v: &StatusView, stats: &[workq_store::QueueStats]) {
-    let now = Timestamp::now();
     let state = ctx.paint(&v.state, render::state_color(&v.state));
     println!("worker {}: {state}", v.name);
-    let mut lines: Vec<(&str, String)> = Vec::new();
+    let mut lines: Vec<(&'static str, String)> = Vec::new();
     if let Some(note) = &v.note {
         lines.push(("note", note.clone()));
     }
@@ -256,32 +256,7 @@ fn print_view(ctx: &Context, v: &StatusView, stats: &[workq_store::QueueStats]) 
         lines.push(("uptime", format_duration(s.uptime)));
     }
     if let Some(r) = &v.record {
-        lines.push(("slots", format!("{} of {} in use", r.running_jobs, r.slots)));
-        lines.push((
-            "jobs",
-            format!("{} done, {} failed", r.jobs_done, r.jobs_failed),
-        ));
-        lines.push((
-            "heartbeat",
-            format!("{} ago", format_duration(now.since(r.heartbeat_at))),
-        ));
-        if !v.running {
-            if let (Some(at), Some(why)) = (r.stopped_at, &r.stop_reason) {
-                lines.push(("ended", format!("{} ({why})", at.to_local_short())));
-            }
-        }
-        for q in stats.iter().filter(|q| r.queues.contains(&q.queue)) {
-            lines.push((
-                "queue",
-                format!(
-                    "{}: {} queued, {} scheduled, {} running, {} succeeded, {} failed",
-                    q.queue, q.queued, q.scheduled, q.running, q.succeeded, q.failed
-                ),
-            ));
-        }
-        if !stats.iter().any(|q| r.queues.contains(&q.queue)) {
-            lines.push(("queues", format!("{} (no jobs yet)", r.queues.join(","))));
-        }
+        lines.extend(record_lines(r, v.running, stats));
     }
     if let Some(l) = &v.log_file {
         lines.push(("log", l.display().to_string()));
@@ -295,4 +270,41 @@ fn print_view(ctx: &Context, v: &StatusView, stats: &[workq_store::QueueStats]) 
     for line in t.render(true).lines().skip(1) {
         println!("{}", line.trim_end());
     }
+}
+
+/// What the registry says of a worker: slots, jobs, heartbeat, how it ended, its queues.
+fn record_lines(
+    r: &WorkerRecord,
+    running: bool,
+    stats: &[workq_store::QueueStats],
+) -> Vec<(&'static str, String)> {
+    let now = Timestamp::now();
+    let mut lines = Vec::new();
+    lines.push(("slots", format!("{} of {} in use", r.running_jobs, r.slots)));
+    lines.push((
+        "jobs",
+        format!("{} done, {} failed", r.jobs_done, r.jobs_failed),
+    ));
+    lines.push((
+        "heartbeat",
+        format!("{} ago", format_duration(now.since(r.heartbeat_at))),
+    ));
+    if !running {
+        if let (Some(at), Some(why)) = (r.stopped_at, &r.stop_reason) {
+            lines.push(("ended", format!("{} ({why})", at.to_local_short())));
+        }
+    }
+    for q in stats.iter().filter(|q| r.queues.contains(&q.queue)) {
+        lines.push((
+            "queue",
+            format!(
+                "{}: {} queued, {} scheduled, {} running, {} succeeded, {} failed",
+                q.queue, q.queued, q.scheduled, q.running, q.succeeded, q.failed
+            ),
+        ));
+    }
+    if !stats.iter().any(|q| r.queues.contains(&q.queue)) {
+        lines.push(("queues", format!("{} (no jobs yet)", r.queues.join(","))));
+    }
+    lines
 }
