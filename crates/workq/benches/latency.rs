@@ -174,7 +174,7 @@ fn main() {
     );
     let deadline = Instant::now() + Duration::from_secs(20);
     while client
-        .workers_serving("default")
+        .live_workers_serving("default")
         .map(|w| w.is_empty())
         .unwrap_or(true)
     {

@@ -223,9 +223,16 @@ impl Client {
         Ok(out)
     }
 
-    /// Live workers that serve `queue` (dead ones on this host are swept first).
-    pub fn workers_serving(&self, queue: &str) -> Result<Vec<WorkerRecord>, Error> {
-        let _ = rescue::sweep(self.store.as_ref(), None);
+    /// Finds this host's workers that died without saying so: marks them dead, kills what is
+    /// left of their jobs' processes and puts those jobs back in the queue.
+    pub fn clean_up_dead_workers(&self) -> Result<(), Error> {
+        rescue::sweep(self.store.as_ref(), None)?;
+        Ok(())
+    }
+
+    /// Workers registered as live that serve `queue`. A worker of this host that died counts
+    /// until [`Client::clean_up_dead_workers`] has run.
+    pub fn live_workers_serving(&self, queue: &str) -> Result<Vec<WorkerRecord>, Error> {
         Ok(self
             .store
             .workers(false)?

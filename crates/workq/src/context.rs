@@ -3,7 +3,7 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
-use crate::error::{code, CliError};
+use crate::error::CliError;
 
 /// Global options, resolved.
 pub struct Context {
@@ -60,12 +60,7 @@ impl Context {
         let store = store.filter(|s| !s.trim().is_empty());
         let state_dir = state_dir.filter(|d| !d.as_os_str().is_empty());
         let config_file = config_file.filter(|f| !f.as_os_str().is_empty());
-        let cwd = std::env::current_dir().map_err(|e| {
-            CliError::new(
-                code::UNAVAILABLE,
-                format!("cannot read the current directory: {e}"),
-            )
-        })?;
+        let cwd = std::env::current_dir().map_err(CliError::current_dir)?;
         let (state_dir, found) = match state_dir {
             Some(d) => (absolute(&cwd, &d), true),
             None => match find_state_dir(&cwd) {
@@ -76,51 +71,11 @@ impl Context {
         let paths =
             crate::config::Paths::standard(&state_dir, config_file.map(|f| absolute(&cwd, &f)));
         let mut config = crate::config::Config::load(&paths, std::env::vars()).map_err(|e| {
-            CliError::usage(format!("config: {e}")).hint(
+            CliError::usage(format!("config: {e}")).with_hint(
                 "fix the setting, or see `workq config show --sources` and README's Configuration",
             )
         })?;
-        let mut pg_url = None;
-        let db_path = match &store {
-            Some(url) if is_pg(url) => {
-                let source = if std::env::var("WORKQ_STORE").ok().as_deref() == Some(url.as_str()) {
-                    crate::config::Source::Env("WORKQ_STORE".into())
-                } else {
-                    crate::config::Source::Flag("--store".into())
-                };
-                config.set_source(
-                    "store.url",
-                    toml::Value::String(workq_store::pg::describe_url(url)),
-                    source,
-                );
-                pg_url = Some(url.clone());
-                state_dir.join("workq.db")
-            }
-            Some(url) => {
-                let from_env = std::env::var("WORKQ_STORE").ok().as_deref() == Some(url.as_str());
-                let (key, source) = if from_env {
-                    (
-                        "store.url",
-                        crate::config::Source::Env("WORKQ_STORE".into()),
-                    )
-                } else {
-                    ("store.url", crate::config::Source::Flag("--store".into()))
-                };
-                let _ = key;
-                config.set_source("store.url", toml::Value::String(url.clone()), source);
-                parse_store_url(url, &cwd)?
-            }
-            None if config
-                .get("store.url")
-                .is_some_and(|s| s.source != crate::config::Source::Default) =>
-            {
-                let url = config.str("store.url").unwrap_or_default();
-                // A relative path in a config file is relative to the project root.
-                let root = state_dir.parent().unwrap_or(&cwd).to_path_buf();
-                parse_store_url(&url, &root)?
-            }
-            None => state_dir.join("workq.db"),
-        };
+        let (db_path, pg_url) = resolve_store(store, &mut config, &state_dir, &cwd)?;
         let tty = std::io::stdout().is_terminal();
         let err_tty = std::io::stderr().is_terminal();
         let color = match color {
@@ -128,11 +83,7 @@ impl Context {
             ColorChoice::Never => false,
             ColorChoice::Auto => tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
         };
-        let lock_timeout = match std::env::var("WORKQ_LOCK_TIMEOUT") {
-            Ok(v) if !v.is_empty() => workq_core::parse_duration(&v)
-                .map_err(|e| CliError::usage(format!("WORKQ_LOCK_TIMEOUT: {e}")))?,
-            _ => std::time::Duration::from_secs(10),
-        };
+        let lock_timeout = lock_timeout()?;
         if let Some(url) = &pg_url {
             // Processes this command starts (workers, monitors) find the store here rather than
             // in their command line, where a password would be visible to other users.
@@ -241,6 +192,50 @@ impl Context {
     }
 }
 
+/// Where the store is: the database file, and the PostgreSQL URL when it is PostgreSQL. From
+/// `--store` (or `WORKQ_STORE`), else `store.url` in config, else `<state-dir>/workq.db`;
+/// `config` learns where it came from.
+fn resolve_store(
+    store: Option<String>,
+    config: &mut crate::config::Config,
+    state_dir: &Path,
+    cwd: &Path,
+) -> Result<(PathBuf, Option<String>), CliError> {
+    let Some(url) = store else {
+        let configured = config
+            .get("store.url")
+            .is_some_and(|s| s.source != crate::config::Source::Default);
+        if !configured {
+            return Ok((state_dir.join("workq.db"), None));
+        }
+        let url = config.str("store.url").unwrap_or_default();
+        // A relative path in a config file is relative to the project root.
+        let root = state_dir.parent().unwrap_or(cwd).to_path_buf();
+        return Ok((parse_store_url(&url, &root)?, None));
+    };
+    let source = if std::env::var("WORKQ_STORE").ok().as_deref() == Some(url.as_str()) {
+        crate::config::Source::Env("WORKQ_STORE".into())
+    } else {
+        crate::config::Source::Flag("--store".into())
+    };
+    if is_pg(&url) {
+        let shown = workq_store::pg::describe_url(&url);
+        config.set_source("store.url", toml::Value::String(shown), source);
+        return Ok((state_dir.join("workq.db"), Some(url)));
+    }
+    config.set_source("store.url", toml::Value::String(url.clone()), source);
+    Ok((parse_store_url(&url, cwd)?, None))
+}
+
+/// How long a command waits for a locked database: `WORKQ_LOCK_TIMEOUT`, else 10 seconds.
+fn lock_timeout() -> Result<std::time::Duration, CliError> {
+    match std::env::var("WORKQ_LOCK_TIMEOUT") {
+        Ok(v) if !v.is_empty() => workq_core::parse_duration(&v)
+            .map_err(|e| CliError::usage(format!("WORKQ_LOCK_TIMEOUT: {e}"))),
+        _ => Ok(std::time::Duration::from_secs(10)),
+    }
+}
+
 fn absolute(cwd: &Path, p: &Path) -> PathBuf {
     if p.is_absolute() {
         p.to_path_buf()
@@ -262,14 +257,14 @@ fn parse_store_url(url: &str, cwd: &Path) -> Result<PathBuf, CliError> {
         if path.is_empty() {
             return Err(
                 CliError::usage(format!("--store {url}: the path is missing"))
-                    .hint("use sqlite://.workq/workq.db"),
+                    .with_hint("use sqlite://.workq/workq.db"),
             );
         }
         return Ok(absolute(cwd, Path::new(path)));
     }
     Err(
         CliError::usage(format!("--store {:?}: unknown store URL", redact(url)))
-            .hint("use sqlite://PATH or postgres://USER@HOST:PORT/DATABASE"),
+            .with_hint("use sqlite://PATH or postgres://USER@HOST:PORT/DATABASE"),
     )
 }
 

@@ -2,9 +2,16 @@
 
 mod commands;
 mod config;
+mod container;
 mod context;
+mod daemon;
 mod error;
+mod flag_values;
+mod interrupts;
+mod log_tail;
 mod render;
+mod waiting;
+mod worker_settings;
 
 use std::process::ExitCode;
 
@@ -21,11 +28,8 @@ fn main() -> ExitCode {
     match commands::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("error: {}", e.message);
-            if let Some(hint) = &e.hint {
-                eprintln!("hint: {hint}");
-            }
-            ExitCode::from(e.code)
+            e.eprint();
+            ExitCode::from(e.exit_code())
         }
     }
 }

@@ -18,12 +18,10 @@ pub struct Args {
     no_wait: bool,
 }
 
+/// Runs `workq cancel`; returns its exit code.
 pub fn run(ctx: &Context, a: Args) -> CmdResult {
     let Some(client) = ctx.client_if_exists()? else {
-        return Err(CliError::new(
-            code::NOT_FOUND,
-            format!("job {} not found", a.ids[0]),
-        ));
+        return Err(CliError::job_not_found(a.ids[0]));
     };
     let out = client.cancel(&a.ids)?;
     let mut exit = 0;
@@ -47,20 +45,7 @@ pub fn run(ctx: &Context, a: Args) -> CmdResult {
         }
     }
     if !pending.is_empty() && !a.no_wait {
-        let grace = pending
-            .iter()
-            .filter_map(|id| client.get(*id).ok())
-            .map(|j| j.spec.kill_grace)
-            .max()
-            .unwrap_or(Duration::from_secs(10));
-        let deadline = Instant::now() + grace + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            let jobs = client.jobs(&pending)?;
-            if jobs.iter().all(|j| j.state.is_terminal()) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
+        wait_stopped(&client, &pending)?;
     }
     for id in pending {
         let j = client.get(id)?;
@@ -90,4 +75,24 @@ pub fn run(ctx: &Context, a: Args) -> CmdResult {
         }
     }
     Ok(exit)
+}
+
+/// Waits until the running jobs `pending` have stopped, for at most the longest kill grace
+/// among them and a little more.
+fn wait_stopped(client: &workq::Client, pending: &[i64]) -> Result<(), CliError> {
+    let grace = pending
+        .iter()
+        .filter_map(|id| client.get(*id).ok())
+        .map(|j| j.spec.kill_grace)
+        .max()
+        .unwrap_or(Duration::from_secs(10));
+    let deadline = Instant::now() + grace + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let jobs = client.jobs(pending)?;
+        if jobs.iter().all(|j| j.state.is_terminal()) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    Ok(())
 }

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::config::{render_value, schema, to_json};
+use crate::config::{render_value, to_json};
 use crate::context::Context;
 use crate::error::CmdResult;
 
@@ -24,6 +24,7 @@ pub struct ShowArgs {
     sources: bool,
 }
 
+/// Runs `workq config …`.
 pub fn run(ctx: &Context, c: Command) -> CmdResult {
     match c {
         Command::Show(a) => show(ctx, a),
@@ -31,8 +32,18 @@ pub fn run(ctx: &Context, c: Command) -> CmdResult {
 }
 
 fn show(ctx: &Context, a: ShowArgs) -> CmdResult {
-    let cfg = &ctx.config;
-    let journal = match ctx.journal_mode() {
+    let journal = journal_in_effect(ctx);
+    if ctx.json {
+        print_json(ctx, a.sources, journal);
+        return Ok(0);
+    }
+    print_text(ctx, a.sources, journal);
+    Ok(0)
+}
+
+/// The journal mode SQLite will use, and why.
+fn journal_in_effect(ctx: &Context) -> &'static str {
+    match ctx.journal_mode() {
         workq_store::JournalMode::Auto => {
             if workq_store::sqlite::on_network_fs(&ctx.db_path) {
                 "delete (auto: network or virtual filesystem)"
@@ -42,44 +53,47 @@ fn show(ctx: &Context, a: ShowArgs) -> CmdResult {
         }
         workq_store::JournalMode::Wal => "wal",
         workq_store::JournalMode::Delete => "delete",
-    };
-    if ctx.json {
-        let settings: serde_json::Map<String, serde_json::Value> = cfg
-            .entries()
-            .iter()
-            .map(|(k, s)| {
-                let v = if a.sources {
-                    json!({"value": to_json(&s.value), "source": s.source.to_string()})
-                } else {
-                    to_json(&s.value)
-                };
-                (k.clone(), v)
-            })
-            .collect();
-        println!(
-            "{}",
-            json!({
-                "settings": settings,
-                "files": cfg.files,
-                "state_dir": ctx.state_dir,
-                "store": ctx.store_location(),
-                "journal_mode_in_effect": journal,
-            })
-        );
-        return Ok(0);
     }
+}
+
+fn print_json(ctx: &Context, sources: bool, journal: &str) {
+    let cfg = &ctx.config;
+    let settings: serde_json::Map<String, serde_json::Value> = cfg
+        .entries()
+        .iter()
+        .map(|(k, s)| {
+            let v = if sources {
+                json!({"value": to_json(&s.value), "source": s.source.to_string()})
+            } else {
+                to_json(&s.value)
+            };
+            (k.clone(), v)
+        })
+        .collect();
+    println!(
+        "{}",
+        json!({
+            "settings": settings,
+            "files": cfg.files,
+            "state_dir": ctx.state_dir,
+            "store": ctx.store_location(),
+            "journal_mode_in_effect": journal,
+        })
+    );
+}
+
+/// `key = value` lines grouped by section (with `--sources`, where each came from), then notes.
+fn print_text(ctx: &Context, sources: bool, journal: &str) {
+    let cfg = &ctx.config;
     let width = cfg.entries().keys().map(|k| k.len()).max().unwrap_or(0);
     let mut section = String::new();
     for (k, s) in cfg.entries() {
-        let (sec, _) = match k.strip_prefix("queues.") {
-            Some(rest) => (
-                format!(
-                    "queues.{}",
-                    rest.split_once('.').map(|x| x.0).unwrap_or(rest)
-                ),
-                (),
+        let sec = match k.strip_prefix("queues.") {
+            Some(rest) => format!(
+                "queues.{}",
+                rest.split_once('.').map(|x| x.0).unwrap_or(rest)
             ),
-            None => (k.split('.').next().unwrap_or("").to_string(), ()),
+            None => k.split('.').next().unwrap_or("").to_string(),
         };
         if sec != section {
             if !section.is_empty() {
@@ -88,7 +102,7 @@ fn show(ctx: &Context, a: ShowArgs) -> CmdResult {
             section = sec;
         }
         let value = render_value(&s.value);
-        if a.sources {
+        if sources {
             println!("{k:<width$} = {value:<24} # {}", s.source);
         } else {
             println!("{k:<width$} = {value}");
@@ -109,6 +123,4 @@ fn show(ctx: &Context, a: ShowArgs) -> CmdResult {
             }
         }
     }
-    let _ = schema::KEYS;
-    Ok(0)
 }

@@ -4,7 +4,7 @@ use serde_json::json;
 use workq_runtime::{control, pidfile, procinfo};
 
 use crate::context::Context;
-use crate::error::CmdResult;
+use crate::error::{CliError, CmdResult};
 
 /// Diagnose problems
 #[derive(clap::Args, Debug)]
@@ -45,8 +45,42 @@ fn writable(path: &std::path::Path) -> bool {
     unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) == 0 }
 }
 
+/// Runs `workq doctor`; returns its exit code.
 pub fn run(ctx: &Context, _a: Args) -> CmdResult {
     let mut f: Vec<Finding> = Vec::new();
+    check_state_dir(ctx, &mut f);
+    check_disk(ctx, &mut f);
+    check_containers(ctx, &mut f);
+    if !ctx.store_exists() {
+        f.push(ok(
+            "store",
+            format!(
+                "no store at {} yet; the first submit creates it",
+                ctx.db_path.display()
+            ),
+        ));
+        return finish(ctx, f);
+    }
+    let client = match ctx.client() {
+        Ok(c) => c,
+        Err(e) => {
+            f.push(problem(
+                "store",
+                e.message(),
+                e.hint().unwrap_or("see the message above"),
+            ));
+            return finish(ctx, f);
+        }
+    };
+    let store = client.store();
+    check_store(store, &mut f);
+    check_pid_files(store, &client.run_dir(), &mut f)?;
+    check_workers(store, &mut f)?;
+    finish(ctx, f)
+}
+
+/// The state dir exists (or can be created) and is writable, with its `run` and `logs`.
+fn check_state_dir(ctx: &Context, f: &mut Vec<Finding>) {
     let dir = &ctx.state_dir;
     if !dir.exists() {
         f.push(ok(
@@ -81,6 +115,11 @@ pub fn run(ctx: &Context, _a: Args) -> CmdResult {
             }
         }
     }
+}
+
+/// Free space on the state dir's filesystem.
+fn check_disk(ctx: &Context, f: &mut Vec<Finding>) {
+    let dir = &ctx.state_dir;
     let probe_dir = if dir.exists() {
         dir.as_path()
     } else {
@@ -101,11 +140,15 @@ pub fn run(ctx: &Context, _a: Args) -> CmdResult {
             ));
         }
     }
+}
+
+/// The engine of every queue that runs its jobs in containers answers.
+fn check_containers(ctx: &Context, f: &mut Vec<Finding>) {
     for q in ctx.config.queue_names() {
         if ctx.config.str(&format!("queues.{q}.mode")).as_deref() != Some("container") {
             continue;
         }
-        match super::run::container_for(ctx, &q) {
+        match crate::container::container_for(ctx, &q) {
             Ok(Some(c)) => match workq_runtime::container::probe(&c.runtime) {
                 Ok(()) => f.push(ok(
                     "container",
@@ -123,35 +166,15 @@ pub fn run(ctx: &Context, _a: Args) -> CmdResult {
             Ok(None) => {}
             Err(e) => f.push(problem(
                 "container",
-                format!("queue {q}: {}", e.message),
-                e.hint.unwrap_or_else(|| "see the message".into()),
+                format!("queue {q}: {}", e.message()),
+                e.hint().unwrap_or("see the message"),
             )),
         }
     }
-    if !ctx.store_exists() {
-        f.push(ok(
-            "store",
-            format!(
-                "no store at {} yet; the first submit creates it",
-                ctx.db_path.display()
-            ),
-        ));
-        return finish(ctx, f);
-    }
-    let client = match ctx.client() {
-        Ok(c) => c,
-        Err(e) => {
-            f.push(problem(
-                "store",
-                e.message.clone(),
-                e.hint
-                    .clone()
-                    .unwrap_or_else(|| "see the message above".into()),
-            ));
-            return finish(ctx, f);
-        }
-    };
-    let store = client.store();
+}
+
+/// The store opens, passes its integrity check, and journals safely for its filesystem.
+fn check_store(store: &dyn workq_store::Store, f: &mut Vec<Finding>) {
     match store.diagnose() {
         Ok(d) => {
             f.push(ok(
@@ -194,10 +217,17 @@ pub fn run(ctx: &Context, _a: Args) -> CmdResult {
             "check the file and its permissions; see `workq --help` for --store",
         )),
     }
-    let run_dir = client.state_dir().join("run");
+}
+
+/// PID files whose worker is gone, or that name a process that may not be ours.
+fn check_pid_files(
+    store: &dyn workq_store::Store,
+    run_dir: &std::path::Path,
+    f: &mut Vec<Finding>,
+) -> Result<(), CliError> {
     let mut stale = 0;
-    for (name, path) in pidfile::list(&run_dir) {
-        match control::find(store, &run_dir, &name)? {
+    for (name, path) in pidfile::list(run_dir) {
+        match control::find(store, run_dir, &name)? {
             control::Found::NotRunning(Some(note)) => {
                 stale += 1;
                 f.push(problem("pid_files", note, "workq workers cleanup"));
@@ -216,6 +246,11 @@ pub fn run(ctx: &Context, _a: Args) -> CmdResult {
     if stale == 0 {
         f.push(ok("pid_files", "no stale PID files"));
     }
+    Ok(())
+}
+
+/// Workers registered as live whose process died, and workers of this host that crash-loop.
+fn check_workers(store: &dyn workq_store::Store, f: &mut Vec<Finding>) -> Result<(), CliError> {
     let host = procinfo::hostname();
     let boot = procinfo::boot_id();
     let mut dead = 0;
@@ -260,7 +295,7 @@ pub fn run(ctx: &Context, _a: Args) -> CmdResult {
     if dead == 0 {
         f.push(ok("workers", "no dead or crash-looping workers"));
     }
-    finish(ctx, f)
+    Ok(())
 }
 
 fn finish(ctx: &Context, f: Vec<Finding>) -> CmdResult {

@@ -1,7 +1,7 @@
 //! `workq init`: create the state directory with a commented config file.
 
 use crate::context::Context;
-use crate::error::{code, CliError, CmdResult};
+use crate::error::{CliError, CmdResult};
 
 /// Create .workq/ with a commented config.toml
 #[derive(clap::Args, Debug)]
@@ -68,17 +68,13 @@ fn config_text() -> String {
     out
 }
 
+/// Runs `workq init`; returns its exit code.
 pub fn run(ctx: &Context, _a: Args) -> CmdResult {
     let dir = if ctx.found {
         ctx.state_dir.clone()
     } else {
         std::env::current_dir()
-            .map_err(|e| {
-                CliError::new(
-                    code::UNAVAILABLE,
-                    format!("cannot read the current directory: {e}"),
-                )
-            })?
+            .map_err(CliError::current_dir)?
             .join(".workq")
     };
     let existed = dir.join("workq.db").exists();
@@ -89,10 +85,7 @@ pub fn run(ctx: &Context, _a: Args) -> CmdResult {
     let config = dir.join("config.toml");
     if !config.exists() {
         std::fs::write(&config, config_text()).map_err(|e| {
-            CliError::new(
-                code::UNAVAILABLE,
-                format!("cannot write {}: {e}", config.display()),
-            )
+            CliError::unavailable(format!("cannot write {}: {e}", config.display()))
         })?;
     }
     drop(client);

@@ -3,9 +3,9 @@
 use workq::ListFilter;
 use workq_core::{JobState, Timestamp};
 
-use super::parse_kv;
 use crate::context::Context;
 use crate::error::{CliError, CmdResult};
+use crate::flag_values::parse_kv;
 use crate::render;
 
 /// List jobs, newest first
@@ -25,6 +25,7 @@ pub struct Args {
     limit: u32,
 }
 
+/// Runs `workq list`; returns its exit code.
 pub fn run(ctx: &Context, a: Args) -> CmdResult {
     let mut filter = ListFilter {
         queue: a.queue,

@@ -2,9 +2,10 @@
 
 use std::time::Duration;
 
-use super::follow::{Interrupts, LogTail};
 use crate::context::Context;
 use crate::error::{code, CliError, CmdResult};
+use crate::interrupts::Interrupts;
+use crate::log_tail::LogTail;
 
 /// Print a job's output (stdout and stderr, interleaved)
 #[derive(clap::Args, Debug)]
@@ -19,25 +20,20 @@ pub struct Args {
     attempt: Option<u32>,
 }
 
+/// Runs `workq logs`; returns its exit code.
 pub fn run(ctx: &Context, a: Args) -> CmdResult {
     let interrupts = a.follow.then(Interrupts::install);
     let Some(client) = ctx.client_if_exists()? else {
-        return Err(CliError::new(
-            code::NOT_FOUND,
-            format!("job {} not found", a.id),
-        ));
+        return Err(CliError::job_not_found(a.id));
     };
     let job = client.get(a.id)?;
     let mut stdout = std::io::stdout();
     if let Some(n) = a.attempt {
         if n == 0 || n > job.attempt {
-            return Err(CliError::new(
-                code::NOT_FOUND,
-                format!(
-                    "job {} has no attempt {n} (it has had {})",
-                    a.id, job.attempt
-                ),
-            ));
+            return Err(CliError::not_found(format!(
+                "job {} has no attempt {n} (it has had {})",
+                a.id, job.attempt
+            )));
         }
     }
     if !a.follow {
@@ -59,10 +55,10 @@ pub fn run(ctx: &Context, a: Args) -> CmdResult {
                 }
             }
             Err(e) => {
-                return Err(CliError::new(
-                    code::UNAVAILABLE,
-                    format!("cannot read {}: {e}", path.display()),
-                ))
+                return Err(CliError::unavailable(format!(
+                    "cannot read {}: {e}",
+                    path.display()
+                )))
             }
         }
         return Ok(0);

@@ -3,7 +3,6 @@
 mod cancel;
 mod config;
 mod doctor;
-mod follow;
 mod health;
 mod init;
 mod list;
@@ -11,7 +10,7 @@ mod logs;
 mod pools;
 mod purge;
 mod retry;
-pub(crate) mod run;
+mod run;
 mod show;
 mod status;
 mod store;
@@ -25,7 +24,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::context::{ColorChoice, Context};
-use crate::error::{CliError, CmdResult};
+use crate::error::CmdResult;
 
 /// workq: a durable background job queue with worker management.
 ///
@@ -151,18 +150,4 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Config(c) => config::run(&ctx, c),
         Command::Store(c) => store::run(&ctx, c),
     }
-}
-
-/// Parses `K=V`, naming the flag in the error.
-pub(crate) fn parse_kv(flag: &str, s: &str) -> Result<(String, String), CliError> {
-    match s.split_once('=') {
-        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
-        _ => Err(CliError::usage(format!("{flag} {s:?}: expected KEY=VALUE"))
-            .hint(format!("for example: {flag} participant=01"))),
-    }
-}
-
-/// Parses a duration option, naming the flag in the error.
-pub(crate) fn parse_dur(flag: &str, s: &str) -> Result<std::time::Duration, CliError> {
-    workq_core::parse_duration(s).map_err(|e| CliError::usage(format!("{flag}: {e}")))
 }

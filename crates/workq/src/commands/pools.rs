@@ -1,12 +1,16 @@
 //! `workq up` / `workq down`: the pools that config defines, as daemonized workers named after
 //! their queues.
 
+use std::time::Duration;
+
 use workq_runtime::control::{self, Found, Stopped};
 use workq_runtime::WorkerSettings;
 
-use super::worker::{apply_config, parse_secs, start_daemon};
 use crate::context::Context;
+use crate::daemon::start_daemon;
 use crate::error::{code, CliError, CmdResult};
+use crate::flag_values;
+use crate::worker_settings::apply_config;
 
 /// Start pools
 #[derive(clap::Args, Debug)]
@@ -27,8 +31,8 @@ pub struct DownArgs {
     /// Queues to stop [default: every queue in the config]
     queues: Vec<String>,
     /// Seconds (or a duration) before SIGKILL [default: the worker's stop timeout + 15s]
-    #[arg(short = 't', long = "timeout", value_name = "SECS")]
-    timeout: Option<String>,
+    #[arg(short = 't', long = "timeout", value_name = "SECS", value_parser = flag_values::seconds)]
+    timeout: Option<Duration>,
 }
 
 fn pool_queues(ctx: &Context, asked: &[String]) -> Result<Vec<String>, CliError> {
@@ -36,17 +40,16 @@ fn pool_queues(ctx: &Context, asked: &[String]) -> Result<Vec<String>, CliError>
     if asked.is_empty() {
         if defined.is_empty() {
             return Err(CliError::usage("no queues in the config, so no pools to start")
-                .hint("define one in .workq/config.toml:\n  [queues.NAME]\n  command = \"…\"\n  workers = 2"));
+                .with_hint("define one in .workq/config.toml:\n  [queues.NAME]\n  command = \"…\"\n  workers = 2"));
         }
         return Ok(defined);
     }
     for q in asked {
         if !defined.contains(q) {
-            return Err(CliError::new(
-                code::NOT_FOUND,
-                format!("queue {q:?} is not defined in the config"),
-            )
-            .hint(format!("queues defined: {}", defined.join(", "))));
+            return Err(
+                CliError::not_found(format!("queue {q:?} is not defined in the config"))
+                    .with_hint(format!("queues defined: {}", defined.join(", "))),
+            );
         }
     }
     Ok(asked.to_vec())
@@ -72,6 +75,7 @@ fn settings_for(ctx: &Context, queue: &str) -> Result<WorkerSettings, CliError> 
     Ok(s)
 }
 
+/// Runs `workq up`.
 pub fn up(ctx: &Context, a: UpArgs) -> CmdResult {
     let queues = pool_queues(ctx, &a.queues)?;
     let mut rc = 0;
@@ -115,31 +119,25 @@ pub fn up(ctx: &Context, a: UpArgs) -> CmdResult {
         match start_daemon(ctx, settings) {
             Ok(_) => {}
             Err(e) => {
-                eprintln!("error: pool {q}: {}", e.message);
-                if let Some(h) = &e.hint {
-                    eprintln!("hint: {h}");
-                }
-                rc = e.code;
+                let e = e.context(format_args!("pool {q}"));
+                e.eprint();
+                rc = e.exit_code();
             }
         }
     }
     Ok(rc)
 }
 
+/// Runs `workq down`.
 pub fn down(ctx: &Context, a: DownArgs) -> CmdResult {
     let queues = pool_queues(ctx, &a.queues)?;
-    let timeout = a
-        .timeout
-        .as_deref()
-        .map(|t| parse_secs("-t/--timeout", t))
-        .transpose()?;
     let Some(client) = ctx.client_if_exists()? else {
         return Ok(0);
     };
     let run_dir = client.state_dir().join("run");
     let mut rc = 0;
     for q in queues {
-        let out = control::stop(client.store(), &run_dir, &q, timeout, &mut |m| {
+        let out = control::stop(client.store(), &run_dir, &q, a.timeout, &mut |m| {
             if !ctx.quiet && !ctx.json {
                 println!("{m}");
             }

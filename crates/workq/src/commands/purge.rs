@@ -1,11 +1,13 @@
 //! `workq purge`: remove finished jobs and their logs, in short batches.
 
+use std::time::Duration;
+
 use serde_json::json;
 use workq_core::{format_duration, JobState, Timestamp};
 
-use super::parse_dur;
 use crate::context::Context;
 use crate::error::{CliError, CmdResult};
+use crate::flag_values;
 
 /// Remove old finished jobs
 #[derive(clap::Args, Debug)]
@@ -14,15 +16,15 @@ use crate::error::{CliError, CmdResult};
 )]
 pub struct Args {
     /// Finished longer ago than this (e.g. 30d, 12h)
-    #[arg(long, value_name = "DUR")]
-    older_than: String,
+    #[arg(long, value_name = "DUR", value_parser = flag_values::duration)]
+    older_than: Duration,
     /// Only jobs in these states (comma-separated) [default: succeeded,failed,cancelled]
     #[arg(long, value_delimiter = ',', value_name = "STATE")]
     state: Vec<String>,
 }
 
 /// Purges in batches until nothing older is left; returns (jobs, log bytes freed).
-pub(crate) fn purge_all(
+fn purge_all(
     store: &dyn workq_store::Store,
     before: Timestamp,
     states: &[JobState],
@@ -44,8 +46,9 @@ pub(crate) fn purge_all(
     }
 }
 
+/// Runs `workq purge`; returns its exit code.
 pub fn run(ctx: &Context, a: Args) -> CmdResult {
-    let age = parse_dur("--older-than", &a.older_than)?;
+    let age = a.older_than;
     let states: Vec<JobState> = if a.state.is_empty() {
         vec![JobState::Succeeded, JobState::Failed, JobState::Cancelled]
     } else {

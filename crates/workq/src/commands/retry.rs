@@ -19,15 +19,13 @@ pub struct Args {
     queue: Option<String>,
 }
 
+/// Runs `workq retry`; returns its exit code.
 pub fn run(ctx: &Context, a: Args) -> CmdResult {
     let Some(client) = ctx.client_if_exists()? else {
         if a.failed {
             return Ok(0);
         }
-        return Err(CliError::new(
-            code::NOT_FOUND,
-            format!("job {} not found", a.ids[0]),
-        ));
+        return Err(CliError::job_not_found(a.ids[0]));
     };
     let ids = if a.failed {
         client.store().failed_ids(a.queue.as_deref())?

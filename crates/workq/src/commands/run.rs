@@ -8,12 +8,13 @@ use serde_json::json;
 use workq_core::{params, JobSpec, JobState, Template, Timestamp};
 use workq_store::Submitted;
 
-use super::follow::Interrupts;
-use super::parse_kv;
-use super::wait::{wait_jobs, WaitEnd};
+use crate::container::container_for;
 use crate::context::Context;
 use crate::error::{code, CliError, CmdResult};
+use crate::flag_values::parse_kv;
+use crate::interrupts::Interrupts;
 use crate::render::{self, table::Table};
+use crate::waiting::{wait_jobs, WaitEnd};
 
 /// Run typed jobs
 #[derive(clap::Args, Debug)]
@@ -76,7 +77,7 @@ fn template_of(ctx: &Context, queue: &str) -> Result<Template, CliError> {
     let Some(setting) = ctx.config.get(&key) else {
         let known = ctx.config.queue_names();
         return Err(CliError::usage(format!("queue {queue:?} has no command in the config"))
-            .hint(if known.is_empty() {
+            .with_hint(if known.is_empty() {
                 format!("define it in .workq/config.toml:\n  [queues.{queue}]\n  command = \"prog {{param}} …\"")
             } else {
                 format!("typed queues defined: {}", known.join(", "))
@@ -95,14 +96,8 @@ fn template_of(ctx: &Context, queue: &str) -> Result<Template, CliError> {
 }
 
 fn read_rows(path: &PathBuf) -> Result<params::Table, CliError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        let c = if e.kind() == std::io::ErrorKind::NotFound {
-            code::NOT_FOUND
-        } else {
-            code::USAGE
-        };
-        CliError::new(c, format!("--params {}: {e}", path.display()))
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CliError::unreadable(format_args!("--params {}", path.display()), e))?;
     let ext = path
         .extension()
         .and_then(|e| e.to_str())
@@ -117,67 +112,90 @@ fn read_rows(path: &PathBuf) -> Result<params::Table, CliError> {
     parsed.map_err(|e| CliError::usage(format!("--params {}: {e}", path.display())))
 }
 
-/// The queue's container settings when `mode = "container"`, with the runtime resolved.
-pub(crate) fn container_for(
-    ctx: &Context,
-    queue: &str,
-) -> Result<Option<workq_core::Container>, CliError> {
-    if ctx.config.str(&format!("queues.{queue}.mode")).as_deref() != Some("container") {
-        return Ok(None);
-    }
-    let image = ctx
-        .config
-        .str(&format!("queues.{queue}.image"))
-        .filter(|i| !i.trim().is_empty())
-        .ok_or_else(|| {
-            CliError::usage(format!(
-                "queue {queue} has mode = \"container\" but no image ({})",
-                ctx.config.source(&format!("queues.{queue}.mode"))
-            ))
-            .hint(format!("add image = \"…\" under [queues.{queue}]"))
-        })?;
-    let key = ctx.config.queue_key(queue, "runtime");
-    let key = if ctx.config.get(&key).is_some() {
-        key
-    } else {
-        "container.runtime".to_string()
-    };
-    let wanted = ctx.config.str(&key).unwrap_or_else(|| "auto".into());
-    let runtime = if wanted == "auto" {
-        workq_runtime::container::detect().ok_or_else(|| {
-            CliError::new(
-                code::UNAVAILABLE,
-                format!(
-                    "queue {queue} runs in containers, but neither docker nor podman is on PATH"
-                ),
-            )
-            .hint("install one of them, or set runtime = \"/path/to/docker\" under [container]")
-        })?
-    } else {
-        if !workq_runtime::container::exists(&wanted) {
-            return Err(CliError::new(
-                code::UNAVAILABLE,
-                format!("container runtime {wanted} ({key}, {}) is not on PATH", ctx.config.source(&key)),
-            )
-            .hint("install it, or set runtime = \"auto\" to use whichever of docker or podman is installed"));
-        }
-        wanted
-    };
-    Ok(Some(workq_core::Container { runtime, image }))
+/// A row of parameters: the line of `--params` it came from (none for `--param` alone) and its
+/// values.
+type Row = (Option<usize>, BTreeMap<String, String>);
+
+/// A row not submitted: the job that already has its key, if any, and why.
+struct Skipped {
+    row: Planned,
+    existing: Option<i64>,
+    why: String,
 }
 
+/// What was submitted, for the results and the JSON of `--wait`.
+struct Submission {
+    ids: Vec<i64>,
+    submitted_json: Vec<serde_json::Value>,
+    skipped_json: Vec<serde_json::Value>,
+}
+
+/// Runs `workq run`; returns its exit code.
 pub fn run(ctx: &Context, a: Args) -> CmdResult {
     let interrupts = a.wait.then(Interrupts::install);
     let template = template_of(ctx, &a.queue)?;
     let container = container_for(ctx, &a.queue)?;
     let needed = template.params();
-    let unique = match ctx.config.str(&format!("queues.{}.unique", a.queue)) {
-        Some(u) => Some(
-            Template::single(&u)
-                .map_err(|e| CliError::usage(format!("queues.{}.unique: {e}", a.queue)))?,
-        ),
-        None => None,
+    let unique = unique_of(ctx, &a.queue)?;
+    let rows = rows_of(&a, &needed)?;
+    if rows.is_empty() {
+        if !ctx.quiet {
+            eprintln!("workq: no rows to run (after --where)");
+        }
+        if ctx.json {
+            println!("{}", json!({"submitted": [], "skipped": []}));
+        }
+        return Ok(0);
+    }
+    let cwd = std::env::current_dir().map_err(CliError::current_dir)?;
+    let planned = rows
+        .into_iter()
+        .map(|row| {
+            let mut p = plan(ctx, &a.queue, &template, &needed, row)?;
+            p.spec.container = container.clone();
+            p.spec.cwd = Some(match &p.spec.cwd {
+                Some(c) => cwd.join(c).display().to_string(),
+                None => cwd.display().to_string(),
+            });
+            if let Some(u) = &unique {
+                p.spec.unique_key = Some(unique_key(&a.queue, u, &p)?);
+            }
+            Ok(p)
+        })
+        .collect::<Result<Vec<_>, CliError>>()?;
+    let client = ctx.client()?;
+    let (to_submit, skipped) = skip_existing(&client, planned, a.force)?;
+    if a.dry_run {
+        print_dry_run(ctx, &a, &to_submit, &skipped);
+        return Ok(0);
+    }
+    let submission = submit(ctx, &client, &a, &needed, &to_submit, &skipped)?;
+    if !a.wait {
+        if ctx.json {
+            println!(
+                "{}",
+                json!({"submitted": submission.submitted_json, "skipped": submission.skipped_json})
+            );
+        }
+        return Ok(0);
+    }
+    let interrupts = interrupts.unwrap_or_else(Interrupts::install);
+    wait_for_all(ctx, &client, &a, &needed, &submission, &interrupts)
+}
+
+/// The queue's `unique` template, which makes each row's unique key.
+fn unique_of(ctx: &Context, queue: &str) -> Result<Option<Template>, CliError> {
+    let Some(u) = ctx.config.str(&format!("queues.{queue}.unique")) else {
+        return Ok(None);
     };
+    Template::single(&u)
+        .map(Some)
+        .map_err(|e| CliError::usage(format!("queues.{queue}.unique: {e}")))
+}
+
+/// The rows to run: one per row of `--params` (or one of `--param` values alone), each with
+/// the `--param` values added, only those matching every `--where`.
+fn rows_of(a: &Args, needed: &[String]) -> Result<Vec<Row>, CliError> {
     let mut given = BTreeMap::new();
     for p in &a.params {
         let (k, v) = parse_kv("--param", p)?;
@@ -188,99 +206,102 @@ pub fn run(ctx: &Context, a: Args) -> CmdResult {
         .iter()
         .map(|f| parse_kv("--where", f))
         .collect::<Result<_, _>>()?;
-    let mut rows: Vec<(Option<usize>, BTreeMap<String, String>)> = match &a.params_file {
-        Some(path) => {
-            let table = read_rows(path)?;
-            let mut have: Vec<&String> = table.columns.iter().chain(given.keys()).collect();
-            have.sort();
-            have.dedup();
-            let lacking: Vec<&String> = needed
-                .iter()
-                .filter(|n| !table.columns.contains(n) && !given.contains_key(*n))
-                .collect();
-            if !lacking.is_empty() && !table.rows.is_empty() {
-                return Err(CliError::usage(format!(
-                    "--params {}: no column {} (the template of queue {} needs {}; the file has {})",
-                    path.display(),
-                    lacking.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
-                    a.queue,
-                    needed.join(", "),
-                    table.columns.join(", ")
-                ))
-                .hint("add the column, or give the value for every row with --param K=V"));
-            }
-            for (k, _) in &filters {
-                if !table.columns.contains(k) && !given.contains_key(k) {
-                    return Err(CliError::usage(format!(
-                        "--where {k}=…: no such column in {} (columns: {})",
-                        path.display(),
-                        table.columns.join(", ")
-                    )));
-                }
-            }
-            table
-                .rows
-                .into_iter()
-                .map(|r| {
-                    let mut v = r.values;
-                    v.extend(given.clone());
-                    (Some(r.line), v)
-                })
-                .collect()
-        }
-        None => vec![(None, given.clone())],
+    let mut rows: Vec<Row> = match &a.params_file {
+        Some(path) => file_rows(path, &a.queue, needed, &given, &filters)?,
+        None => vec![(None, given)],
     };
     rows.retain(|(_, v)| filters.iter().all(|(k, want)| v.get(k) == Some(want)));
-    if rows.is_empty() {
-        if !ctx.quiet {
-            eprintln!("workq: no rows to run (after --where)");
-        }
-        if ctx.json {
-            println!("{}", json!({"submitted": [], "skipped": []}));
-        }
-        return Ok(0);
-    }
+    Ok(rows)
+}
 
-    let cwd = std::env::current_dir().map_err(|e| {
-        CliError::new(
-            code::UNAVAILABLE,
-            format!("cannot read the current directory: {e}"),
-        )
+/// The rows of a `--params` file, checked for the columns the template and `--where` need.
+fn file_rows(
+    path: &PathBuf,
+    queue: &str,
+    needed: &[String],
+    given: &BTreeMap<String, String>,
+    filters: &[(String, String)],
+) -> Result<Vec<Row>, CliError> {
+    let table = read_rows(path)?;
+    let lacking: Vec<&str> = needed
+        .iter()
+        .filter(|n| !table.columns.contains(n) && !given.contains_key(*n))
+        .map(String::as_str)
+        .collect();
+    if !lacking.is_empty() && !table.rows.is_empty() {
+        return Err(CliError::usage(format!(
+            "--params {}: no column {} (the template of queue {queue} needs {}; the file has {})",
+            path.display(),
+            lacking.join(", "),
+            needed.join(", "),
+            table.columns.join(", ")
+        ))
+        .with_hint("add the column, or give the value for every row with --param K=V"));
+    }
+    for (k, _) in filters {
+        if !table.columns.contains(k) && !given.contains_key(k) {
+            return Err(CliError::usage(format!(
+                "--where {k}=…: no such column in {} (columns: {})",
+                path.display(),
+                table.columns.join(", ")
+            )));
+        }
+    }
+    Ok(table
+        .rows
+        .into_iter()
+        .map(|r| {
+            let mut v = r.values;
+            v.extend(given.clone());
+            (Some(r.line), v)
+        })
+        .collect())
+}
+
+/// Where a row's error happened, for messages.
+fn row_at(line: Option<usize>) -> String {
+    line.map(|l| format!("row at line {l}: "))
+        .unwrap_or_default()
+}
+
+/// The job one row becomes: the template rendered, the queue's defaults, its parameters as
+/// labels.
+fn plan(
+    ctx: &Context,
+    queue: &str,
+    template: &Template,
+    needed: &[String],
+    (line, values): Row,
+) -> Result<Planned, CliError> {
+    let argv = template.render(&values).map_err(|e| {
+        CliError::usage(format!("{}{e}", row_at(line)))
+            .with_hint("give it with --param K=V, or as a column of --params FILE")
     })?;
-    let mut planned = Vec::with_capacity(rows.len());
-    for (line, values) in rows {
-        let at = line
-            .map(|l| format!("row at line {l}: "))
-            .unwrap_or_default();
-        let argv = template.render(&values).map_err(|e| {
-            CliError::usage(format!("{at}{e}"))
-                .hint("give it with --param K=V, or as a column of --params FILE")
-        })?;
-        let mut spec = JobSpec::new(a.queue.clone(), argv);
-        crate::config::apply_job_defaults(&ctx.config, &a.queue, &mut spec);
-        spec.container = container.clone();
-        spec.cwd = Some(match &spec.cwd {
-            Some(c) => cwd.join(c).display().to_string(),
-            None => cwd.display().to_string(),
-        });
-        if let Some(u) = &unique {
-            spec.unique_key = Some(format!(
-                "{}:{}",
-                a.queue,
-                u.render_one(&values)
-                    .map_err(|e| CliError::usage(format!("{at}queues.{}.unique: {e}", a.queue)))?
-            ));
-        }
-        spec.labels = values
-            .iter()
-            .filter(|(k, _)| needed.contains(k))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        planned.push(Planned { line, values, spec });
-    }
+    let mut spec = JobSpec::new(queue.to_string(), argv);
+    crate::config::apply_job_defaults(&ctx.config, queue, &mut spec);
+    spec.labels = values
+        .iter()
+        .filter(|(k, _)| needed.contains(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Ok(Planned { line, values, spec })
+}
 
-    // Rows whose key already has a queued, running or succeeded job are skipped.
-    let client = ctx.client()?;
+/// A row's unique key: the queue's name and its `unique` template rendered.
+fn unique_key(queue: &str, unique: &Template, p: &Planned) -> Result<String, CliError> {
+    let key = unique
+        .render_one(&p.values)
+        .map_err(|e| CliError::usage(format!("{}queues.{queue}.unique: {e}", row_at(p.line))))?;
+    Ok(format!("{queue}:{key}"))
+}
+
+/// Splits off the rows whose key already has a queued, running or succeeded job (succeeded
+/// ones go again with `force`), or that repeat a key of an earlier row.
+fn skip_existing(
+    client: &workq::Client,
+    planned: Vec<Planned>,
+    force: bool,
+) -> Result<(Vec<Planned>, Vec<Skipped>), CliError> {
     let keys: Vec<String> = planned
         .iter()
         .filter_map(|p| p.spec.unique_key.clone())
@@ -295,89 +316,84 @@ pub fn run(ctx: &Context, a: Args) -> CmdResult {
     let mut to_submit = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
     for p in planned {
-        let key = p.spec.unique_key.clone();
-        if let Some(k) = &key {
-            if !seen.insert(k.clone()) {
-                skipped.push((
-                    p,
-                    None,
-                    "the same key appears earlier in this run".to_string(),
-                ));
-                continue;
-            }
-            if let Some((id, st)) = existing.get(k) {
-                let forced = a.force && *st == JobState::Succeeded;
-                if !forced {
-                    let why = format!("job {id} with key {k:?} is already {st}");
-                    skipped.push((p, Some(*id), why));
-                    continue;
-                }
-            }
+        let Some(k) = p.spec.unique_key.clone() else {
+            to_submit.push(p);
+            continue;
+        };
+        if !seen.insert(k.clone()) {
+            let why = "the same key appears earlier in this run".to_string();
+            skipped.push(Skipped {
+                row: p,
+                existing: None,
+                why,
+            });
+            continue;
         }
-        to_submit.push(p);
-    }
-    let shown: Vec<String> = if needed.is_empty() {
-        Vec::new()
-    } else {
-        needed.clone()
-    };
-
-    if a.dry_run {
-        if ctx.json {
-            let jobs: Vec<_> = to_submit
-                .iter()
-                .map(|p| json!({"argv": p.spec.argv, "params": p.values, "unique_key": p.spec.unique_key, "cwd": p.spec.cwd}))
-                .collect();
-            let sk: Vec<_> = skipped
-                .iter()
-                .map(|(p, id, why)| json!({"params": p.values, "existing_id": id, "reason": why}))
-                .collect();
-            println!("{}", json!({"would_submit": jobs, "skipped": sk}));
-        } else {
-            for p in &to_submit {
-                println!(
-                    "{}",
-                    p.spec
-                        .argv
-                        .iter()
-                        .map(|s| quote(s))
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                );
+        match existing.get(&k) {
+            Some((id, st)) if !(force && *st == JobState::Succeeded) => {
+                let why = format!("job {id} with key {k:?} is already {st}");
+                skipped.push(Skipped {
+                    row: p,
+                    existing: Some(*id),
+                    why,
+                });
             }
-            report_skips(ctx, &skipped, a.force);
-            if !ctx.quiet {
-                eprintln!(
-                    "workq: dry run: {} job(s) would be submitted to queue {}; nothing was submitted",
-                    to_submit.len(),
-                    a.queue
-                );
-            }
+            _ => to_submit.push(p),
         }
-        return Ok(0);
     }
+    Ok((to_submit, skipped))
+}
 
+/// `--dry-run`: the exact argv of each job that would be submitted, and the rows skipped.
+fn print_dry_run(ctx: &Context, a: &Args, to_submit: &[Planned], skipped: &[Skipped]) {
+    if ctx.json {
+        let jobs: Vec<_> = to_submit
+            .iter()
+            .map(|p| json!({"argv": p.spec.argv, "params": p.values, "unique_key": p.spec.unique_key, "cwd": p.spec.cwd}))
+            .collect();
+        let sk: Vec<_> = skipped
+            .iter()
+            .map(|s| json!({"params": s.row.values, "existing_id": s.existing, "reason": s.why}))
+            .collect();
+        println!("{}", json!({"would_submit": jobs, "skipped": sk}));
+        return;
+    }
+    for p in to_submit {
+        let argv: Vec<String> = p.spec.argv.iter().map(|s| quote(s)).collect();
+        println!("{}", argv.join(" "));
+    }
+    report_skips(ctx, skipped, a.force);
+    if !ctx.quiet {
+        eprintln!(
+            "workq: dry run: {} job(s) would be submitted to queue {}; nothing was submitted",
+            to_submit.len(),
+            a.queue
+        );
+    }
+}
+
+/// Submits the rows in one transaction and shows what became of each.
+fn submit(
+    ctx: &Context,
+    client: &workq::Client,
+    a: &Args,
+    needed: &[String],
+    to_submit: &[Planned],
+    skipped: &[Skipped],
+) -> Result<Submission, CliError> {
     let specs: Vec<JobSpec> = to_submit.iter().map(|p| p.spec.clone()).collect();
     let results = if specs.is_empty() {
         Vec::new()
     } else {
         client.submit_many(&specs)?
     };
+    let header: Vec<String> = ["ID".to_string()]
+        .into_iter()
+        .chain(needed.iter().map(|s| s.to_uppercase()))
+        .chain(["STATE".to_string()])
+        .collect();
+    let mut t = Table::new(&header.iter().map(String::as_str).collect::<Vec<_>>());
     let mut ids = Vec::new();
-    let mut t = Table::new(
-        &[
-            &["ID"][..],
-            &shown
-                .iter()
-                .map(|s| s.to_uppercase())
-                .collect::<Vec<_>>()
-                .iter()
-                .map(String::as_str)
-                .collect::<Vec<_>>()[..],
-            &["STATE"][..],
-        ]
-        .concat(),
-    );
     let mut submitted_json = Vec::new();
     for (p, r) in to_submit.iter().zip(&results) {
         let (id, state) = match r {
@@ -390,7 +406,7 @@ pub fn run(ctx: &Context, a: Args) -> CmdResult {
         }
         let mut row = vec![id.to_string()];
         row.extend(
-            shown
+            needed
                 .iter()
                 .map(|k| p.values.get(k).cloned().unwrap_or_default()),
         );
@@ -400,98 +416,112 @@ pub fn run(ctx: &Context, a: Args) -> CmdResult {
             json!({"id": id, "queue": a.queue, "state": state, "params": p.values, "line": p.line}),
         );
     }
-    let skipped_json: Vec<_> = skipped
+    let skipped_json = skipped
         .iter()
-        .map(|(p, id, why)| json!({"params": p.values, "existing_id": id, "reason": why, "line": p.line}))
+        .map(|s| json!({"params": s.row.values, "existing_id": s.existing, "reason": s.why, "line": s.row.line}))
         .collect();
     if !ctx.json && !ctx.quiet {
         if !t.is_empty() {
             t.print(ctx.tty);
         }
         eprintln!("workq: submitted {} job(s) to queue {}", ids.len(), a.queue);
-        report_skips(ctx, &skipped, a.force);
+        report_skips(ctx, skipped, a.force);
     }
-    if !a.wait {
-        if ctx.json {
-            println!(
-                "{}",
-                json!({"submitted": submitted_json, "skipped": skipped_json})
-            );
-        }
-        return Ok(0);
-    }
+    Ok(Submission {
+        ids,
+        submitted_json,
+        skipped_json,
+    })
+}
 
-    // --wait: reuse healthy workers, else run the queue's pool for the duration.
-    let serving = client.workers_serving(&a.queue)?;
-    let mut pool = None;
-    if serving.is_empty() {
-        let slots = ctx
-            .config
-            .int(&format!("queues.{}.workers", a.queue))
-            .unwrap_or(1)
-            .max(1);
-        if a.no_start_workers {
-            return Err(CliError::new(
-                code::UNAVAILABLE,
-                format!("no worker serves queue {}; the jobs are queued", a.queue),
-            )
-            .hint(format!(
-                "start its pool: workq up {0}   (or: workq worker start {0} -d -Q {0} -w {slots})",
-                a.queue
-            )));
-        }
-        pool = Some(start_pool(ctx, &a.queue, slots)?);
-        if !ctx.quiet && !ctx.json {
-            eprintln!(
-                "workq: started a temporary pool of {slots} slot(s) for queue {}; it stops when this command ends",
-                a.queue
-            );
-        }
-    } else if !ctx.quiet && !ctx.json {
-        let names: Vec<String> = serving
-            .iter()
-            .map(|w| format!("{} (pid {})", w.name, w.pid))
-            .collect();
-        eprintln!("workq: using running worker(s): {}", names.join(", "));
-    }
-    let interrupts = interrupts.unwrap_or_else(Interrupts::install);
-    let end = wait_jobs(ctx, &client, &ids, None, &interrupts)?;
+/// `--wait`: runs the jobs to the end on the workers that serve the queue, or on its pool
+/// started for the duration; exits 1 if any failed.
+fn wait_for_all(
+    ctx: &Context,
+    client: &workq::Client,
+    a: &Args,
+    needed: &[String],
+    submission: &Submission,
+    interrupts: &Interrupts,
+) -> CmdResult {
+    let pool = pool_if_needed(ctx, client, a)?;
+    let end = wait_jobs(ctx, client, &submission.ids, None, interrupts)?;
     // Stop the pool before reporting: on Ctrl-C its jobs go back to the queue.
     drop(pool);
-    match end {
-        WaitEnd::Done(jobs) | WaitEnd::TimedOut(jobs) => {
-            let failed = jobs
-                .iter()
-                .filter(|j| j.state != JobState::Succeeded)
-                .count();
-            if ctx.json {
-                let now = Timestamp::now();
-                println!(
-                    "{}",
-                    json!({
-                        "submitted": submitted_json, "skipped": skipped_json,
-                        "results": jobs.iter().map(|j| render::json::job(j, now)).collect::<Vec<_>>(),
-                    })
-                );
-            } else if !ctx.quiet {
-                results_table(ctx, &jobs, &shown);
-                eprintln!(
-                    "workq: {} succeeded, {failed} failed or cancelled",
-                    jobs.len() - failed
-                );
-            }
-            Ok(if failed > 0 { code::JOB_FAILED } else { 0 })
+    let (WaitEnd::Done(jobs) | WaitEnd::TimedOut(jobs)) = end else {
+        if !ctx.quiet {
+            eprintln!(
+                "workq: interrupted; unfinished jobs stay queued (workq list -Q {0} --state queued; cancel with workq cancel ID)",
+                a.queue
+            );
         }
-        WaitEnd::Interrupted => {
-            if !ctx.quiet {
-                eprintln!(
-                    "workq: interrupted; unfinished jobs stay queued (workq list -Q {0} --state queued; cancel with workq cancel ID)",
-                    a.queue
-                );
-            }
-            Ok(code::INTERRUPTED)
-        }
+        return Ok(code::INTERRUPTED);
+    };
+    let failed = jobs
+        .iter()
+        .filter(|j| j.state != JobState::Succeeded)
+        .count();
+    if ctx.json {
+        let now = Timestamp::now();
+        println!(
+            "{}",
+            json!({
+                "submitted": submission.submitted_json, "skipped": submission.skipped_json,
+                "results": jobs.iter().map(|j| render::json::job(j, now)).collect::<Vec<_>>(),
+            })
+        );
+    } else if !ctx.quiet {
+        results_table(ctx, &jobs, needed);
+        eprintln!(
+            "workq: {} succeeded, {failed} failed or cancelled",
+            jobs.len() - failed
+        );
     }
+    Ok(if failed > 0 { code::JOB_FAILED } else { 0 })
+}
+
+/// Healthy workers that serve the queue are reused; without any, the queue's pool is started
+/// for the duration of the command (unless `--no-start-workers`).
+fn pool_if_needed(
+    ctx: &Context,
+    client: &workq::Client,
+    a: &Args,
+) -> Result<Option<workq_runtime::ephemeral::EphemeralWorker>, CliError> {
+    client.clean_up_dead_workers()?;
+    let serving = client.live_workers_serving(&a.queue)?;
+    if !serving.is_empty() {
+        if !ctx.quiet && !ctx.json {
+            let names: Vec<String> = serving
+                .iter()
+                .map(|w| format!("{} (pid {})", w.name, w.pid))
+                .collect();
+            eprintln!("workq: using running worker(s): {}", names.join(", "));
+        }
+        return Ok(None);
+    }
+    let slots = ctx
+        .config
+        .int(&format!("queues.{}.workers", a.queue))
+        .unwrap_or(1)
+        .max(1);
+    if a.no_start_workers {
+        return Err(CliError::unavailable(format!(
+            "no worker serves queue {}; the jobs are queued",
+            a.queue
+        ))
+        .with_hint(format!(
+            "start its pool: workq up {0}   (or: workq worker start {0} -d -Q {0} -w {slots})",
+            a.queue
+        )));
+    }
+    let pool = start_pool(ctx, &a.queue, slots)?;
+    if !ctx.quiet && !ctx.json {
+        eprintln!(
+            "workq: started a temporary pool of {slots} slot(s) for queue {}; it stops when this command ends",
+            a.queue
+        );
+    }
+    Ok(Some(pool))
 }
 
 fn start_pool(
@@ -499,12 +529,7 @@ fn start_pool(
     queue: &str,
     slots: i64,
 ) -> Result<workq_runtime::ephemeral::EphemeralWorker, CliError> {
-    let exe = std::env::current_exe().map_err(|e| {
-        CliError::new(
-            code::UNAVAILABLE,
-            format!("cannot find the workq executable: {e}"),
-        )
-    })?;
+    let exe = std::env::current_exe().map_err(CliError::current_exe)?;
     let mut args = vec![
         "--state-dir".to_string(),
         ctx.state_dir.display().to_string(),
@@ -526,15 +551,11 @@ fn start_pool(
         "--stop-timeout".to_string(),
         "0s".to_string(),
     ]);
-    workq_runtime::ephemeral::EphemeralWorker::start(&exe, &args).map_err(|e| {
-        CliError::new(
-            code::UNAVAILABLE,
-            format!("cannot start a worker pool: {e}"),
-        )
-    })
+    workq_runtime::ephemeral::EphemeralWorker::start(&exe, &args)
+        .map_err(|e| CliError::unavailable(format!("cannot start a worker pool: {e}")))
 }
 
-fn report_skips(ctx: &Context, skipped: &[(Planned, Option<i64>, String)], force: bool) {
+fn report_skips(ctx: &Context, skipped: &[Skipped], force: bool) {
     if skipped.is_empty() || ctx.quiet {
         return;
     }
@@ -547,9 +568,13 @@ fn report_skips(ctx: &Context, skipped: &[(Planned, Option<i64>, String)], force
             " (--force re-runs succeeded ones)"
         }
     );
-    for (p, _, why) in skipped.iter().take(20) {
-        let at = p.line.map(|l| format!("line {l}: ")).unwrap_or_default();
-        eprintln!("  {at}{why}");
+    for s in skipped.iter().take(20) {
+        let at = s
+            .row
+            .line
+            .map(|l| format!("line {l}: "))
+            .unwrap_or_default();
+        eprintln!("  {at}{}", s.why);
     }
     if skipped.len() > 20 {
         eprintln!("  … and {} more", skipped.len() - 20);

@@ -3,7 +3,7 @@
 use workq_core::{format_duration, Timestamp};
 
 use crate::context::Context;
-use crate::error::{code, CliError, CmdResult};
+use crate::error::{CliError, CmdResult};
 use crate::render::{self, table::Table};
 
 /// Show one job with its attempts
@@ -13,12 +13,10 @@ pub struct Args {
     id: i64,
 }
 
+/// Runs `workq show`; returns its exit code.
 pub fn run(ctx: &Context, a: Args) -> CmdResult {
     let Some(client) = ctx.client_if_exists()? else {
-        return Err(CliError::new(
-            code::NOT_FOUND,
-            format!("job {} not found", a.id),
-        ));
+        return Err(CliError::job_not_found(a.id));
     };
     let job = client.get(a.id)?;
     let attempts = client.store().attempts(a.id)?;
@@ -29,8 +27,20 @@ pub fn run(ctx: &Context, a: Args) -> CmdResult {
         println!("{v}");
         return Ok(0);
     }
+    for (k, v) in job_lines(ctx, &job, now) {
+        println!("{k:<11} {v}");
+    }
+    if !attempts.is_empty() {
+        println!();
+        attempts_table(ctx, &attempts, now);
+    }
+    Ok(0)
+}
+
+/// The job's fields, one `name value` line each; optional ones only when set.
+fn job_lines(ctx: &Context, job: &workq::Job, now: Timestamp) -> Vec<(&'static str, String)> {
     let state = job.display_state(now);
-    let mut lines: Vec<(&str, String)> = vec![
+    let mut lines: Vec<(&'static str, String)> = vec![
         ("job", job.id.to_string()),
         ("state", ctx.paint(state, render::state_color(state))),
         ("queue", job.spec.queue.clone()),
@@ -57,7 +67,7 @@ pub fn run(ctx: &Context, a: Args) -> CmdResult {
     if let Some(t) = job.finished_at {
         lines.push(("finished", t.to_local_short()));
     }
-    lines.push(("duration", render::job_duration(&job, now)));
+    lines.push(("duration", render::job_duration(job, now)));
     if let Some(t) = job.spec.timeout {
         lines.push(("timeout", format_duration(t)));
     }
@@ -82,32 +92,30 @@ pub fn run(ctx: &Context, a: Args) -> CmdResult {
     if let Some(k) = &job.spec.unique_key {
         lines.push(("unique key", k.clone()));
     }
-    for (k, v) in lines {
-        println!("{k:<11} {v}");
-    }
-    if !attempts.is_empty() {
-        println!();
-        let mut t = Table::new(&[
-            "ATTEMPT", "OUTCOME", "EXIT", "WORKER", "PID", "STARTED", "DURATION", "LOG",
+    lines
+}
+
+/// One row per attempt.
+fn attempts_table(ctx: &Context, attempts: &[workq::Attempt], now: Timestamp) {
+    let mut t = Table::new(&[
+        "ATTEMPT", "OUTCOME", "EXIT", "WORKER", "PID", "STARTED", "DURATION", "LOG",
+    ]);
+    for at in attempts {
+        let outcome = at.outcome.map(|o| o.as_str()).unwrap_or("running");
+        t.row(vec![
+            at.attempt.to_string(),
+            ctx.paint(outcome, render::state_color(outcome)),
+            match (at.exit_code, at.signal) {
+                (Some(c), _) => c.to_string(),
+                (None, Some(s)) => format!("sig {s}"),
+                _ => "-".into(),
+            },
+            at.worker_name.clone().unwrap_or_else(|| "-".into()),
+            at.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+            at.started_at.to_local_short(),
+            format_duration(at.ended_at.unwrap_or(now).since(at.started_at)),
+            at.log_path.clone().unwrap_or_else(|| "-".into()),
         ]);
-        for at in &attempts {
-            let outcome = at.outcome.map(|o| o.as_str()).unwrap_or("running");
-            t.row(vec![
-                at.attempt.to_string(),
-                ctx.paint(outcome, render::state_color(outcome)),
-                match (at.exit_code, at.signal) {
-                    (Some(c), _) => c.to_string(),
-                    (None, Some(s)) => format!("sig {s}"),
-                    _ => "-".into(),
-                },
-                at.worker_name.clone().unwrap_or_else(|| "-".into()),
-                at.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
-                at.started_at.to_local_short(),
-                format_duration(at.ended_at.unwrap_or(now).since(at.started_at)),
-                at.log_path.clone().unwrap_or_else(|| "-".into()),
-            ]);
-        }
-        t.print(true);
     }
-    Ok(0)
+    t.print(true);
 }

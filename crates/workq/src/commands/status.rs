@@ -2,12 +2,13 @@
 
 use std::time::Duration;
 
-use workq_core::{format_duration, Timestamp};
+use workq_core::{format_duration, Timestamp, WorkerRecord};
 use workq_runtime::procinfo;
+use workq_store::QueueStats;
 
-use super::follow::Interrupts;
 use crate::context::Context;
-use crate::error::CmdResult;
+use crate::error::{CliError, CmdResult};
+use crate::interrupts::Interrupts;
 use crate::render::{self, table::Table};
 
 /// Heartbeat age past which a live worker is shown as hung.
@@ -21,6 +22,7 @@ pub struct Args {
     watch: bool,
 }
 
+/// Runs `workq status`; returns its exit code.
 pub fn run(ctx: &Context, a: Args) -> CmdResult {
     let interrupts = a.watch.then(Interrupts::install);
     let Some(client) = ctx.client_if_exists()? else {
@@ -48,7 +50,7 @@ pub fn run(ctx: &Context, a: Args) -> CmdResult {
     }
 }
 
-fn render_once(ctx: &Context, client: &workq::Client) -> Result<String, crate::error::CliError> {
+fn render_once(ctx: &Context, client: &workq::Client) -> Result<String, CliError> {
     let store = client.store();
     let stats = store.queue_stats()?;
     let workers = store.workers(false)?;
@@ -60,32 +62,48 @@ fn render_once(ctx: &Context, client: &workq::Client) -> Result<String, crate::e
         .map(|w| procinfo::display_state(w, &host, &boot, now, HUNG_AFTER))
         .collect();
     if ctx.json {
-        let queues: Vec<_> = stats
-            .iter()
-            .map(|q| {
-                let serving = workers
-                    .iter()
-                    .filter(|w| w.queues.contains(&q.queue))
-                    .count();
-                serde_json::json!({
-                    "queue": q.queue, "queued": q.queued, "scheduled": q.scheduled,
-                    "running": q.running, "succeeded": q.succeeded, "failed": q.failed,
-                    "cancelled": q.cancelled, "paused": q.paused, "workers": serving,
-                    "mean_duration_secs": q.mean_duration_ms.map(|m| m / 1000.0),
-                })
-            })
-            .collect();
-        let ws: Vec<_> = workers
-            .iter()
-            .zip(&states)
-            .map(|(w, s)| render::json::worker(w, s, now))
-            .collect();
-        return Ok(format!(
-            "{}\n",
-            serde_json::json!({"queues": queues, "workers": ws})
-        ));
+        return Ok(render_json(&stats, &workers, &states, now));
     }
-    let mut out = String::new();
+    let mut out = queue_table(ctx, &stats, &workers);
+    if ctx.tty {
+        out.push('\n');
+    }
+    out.push_str(&worker_table(ctx, &workers, &states, now));
+    Ok(out)
+}
+
+/// The JSON shape: every queue with its counts, every live worker.
+fn render_json(
+    stats: &[QueueStats],
+    workers: &[WorkerRecord],
+    states: &[&str],
+    now: Timestamp,
+) -> String {
+    let queues: Vec<_> = stats
+        .iter()
+        .map(|q| {
+            let serving = workers
+                .iter()
+                .filter(|w| w.queues.contains(&q.queue))
+                .count();
+            serde_json::json!({
+                "queue": q.queue, "queued": q.queued, "scheduled": q.scheduled,
+                "running": q.running, "succeeded": q.succeeded, "failed": q.failed,
+                "cancelled": q.cancelled, "paused": q.paused, "workers": serving,
+                "mean_duration_secs": q.mean_duration_ms.map(|m| m / 1000.0),
+            })
+        })
+        .collect();
+    let ws: Vec<_> = workers
+        .iter()
+        .zip(states)
+        .map(|(w, s)| render::json::worker(w, s, now))
+        .collect();
+    format!("{}\n", serde_json::json!({"queues": queues, "workers": ws}))
+}
+
+/// One row per queue, with the live workers that serve it.
+fn queue_table(ctx: &Context, stats: &[QueueStats], workers: &[WorkerRecord]) -> String {
     let mut t = Table::new(&[
         "QUEUE",
         "QUEUED",
@@ -98,7 +116,7 @@ fn render_once(ctx: &Context, client: &workq::Client) -> Result<String, crate::e
         "WORKERS",
         "MEAN",
     ]);
-    for q in &stats {
+    for q in stats {
         let serving = workers
             .iter()
             .filter(|w| w.queues.contains(&q.queue))
@@ -119,18 +137,25 @@ fn render_once(ctx: &Context, client: &workq::Client) -> Result<String, crate::e
         ]);
     }
     if t.is_empty() && ctx.tty {
-        out.push_str("no jobs yet\n");
+        "no jobs yet\n".to_string()
     } else {
-        out.push_str(&t.render(ctx.tty));
+        t.render(ctx.tty)
     }
-    if ctx.tty {
-        out.push('\n');
-    }
+}
+
+/// One row per live worker.
+fn worker_table(
+    ctx: &Context,
+    workers: &[WorkerRecord],
+    states: &[&str],
+    now: Timestamp,
+) -> String {
+    let mut out = String::new();
     let mut wt = Table::new(&[
         "WORKER", "ID", "HOST", "PID", "STATE", "SLOTS", "RUNNING", "DONE", "FAILED", "UPTIME",
         "QUEUES",
     ]);
-    for (w, s) in workers.iter().zip(&states) {
+    for (w, s) in workers.iter().zip(states) {
         wt.row(vec![
             w.name.clone(),
             w.id.to_string(),
@@ -155,5 +180,5 @@ fn render_once(ctx: &Context, client: &workq::Client) -> Result<String, crate::e
         }
         out.push_str(&wt.render(ctx.tty));
     }
-    Ok(out)
+    out
 }

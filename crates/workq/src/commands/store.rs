@@ -1,10 +1,9 @@
 //! `workq store migrate --to postgres://…`: move a project's SQLite store to PostgreSQL.
 
 use serde_json::json;
-use workq_store::StoreError;
 
 use crate::context::Context;
-use crate::error::{code, CliError, CmdResult};
+use crate::error::{CliError, CmdResult, ErrorKind};
 
 /// The store itself
 #[derive(clap::Subcommand, Debug)]
@@ -27,6 +26,7 @@ pub struct MigrateArgs {
     replace: bool,
 }
 
+/// Runs `workq store …`.
 pub fn run(ctx: &Context, c: Command) -> CmdResult {
     match c {
         Command::Migrate(a) => migrate(ctx, a),
@@ -38,7 +38,9 @@ fn migrate(ctx: &Context, a: MigrateArgs) -> CmdResult {
         return Err(CliError::usage(
             "the current store is already PostgreSQL; migrate copies a SQLite store",
         )
-        .hint("run it in the project whose .workq/workq.db you want to copy (unset WORKQ_STORE)"));
+        .with_hint(
+            "run it in the project whose .workq/workq.db you want to copy (unset WORKQ_STORE)",
+        ));
     }
     if !(a.to.starts_with("postgres://") || a.to.starts_with("postgresql://")) {
         return Err(CliError::usage(
@@ -46,20 +48,24 @@ fn migrate(ctx: &Context, a: MigrateArgs) -> CmdResult {
         ));
     }
     if !ctx.db_path.exists() {
-        return Err(CliError::new(
-            code::NOT_FOUND,
-            format!("no store to copy at {}", ctx.db_path.display()),
-        ));
+        return Err(CliError::not_found(format!(
+            "no store to copy at {}",
+            ctx.db_path.display()
+        )));
     }
     // Opening brings the source up to this build's schema first.
     drop(ctx.client()?);
     let target = workq_store::PgStore::open(&a.to, workq_store::PgOptions::default())?;
-    let report = target
-        .import_sqlite(&ctx.db_path, a.replace)
-        .map_err(|e| match e {
-            StoreError::Conflict(_) => CliError::from(e).hint("pass --replace to empty it first"),
-            other => other.into(),
-        })?;
+    let report =
+        target
+            .import_sqlite(&ctx.db_path, a.replace)
+            .map_err(|e| match CliError::from(e) {
+                // The target holds data already; the store cannot know the flag that allows it.
+                e if e.kind() == ErrorKind::Conflict => {
+                    e.with_hint("pass --replace to empty it first")
+                }
+                e => e,
+            })?;
     if ctx.json {
         let counts: serde_json::Map<String, serde_json::Value> =
             report.iter().map(|(t, n)| (t.clone(), json!(n))).collect();

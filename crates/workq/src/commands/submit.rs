@@ -7,11 +7,13 @@ use std::time::Duration;
 
 use workq::{JobSpec, Submitted};
 use workq_core::{JobState, Timestamp};
+use workq_runtime::ephemeral::EphemeralWorker;
 
-use super::follow::{job_exit_status, Interrupts, LogTail};
-use super::{parse_dur, parse_kv};
 use crate::context::Context;
-use crate::error::{code, CliError, CmdResult};
+use crate::error::{code, CliError, CmdResult, ErrorKind};
+use crate::flag_values::{self, parse_kv, JobTimeout};
+use crate::interrupts::Interrupts;
+use crate::log_tail::LogTail;
 
 /// Queue a job: workq submit [OPTIONS] -- COMMAND [ARGS]...
 #[derive(clap::Args, Debug)]
@@ -29,17 +31,17 @@ pub struct Args {
     #[arg(long)]
     retries: Option<u32>,
     /// First retry delay, doubling after each further failure (e.g. 10s, 5m) [default: config, else 10s]
-    #[arg(long, value_name = "DUR")]
-    backoff: Option<String>,
+    #[arg(long, value_name = "DUR", value_parser = flag_values::duration)]
+    backoff: Option<Duration>,
     /// Kill the job after this long (SIGTERM, then SIGKILL after --kill-grace)
-    #[arg(long, value_name = "DUR")]
-    timeout: Option<String>,
+    #[arg(long, value_name = "DUR", value_parser = flag_values::job_timeout)]
+    timeout: Option<JobTimeout>,
     /// Between SIGTERM and SIGKILL when the job is stopped [default: config, else 10s]
-    #[arg(long, value_name = "DUR")]
-    kill_grace: Option<String>,
+    #[arg(long, value_name = "DUR", value_parser = flag_values::duration)]
+    kill_grace: Option<Duration>,
     /// Start no sooner than this long from now
-    #[arg(long, value_name = "DUR", conflicts_with = "at")]
-    delay: Option<String>,
+    #[arg(long, value_name = "DUR", conflicts_with = "at", value_parser = flag_values::duration)]
+    delay: Option<Duration>,
     /// Start no sooner than this time (RFC 3339, or local "2026-11-24 09:00")
     #[arg(long, value_name = "TIME")]
     at: Option<String>,
@@ -88,22 +90,17 @@ fn template(ctx: &Context, a: &Args) -> Result<JobSpec, CliError> {
     if let Some(r) = a.retries {
         spec.retries = r;
     }
-    if let Some(b) = &a.backoff {
-        spec.backoff = parse_dur("--backoff", b)?;
+    if let Some(b) = a.backoff {
+        spec.backoff = b;
     }
-    if let Some(k) = &a.kill_grace {
-        spec.kill_grace = parse_dur("--kill-grace", k)?;
+    if let Some(k) = a.kill_grace {
+        spec.kill_grace = k;
     }
-    if let Some(t) = &a.timeout {
-        spec.timeout = if matches!(t.as_str(), "none" | "0") {
-            None
-        } else {
-            Some(parse_dur("--timeout", t)?)
-        };
+    if let Some(JobTimeout(t)) = a.timeout {
+        spec.timeout = t;
     }
-    let now = Timestamp::now();
-    if let Some(d) = &a.delay {
-        spec.run_at = Some(now.plus(parse_dur("--delay", d)?));
+    if let Some(d) = a.delay {
+        spec.run_at = Some(Timestamp::now().plus(d));
     }
     if let Some(at) = &a.at {
         spec.run_at =
@@ -122,12 +119,7 @@ fn template(ctx: &Context, a: &Args) -> Result<JobSpec, CliError> {
         let (k, v) = parse_kv("-e/--env", e)?;
         spec.env.insert(k, v);
     }
-    let cwd = std::env::current_dir().map_err(|e| {
-        CliError::new(
-            code::UNAVAILABLE,
-            format!("cannot read the current directory: {e}"),
-        )
-    })?;
+    let cwd = std::env::current_dir().map_err(CliError::current_dir)?;
     let dir = match &a.cwd {
         Some(d) => cwd.join(d),
         // The queue's configured cwd, else where submit runs.
@@ -137,10 +129,10 @@ fn template(ctx: &Context, a: &Args) -> Result<JobSpec, CliError> {
         },
     };
     if a.cwd.is_some() && !dir.is_dir() {
-        return Err(CliError::new(
-            code::NOT_FOUND,
-            format!("-C {}: no such directory", dir.display()),
-        ));
+        return Err(CliError::not_found(format!(
+            "-C {}: no such directory",
+            dir.display()
+        )));
     }
     spec.cwd = Some(dir.display().to_string());
     Ok(spec)
@@ -150,14 +142,8 @@ fn read_lines(source: &str) -> Result<Vec<String>, CliError> {
     let reader: Box<dyn BufRead> = if source == "-" {
         Box::new(std::io::stdin().lock())
     } else {
-        let f = std::fs::File::open(source).map_err(|e| {
-            let c = if e.kind() == std::io::ErrorKind::NotFound {
-                code::NOT_FOUND
-            } else {
-                code::USAGE
-            };
-            CliError::new(c, format!("--lines {source}: {e}"))
-        })?;
+        let f = std::fs::File::open(source)
+            .map_err(|e| CliError::unreadable(format_args!("--lines {source}"), e))?;
         Box::new(std::io::BufReader::with_capacity(1 << 16, f))
     };
     parse_lines(reader, source)
@@ -185,6 +171,7 @@ fn parse_lines(reader: impl BufRead, source: &str) -> Result<Vec<String>, CliErr
     Ok(out)
 }
 
+/// Runs `workq submit`; returns its exit code.
 pub fn run(ctx: &Context, a: Args) -> CmdResult {
     let base = template(ctx, &a)?;
     if let Some(source) = &a.lines {
@@ -193,47 +180,11 @@ pub fn run(ctx: &Context, a: Args) -> CmdResult {
                 "--lines takes the commands from the file: give no COMMAND after it",
             ));
         }
-        let lines = read_lines(source)?;
-        if lines.is_empty() {
-            return Err(CliError::usage(format!(
-                "--lines {source}: no commands (every line is empty)"
-            )));
-        }
-        let specs: Vec<JobSpec> = lines
-            .into_iter()
-            .map(|l| JobSpec {
-                argv: vec!["sh".into(), "-c".into(), l],
-                ..base.clone()
-            })
-            .collect();
-        let client = ctx.client()?;
-        let out = client.submit_many(&specs)?;
-        let ids: Vec<i64> = out.iter().map(|s| s.id()).collect();
-        if ctx.json {
-            let arr: Vec<_> = ids
-                .iter()
-                .map(|id| serde_json::json!({"id": id, "queue": base.queue, "state": "queued"}))
-                .collect();
-            println!("{}", serde_json::Value::Array(arr));
-        } else if ctx.tty {
-            println!(
-                "queued {} jobs on {}: ids {}–{}",
-                ids.len(),
-                base.queue,
-                ids.first().copied().unwrap_or(0),
-                ids.last().copied().unwrap_or(0)
-            );
-        } else if !ctx.quiet {
-            let mut stdout = std::io::stdout().lock();
-            for id in &ids {
-                let _ = writeln!(stdout, "{id}");
-            }
-        }
-        return Ok(0);
+        return submit_lines(ctx, base, source);
     }
     if a.command.is_empty() {
         return Err(CliError::usage("no command given")
-            .hint("put the command after --, e.g. workq submit -- echo hello"));
+            .with_hint("put the command after --, e.g. workq submit -- echo hello"));
     }
     let mut spec = base;
     spec.argv = if a.shell {
@@ -249,18 +200,15 @@ pub fn run(ctx: &Context, a: Args) -> CmdResult {
     let client = ctx.client()?;
     let submitted = client
         .submit(spec.clone())
-        .map_err(|e| after_hint(e, &spec.after))?;
+        .map_err(|e| with_after_hint(e.into(), &spec.after))?;
     let id = submitted.id();
     match submitted {
         Submitted::Duplicate(existing) => {
-            return Err(CliError::new(
-                code::CONFLICT,
-                format!(
-                    "job {existing} with unique key {:?} is already queued or running; nothing was submitted",
-                    spec.unique_key.unwrap_or_default()
-                ),
-            )
-            .hint(format!("follow it with: workq wait {existing}")));
+            return Err(CliError::conflict(format!(
+                "job {existing} with unique key {:?} is already queued or running; nothing was submitted",
+                spec.unique_key.unwrap_or_default()
+            ))
+            .with_hint(format!("follow it with: workq wait {existing}")));
         }
         Submitted::Existing(_) if !ctx.quiet && !ctx.json => {
             eprintln!("workq: idempotency key seen before: this is job {id}");
@@ -283,6 +231,60 @@ pub fn run(ctx: &Context, a: Args) -> CmdResult {
     wait_for_one(ctx, &client, id, &spec.queue, &interrupts)
 }
 
+/// `--lines`: one `sh -c` job per non-empty line, all in one transaction, like `base`.
+fn submit_lines(ctx: &Context, base: JobSpec, source: &str) -> CmdResult {
+    let lines = read_lines(source)?;
+    if lines.is_empty() {
+        return Err(CliError::usage(format!(
+            "--lines {source}: no commands (every line is empty)"
+        )));
+    }
+    let specs: Vec<JobSpec> = lines
+        .into_iter()
+        .map(|l| JobSpec {
+            argv: vec!["sh".into(), "-c".into(), l],
+            ..base.clone()
+        })
+        .collect();
+    let client = ctx.client()?;
+    let out = client
+        .submit_many(&specs)
+        .map_err(|e| with_after_hint(e.into(), &base.after))?;
+    let ids: Vec<i64> = out.iter().map(|s| s.id()).collect();
+    if ctx.json {
+        let arr: Vec<_> = ids
+            .iter()
+            .map(|id| serde_json::json!({"id": id, "queue": base.queue, "state": "queued"}))
+            .collect();
+        println!("{}", serde_json::Value::Array(arr));
+    } else if ctx.tty {
+        println!(
+            "queued {} jobs on {}: ids {}–{}",
+            ids.len(),
+            base.queue,
+            ids.first().copied().unwrap_or(0),
+            ids.last().copied().unwrap_or(0)
+        );
+    } else if !ctx.quiet {
+        let mut stdout = std::io::stdout().lock();
+        for id in &ids {
+            let _ = writeln!(stdout, "{id}");
+        }
+    }
+    Ok(0)
+}
+
+/// A job refused for its `--after` dependencies (one missing, failed or cancelled), with the fix
+/// in this command's terms.
+fn with_after_hint(e: CliError, after: &[i64]) -> CliError {
+    if after.is_empty() || !matches!(e.kind(), ErrorKind::NotFound | ErrorKind::Conflict) {
+        return e;
+    }
+    e.with_hint(
+        "every --after ID must be a job that has not failed or been cancelled: `workq retry ID` queues a failed one again, or drop --after ID",
+    )
+}
+
 /// Waits for job `id`, streaming its output; starts a temporary worker if none serves `queue`.
 fn wait_for_one(
     ctx: &Context,
@@ -291,13 +293,53 @@ fn wait_for_one(
     queue: &str,
     interrupts: &Interrupts,
 ) -> CmdResult {
-    let mut ephemeral = None;
-    if client.workers_serving(queue)?.is_empty() {
+    let mut ephemeral = temporary_worker(ctx, client, queue)?;
+    if !ctx.quiet && !ctx.json && ctx.err_tty {
+        eprintln!("workq: job {id} queued; waiting (Ctrl-C to stop waiting)");
+    }
+    let mut tail = LogTail::new(&client.log_dir(), 0);
+    loop {
+        let job = client.get(id)?;
+        if !ctx.json && !ctx.quiet {
+            tail.pump(&job, &mut std::io::stdout(), true);
+        }
+        if job.state.is_terminal() {
+            drop(ephemeral.take());
+            return report_finished(ctx, client, &job);
+        }
+        if interrupts.received().is_some() {
+            let had_temp = ephemeral.is_some();
+            drop(ephemeral.take());
+            return report_interrupted(ctx, client, &mut tail, id, queue, had_temp);
+        }
+        if let Some(w) = ephemeral.as_mut() {
+            if w.exited() {
+                ephemeral = None;
+                client.clean_up_dead_workers()?;
+                if client.live_workers_serving(queue)?.is_empty() {
+                    return Err(CliError::unavailable(format!(
+                        "the temporary worker for queue {queue} exited before job {id} finished"
+                    ))
+                    .with_hint("run `workq worker start` to see why"));
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A worker for the length of this command when no live worker serves `queue`.
+fn temporary_worker(
+    ctx: &Context,
+    client: &workq::Client,
+    queue: &str,
+) -> Result<Option<EphemeralWorker>, CliError> {
+    client.clean_up_dead_workers()?;
+    if client.live_workers_serving(queue)?.is_empty() {
         let exe = std::env::current_exe().map_err(|e| {
-            CliError::new(
-                code::UNAVAILABLE,
-                format!("cannot find the workq executable to start a worker: {e}"),
-            )
+            CliError::unavailable(format!(
+                "cannot find the workq executable to start a worker: {e}"
+            ))
         })?;
         let mut args = vec![
             "--state-dir".to_string(),
@@ -315,102 +357,78 @@ fn wait_for_one(
             "--stop-timeout".to_string(),
             "0s".to_string(),
         ]);
-        let w = workq_runtime::ephemeral::EphemeralWorker::start(&exe, &args).map_err(|e| {
-            CliError::new(
-                code::UNAVAILABLE,
-                format!("cannot start a temporary worker: {e}"),
-            )
-        })?;
+        let w = EphemeralWorker::start(&exe, &args)
+            .map_err(|e| CliError::unavailable(format!("cannot start a temporary worker: {e}")))?;
         if ctx.verbose {
             eprintln!(
                 "workq: no worker serves queue {queue}; started a temporary one (pid {})",
                 w.pid().unwrap_or(0)
             );
         }
-        ephemeral = Some(w);
+        return Ok(Some(w));
     }
-    if !ctx.quiet && !ctx.json && ctx.err_tty {
-        eprintln!("workq: job {id} queued; waiting (Ctrl-C to stop waiting)");
-    }
-    let mut tail = LogTail::new(&client.log_dir(), 0);
-    let mut stdout = std::io::stdout();
-    loop {
-        let job = client.get(id)?;
-        if !ctx.json && !ctx.quiet {
-            tail.pump(&job, &mut stdout, true);
-        }
-        if job.state.is_terminal() {
-            drop(ephemeral.take());
-            let attempts = client.store().attempts(id)?;
-            let signal = attempts.last().and_then(|a| a.signal);
-            if ctx.json {
-                let mut v = crate::render::json::job(&job, Timestamp::now());
-                v["attempts"] = attempts.iter().map(crate::render::json::attempt).collect();
-                println!("{v}");
-            } else if job.state != JobState::Succeeded && !ctx.quiet {
-                eprintln!(
-                    "workq: job {id} {}: {}",
-                    job.state,
-                    job.last_error.as_deref().unwrap_or("no details")
-                );
-            }
-            return Ok(job_exit_status(&job, signal));
-        }
-        if let Some(sig) = interrupts.received() {
-            let had_temp = ephemeral.is_some();
-            drop(ephemeral.take());
-            let job = client.get(id)?;
-            if !ctx.json && !ctx.quiet {
-                tail.pump(&job, &mut stdout, false);
-            }
-            let _ = sig;
-            if job.state.is_terminal() {
-                eprintln!("workq: interrupted; job {id} had already {}", job.state);
-            } else if had_temp {
-                eprintln!(
-                    "workq: interrupted; job {id} is {} again and no worker is running it: cancel it with `workq cancel {id}` or run it with `workq worker start -Q {queue}`",
-                    job.state
-                );
-            } else {
-                eprintln!(
-                    "workq: stopped waiting; job {id} is {} (follow it with `workq logs -f {id}`)",
-                    job.state
-                );
-            }
-            return Ok(code::INTERRUPTED);
-        }
-        if let Some(w) = ephemeral.as_mut() {
-            if w.exited() {
-                ephemeral = None;
-                if client.workers_serving(queue)?.is_empty() {
-                    return Err(CliError::new(
-                        code::UNAVAILABLE,
-                        format!("the temporary worker for queue {queue} exited before job {id} finished"),
-                    )
-                    .hint("run `workq worker start` to see why"));
-                }
-            }
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    Ok(None)
 }
 
-/// Adds what to do when a job given to `--after` is missing or has ended without success.
-fn after_hint(e: workq::Error, after: &[i64]) -> CliError {
-    let dependency = matches!(
-        &e,
-        workq::Error::Store(
-            workq_store::StoreError::NotFound(_) | workq_store::StoreError::Conflict(_)
-        )
-    );
-    let err = CliError::from(e);
-    match after {
-        [] => err,
-        _ if !dependency => err,
-        [dep] => err.hint(format!(
-            "retry job {dep} first (workq retry {dep}), or check the id given to --after"
-        )),
-        _ => err.hint("retry that job first (workq retry ID), or check the ids given to --after"),
+/// The end of a finished job: its attempts in JSON, or why it failed; exits with its status.
+fn report_finished(ctx: &Context, client: &workq::Client, job: &workq::Job) -> CmdResult {
+    let attempts = client.store().attempts(job.id)?;
+    let signal = attempts.last().and_then(|a| a.signal);
+    if ctx.json {
+        let mut v = crate::render::json::job(job, Timestamp::now());
+        v["attempts"] = attempts.iter().map(crate::render::json::attempt).collect();
+        println!("{v}");
+    } else if job.state != JobState::Succeeded && !ctx.quiet {
+        eprintln!(
+            "workq: job {} {}: {}",
+            job.id,
+            job.state,
+            job.last_error.as_deref().unwrap_or("no details")
+        );
+    }
+    Ok(job_exit_status(job, signal))
+}
+
+/// Ctrl-C while waiting: the rest of the output, and where the job stands (`had_temp`: the
+/// temporary worker that ran it has just been stopped, so it is queued again).
+fn report_interrupted(
+    ctx: &Context,
+    client: &workq::Client,
+    tail: &mut LogTail,
+    id: i64,
+    queue: &str,
+    had_temp: bool,
+) -> CmdResult {
+    let job = client.get(id)?;
+    if !ctx.json && !ctx.quiet {
+        tail.pump(&job, &mut std::io::stdout(), false);
+    }
+    if job.state.is_terminal() {
+        eprintln!("workq: interrupted; job {id} had already {}", job.state);
+    } else if had_temp {
+        eprintln!(
+            "workq: interrupted; job {id} is {} again and no worker is running it: cancel it with `workq cancel {id}` or run it with `workq worker start -Q {queue}`",
+            job.state
+        );
+    } else {
+        eprintln!(
+            "workq: stopped waiting; job {id} is {} (follow it with `workq logs -f {id}`)",
+            job.state
+        );
+    }
+    Ok(code::INTERRUPTED)
+}
+
+/// The exit status `submit --wait` reports for a finished job: its own code, 128+N for a signal.
+fn job_exit_status(job: &workq::Job, signal: Option<i32>) -> u8 {
+    match job.state {
+        JobState::Succeeded => 0,
+        JobState::Failed => match (job.exit_code, signal) {
+            (Some(c), _) if (1..=255).contains(&c) => c as u8,
+            (_, Some(s)) if s > 0 => (128 + s).min(255) as u8,
+            _ => 1,
+        },
+        _ => 1,
     }
 }
 

@@ -1,14 +1,16 @@
 //! `workq workers list|cleanup`: the registry of every worker on every host.
 
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::json;
 use workq_core::{format_duration, Timestamp, WorkerRecord};
 use workq_runtime::{control, doorbell, pidfile, procinfo, rescue};
+use workq_store::Store;
 
-use super::parse_dur;
 use crate::context::Context;
-use crate::error::CmdResult;
+use crate::error::{CliError, CmdResult};
+use crate::flag_values;
 use crate::render::{self, table::Table};
 
 /// The worker registry
@@ -31,18 +33,19 @@ pub struct ListArgs {
     #[arg(short, long)]
     all: bool,
     /// Heartbeat age past which a live worker is shown as hung
-    #[arg(long, default_value = "60s", value_name = "DUR")]
-    hung_after: String,
+    #[arg(long, default_value = "60s", value_name = "DUR", value_parser = flag_values::duration)]
+    hung_after: Duration,
 }
 
 /// Clean up after dead workers
 #[derive(clap::Args, Debug)]
 pub struct CleanupArgs {
     /// Registry rows of workers that ended longer ago than this are removed
-    #[arg(long, default_value = "7d", value_name = "DUR")]
-    retention: String,
+    #[arg(long, default_value = "7d", value_name = "DUR", value_parser = flag_values::duration)]
+    retention: Duration,
 }
 
+/// Runs `workq workers …`.
 pub fn run(ctx: &Context, c: Command) -> CmdResult {
     match c {
         Command::List(a) => list(ctx, a),
@@ -51,7 +54,7 @@ pub fn run(ctx: &Context, c: Command) -> CmdResult {
 }
 
 /// The state people see: the registry state refined by liveness on this host.
-pub fn shown_state(w: &WorkerRecord, now: Timestamp, hung_after: Duration) -> String {
+fn shown_state(w: &WorkerRecord, now: Timestamp, hung_after: Duration) -> String {
     procinfo::display_state(
         w,
         &procinfo::hostname(),
@@ -63,7 +66,7 @@ pub fn shown_state(w: &WorkerRecord, now: Timestamp, hung_after: Duration) -> St
 }
 
 fn list(ctx: &Context, a: ListArgs) -> CmdResult {
-    let hung_after = parse_dur("--hung-after", &a.hung_after)?;
+    let hung_after = a.hung_after;
     let Some(client) = ctx.client_if_exists()? else {
         if ctx.json {
             println!("[]");
@@ -73,51 +76,58 @@ fn list(ctx: &Context, a: ListArgs) -> CmdResult {
     let store = client.store();
     let now = store.now();
     let all = store.workers(true)?;
-    let day = Duration::from_secs(24 * 3600);
     let rows: Vec<&WorkerRecord> = if a.all {
         all.iter().collect()
     } else {
-        let mut v: Vec<&WorkerRecord> = Vec::new();
-        for w in &all {
-            if w.state.is_live() {
-                v.push(w);
-                continue;
-            }
-            let latest = all
-                .iter()
-                .filter(|o| o.name == w.name && o.host == w.host)
-                .max_by_key(|o| o.id)
-                .map(|o| o.id);
-            let recent = w.stopped_at.is_none_or(|t| now.since(t) <= day);
-            if latest == Some(w.id) && recent {
-                v.push(w);
-            }
-        }
-        v
+        all.iter().filter(|w| worth_listing(w, &all, now)).collect()
     };
     let states: Vec<String> = rows
         .iter()
         .map(|w| shown_state(w, now, hung_after))
         .collect();
     if ctx.json {
-        let v: Vec<_> = rows
-            .iter()
-            .zip(&states)
-            .map(|(w, s)| {
-                let mut o = render::json::worker(w, s, now);
-                if let Some(obj) = o.as_object_mut() {
-                    obj.insert(
-                        "stopped_at".into(),
-                        json!(w.stopped_at.map(|t| t.to_rfc3339())),
-                    );
-                    obj.insert("stop_reason".into(), json!(w.stop_reason));
-                }
-                o
-            })
-            .collect();
-        println!("{}", serde_json::Value::Array(v));
-        return Ok(0);
+        print_json(&rows, &states, now);
+    } else {
+        print_table(ctx, &rows, &states, now);
     }
+    Ok(0)
+}
+
+/// Live workers, and the latest row of each name that ended in the last day.
+fn worth_listing(w: &WorkerRecord, all: &[WorkerRecord], now: Timestamp) -> bool {
+    if w.state.is_live() {
+        return true;
+    }
+    let latest = all
+        .iter()
+        .filter(|o| o.name == w.name && o.host == w.host)
+        .max_by_key(|o| o.id)
+        .map(|o| o.id);
+    let day = Duration::from_secs(24 * 3600);
+    let recent = w.stopped_at.is_none_or(|t| now.since(t) <= day);
+    latest == Some(w.id) && recent
+}
+
+fn print_json(rows: &[&WorkerRecord], states: &[String], now: Timestamp) {
+    let v: Vec<_> = rows
+        .iter()
+        .zip(states)
+        .map(|(w, s)| {
+            let mut o = render::json::worker(w, s, now);
+            if let Some(obj) = o.as_object_mut() {
+                obj.insert(
+                    "stopped_at".into(),
+                    json!(w.stopped_at.map(|t| t.to_rfc3339())),
+                );
+                obj.insert("stop_reason".into(), json!(w.stop_reason));
+            }
+            o
+        })
+        .collect();
+    println!("{}", serde_json::Value::Array(v));
+}
+
+fn print_table(ctx: &Context, rows: &[&WorkerRecord], states: &[String], now: Timestamp) {
     let mut t = Table::new(&[
         "NAME",
         "ID",
@@ -131,7 +141,7 @@ fn list(ctx: &Context, a: ListArgs) -> CmdResult {
         "UPTIME",
         "HEARTBEAT",
     ]);
-    for (w, s) in rows.iter().zip(&states) {
+    for (w, s) in rows.iter().zip(states) {
         let end = w.stopped_at.unwrap_or(now);
         t.row(vec![
             w.name.clone(),
@@ -158,11 +168,10 @@ fn list(ctx: &Context, a: ListArgs) -> CmdResult {
     } else {
         t.print(ctx.tty);
     }
-    Ok(0)
 }
 
 fn cleanup(ctx: &Context, a: CleanupArgs) -> CmdResult {
-    let retention = parse_dur("--retention", &a.retention)?;
+    let retention = a.retention;
     let Some(client) = ctx.client_if_exists()? else {
         if ctx.json {
             println!("{}", json!({"actions": []}));
@@ -170,9 +179,41 @@ fn cleanup(ctx: &Context, a: CleanupArgs) -> CmdResult {
         return Ok(0);
     };
     let store = client.store();
-    let run_dir = client.state_dir().join("run");
+    let run_dir = client.run_dir();
     let mut actions: Vec<String> = Vec::new();
+    rescue_dead(store, &run_dir, &mut actions)?;
+    remove_stale_pid_files(store, &run_dir, &mut actions)?;
+    remove_stale_sockets(store, &run_dir, &mut actions)?;
+    kill_orphans(store, &mut actions)?;
+    let before = Timestamp(store.now().0 - retention.as_millis() as i64);
+    let pruned = store.prune_workers(before)?;
+    if pruned > 0 {
+        actions.push(format!(
+            "pruned {pruned} registry row(s) of workers that ended over {} ago",
+            format_duration(retention)
+        ));
+    }
+    if ctx.json {
+        println!("{}", json!({"actions": actions}));
+    } else if actions.is_empty() {
+        if !ctx.quiet {
+            println!("nothing to clean up");
+        }
+    } else {
+        for a in &actions {
+            println!("{a}");
+        }
+    }
+    Ok(0)
+}
 
+/// Marks this host's dead workers dead, requeues their jobs (waking the workers) and kills
+/// what is left of those jobs' processes.
+fn rescue_dead(
+    store: &dyn Store,
+    run_dir: &Path,
+    actions: &mut Vec<String>,
+) -> Result<(), CliError> {
     let report = rescue::sweep(store, None)?;
     for (id, name, reason) in &report.dead_workers {
         actions.push(format!("worker {name} (id {id}) marked dead: {reason}"));
@@ -190,11 +231,19 @@ fn cleanup(ctx: &Context, a: CleanupArgs) -> CmdResult {
         ));
     }
     if !report.rescued.is_empty() {
-        doorbell::ring_all(&run_dir);
+        doorbell::ring_all(run_dir);
     }
+    Ok(())
+}
 
-    for (name, path) in pidfile::list(&run_dir) {
-        let note = match control::find(store, &run_dir, &name)? {
+/// Removes PID files whose worker is gone; leaves alone those that may name a live process.
+fn remove_stale_pid_files(
+    store: &dyn Store,
+    run_dir: &Path,
+    actions: &mut Vec<String>,
+) -> Result<(), CliError> {
+    for (name, path) in pidfile::list(run_dir) {
+        let note = match control::find(store, run_dir, &name)? {
             control::Found::NotRunning(Some(note)) => note,
             control::Found::Unsure(note) => {
                 actions.push(format!("left alone: {note}"));
@@ -208,9 +257,17 @@ fn cleanup(ctx: &Context, a: CleanupArgs) -> CmdResult {
             Err(e) => actions.push(format!("could not remove {}: {e}", path.display())),
         }
     }
+    Ok(())
+}
 
+/// Removes the control sockets of workers that are no longer live.
+fn remove_stale_sockets(
+    store: &dyn Store,
+    run_dir: &Path,
+    actions: &mut Vec<String>,
+) -> Result<(), CliError> {
     let live: Vec<i64> = store.workers(false)?.iter().map(|w| w.id).collect();
-    if let Ok(dir) = std::fs::read_dir(&run_dir) {
+    if let Ok(dir) = std::fs::read_dir(run_dir) {
         for e in dir.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             let Some(id) = name
@@ -228,10 +285,13 @@ fn cleanup(ctx: &Context, a: CleanupArgs) -> CmdResult {
             }
         }
     }
+    Ok(())
+}
 
-    // Job processes of this store whose attempt is not running any more (escaped a killed
-    // group, or outlived a worker that was cleaned up): the environment marker proves whose
-    // they are, so nothing else is ever touched.
+/// Kills job processes of this store whose attempt is not running any more (escaped a killed
+/// group, or outlived a worker that was cleaned up): the environment marker proves whose they
+/// are, so nothing else is ever touched.
+fn kill_orphans(store: &dyn Store, actions: &mut Vec<String>) -> Result<(), CliError> {
     // Processes first, the store second: a job is running in the store before its process
     // exists, so one that starts in between is known by the time we compare.
     let store_id = store.store_id()?;
@@ -254,25 +314,5 @@ fn cleanup(ctx: &Context, a: CleanupArgs) -> CmdResult {
             ));
         }
     }
-
-    let before = Timestamp(store.now().0 - retention.as_millis() as i64);
-    let pruned = store.prune_workers(before)?;
-    if pruned > 0 {
-        actions.push(format!(
-            "pruned {pruned} registry row(s) of workers that ended over {} ago",
-            format_duration(retention)
-        ));
-    }
-    if ctx.json {
-        println!("{}", json!({"actions": actions}));
-    } else if actions.is_empty() {
-        if !ctx.quiet {
-            println!("nothing to clean up");
-        }
-    } else {
-        for a in &actions {
-            println!("{a}");
-        }
-    }
-    Ok(0)
+    Ok(())
 }

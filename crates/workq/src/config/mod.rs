@@ -1,4 +1,4 @@
-//! Layered configuration with provenance (DESIGN §5): built-in defaults < /etc/workq/config.toml
+//! Layered configuration with provenance (ARCHITECTURE.md §6): built-in defaults < /etc/workq/config.toml
 //! < user file < project file < `WORKQ_<SECTION>__<KEY>` variables < command-line flags. Every
 //! value remembers where it came from, for `config show --sources` and the worker's start line.
 

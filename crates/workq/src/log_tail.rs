@@ -1,31 +1,10 @@
-//! Shared by commands that watch jobs: following a log file, and Ctrl-C as a message.
+//! Following a job's log across its attempts, for `logs -f` and `submit --wait`.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Receiver};
 
 use workq_core::Job;
-
-/// Ctrl-C, SIGTERM and SIGHUP, collected instead of killing the process.
-pub struct Interrupts {
-    rx: Receiver<libc::c_int>,
-}
-
-impl Interrupts {
-    /// Starts collecting; call before starting any thread or child.
-    pub fn install() -> Self {
-        workq_runtime::signals::block_terminating();
-        let (tx, rx) = mpsc::channel();
-        workq_runtime::signals::forward_terminating(tx, |s| s);
-        Interrupts { rx }
-    }
-
-    /// The signal received since the last call, if any.
-    pub fn received(&self) -> Option<libc::c_int> {
-        self.rx.try_recv().ok()
-    }
-}
 
 /// Follows one job's log across attempts, printing new bytes as they arrive.
 pub struct LogTail {
@@ -81,18 +60,5 @@ impl LogTail {
             }
         }
         let _ = out.flush();
-    }
-}
-
-/// The exit status `submit --wait` reports for a finished job: its own code, 128+N for a signal.
-pub fn job_exit_status(job: &Job, signal: Option<i32>) -> u8 {
-    match job.state {
-        workq_core::JobState::Succeeded => 0,
-        workq_core::JobState::Failed => match (job.exit_code, signal) {
-            (Some(c), _) if (1..=255).contains(&c) => c as u8,
-            (_, Some(s)) if s > 0 => (128 + s).min(255) as u8,
-            _ => 1,
-        },
-        _ => 1,
     }
 }
