@@ -23,7 +23,7 @@ pub enum Report {
     },
     /// It failed, with the exit code it uses and the reason.
     Error {
-        /// Exit code category (DESIGN §6).
+        /// Exit code category (ARCHITECTURE.md §7).
         code: u8,
         /// What went wrong.
         message: String,
@@ -42,7 +42,7 @@ impl Report {
         let rest = line.strip_prefix("error ")?;
         let (code, message) = rest.split_once(' ').unwrap_or((rest, ""));
         Some(Report::Error {
-            code: code.parse().unwrap_or(1),
+            code: code.parse().unwrap_or(workq_core::exit::JOB_FAILED),
             message: message.to_string(),
         })
     }

@@ -330,6 +330,13 @@ fn global_args(ctx: &Context) -> Vec<OsString> {
     v
 }
 
+/// This binary's command line for the hidden `worker SUBCOMMAND` (`_monitor` or `_run`).
+fn own_command(exe: PathBuf, ctx: &Context, subcommand: &str) -> daemon::CommandLine {
+    let mut args = global_args(ctx);
+    args.extend(["worker", subcommand].map(OsString::from));
+    daemon::CommandLine { program: exe, args }
+}
+
 fn already_running(name: &str, found: &Found) -> CliError {
     let pid = match found {
         Found::Running(r) => format!(" (pid {})", r.worker.pid),
@@ -428,8 +435,7 @@ pub(crate) fn start_daemon(ctx: &Context, settings: WorkerSettings) -> CmdResult
     })?;
     let quiet = ctx.quiet || ctx.json;
     let launched = daemon::launch(
-        &exe,
-        &global_args(ctx),
+        &own_command(exe, ctx, "_monitor"),
         &settings,
         Duration::from_secs(30),
         &mut |msg| {
@@ -515,8 +521,7 @@ fn monitor(ctx: &Context) -> CmdResult {
     let code = workq_runtime::monitor::run_monitor(
         client.store(),
         &settings,
-        &exe,
-        &global_args(ctx),
+        &own_command(exe, ctx, "_run"),
         &run_dir,
         ready,
     );
