@@ -1,5 +1,5 @@
 //! The worker: claim up to the free slots, run each job as a child process group, finish it,
-//! heartbeat, sweep for dead workers, and drain cleanly on SIGTERM/SIGINT.
+//! heartbeat, sweep for dead workers, and drain cleanly on SIGTERM, SIGINT or SIGHUP.
 //!
 //! [`run_worker`] registers the worker and runs its event loop (`event_loop`) on the calling
 //! thread; slot threads (`slots`) start and watch the jobs; the loop's choices are pure
