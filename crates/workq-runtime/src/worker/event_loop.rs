@@ -136,6 +136,8 @@ impl<'a> Loop<'a> {
         if let Err(e) = self.store.heartbeat(self.id, state) {
             self.log.error(format_args!("heartbeat failed: {e}"));
         }
+        // The periods count from the end of that first round, however long it took.
+        self.agenda = Agenda::new(Instant::now(), self.opts.poll, self.opts.heartbeat);
         let mut ready = Some(on_ready);
         loop {
             let now = Instant::now();
