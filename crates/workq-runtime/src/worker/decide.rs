@@ -64,8 +64,9 @@ pub(super) fn claim_limit(free: u32, draining: bool, paused: bool, fenced: bool)
 }
 
 /// Whether results held back for a group commit go out now. While other jobs run, they wait
-/// until `deadline` for more exits to share the commit (and its fsync); with none running, no
-/// exit can come, and while draining nothing is claimed that could delay them, so they go at once.
+/// until `deadline` for more exits to share the commit (and its fsync). With none running no
+/// exit can come to share it, and while draining the worker only waits to record what is left
+/// before it exits: then they go at once.
 pub(super) fn commit_now(
     draining: bool,
     jobs_running: bool,
