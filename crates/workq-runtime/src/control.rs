@@ -131,37 +131,7 @@ pub fn find(store: &dyn Store, run_dir: &Path, name: &str) -> Result<Found, Stor
         Probe::Live {
             info: Some(info),
             problem: None,
-        } => {
-            // The lock proves its holder lives; the pids in the file are trusted only if the
-            // holder is one of them or the registry knows the worker by pid and start time.
-            let holder = workq_store::lock_holder(&path);
-            let mut r = running_from_info(&info);
-            let registered = registered(store, &info)?;
-            // The monitor is the lock holder, or (when /proc/locks does not say) the live
-            // process of that identity whose child is the worker.
-            let child_of_monitor = info.monitor_pid.is_some()
-                && procinfo::parent_pid(info.pid) == info.monitor_pid;
-            let monitor_ok = info.monitor_alive()
-                && (holder == info.monitor_pid || (holder.is_none() && child_of_monitor));
-            let worker_ok = registered
-                || (holder.is_some() && holder == Some(info.pid))
-                || (monitor_ok && child_of_monitor);
-            if !worker_ok {
-                r.worker.start_time = 0;
-            }
-            if !monitor_ok {
-                r.monitor = None;
-            }
-            if r.monitor.is_none() && r.worker.start_time == 0 && !registered {
-                Found::Unsure(format!(
-                    "PID file {} is locked by a live process{} but names pids that do not match it; nothing will be signalled on its word",
-                    path.display(),
-                    holder.map(|h| format!(" (pid {h})")).unwrap_or_default()
-                ))
-            } else {
-                Found::Running(Box::new(r))
-            }
-        }
+        } => from_locked_file(store, &path, &info)?,
         Probe::Orphan(info) => {
             if registered(store, &info)? {
                 Found::Running(Box::new(running_from_info(&info)))
@@ -189,6 +159,39 @@ pub fn find(store: &dyn Store, run_dir: &Path, name: &str) -> Result<Found, Stor
             ))
         }),
     })
+}
+
+/// The worker that the locked, well-formed PID file at `path` names, keeping only the
+/// processes that prove to be what the file says.
+fn from_locked_file(store: &dyn Store, path: &Path, info: &PidInfo) -> Result<Found, StoreError> {
+    // The lock proves its holder lives; the pids in the file are trusted only if the
+    // holder is one of them or the registry knows the worker by pid and start time.
+    let holder = workq_store::lock_holder(path);
+    let mut r = running_from_info(info);
+    let registered = registered(store, info)?;
+    // The monitor is the lock holder, or (when /proc/locks does not say) the live
+    // process of that identity whose child is the worker.
+    let child_of_monitor =
+        info.monitor_pid.is_some() && procinfo::parent_pid(info.pid) == info.monitor_pid;
+    let monitor_ok = info.monitor_alive()
+        && (holder == info.monitor_pid || (holder.is_none() && child_of_monitor));
+    let worker_ok = registered
+        || (holder.is_some() && holder == Some(info.pid))
+        || (monitor_ok && child_of_monitor);
+    if !worker_ok {
+        r.worker.start_time = 0;
+    }
+    if !monitor_ok {
+        r.monitor = None;
+    }
+    if r.monitor.is_none() && r.worker.start_time == 0 && !registered {
+        return Ok(Found::Unsure(format!(
+            "PID file {} is locked by a live process{} but names pids that do not match it; nothing will be signalled on its word",
+            path.display(),
+            holder.map(|h| format!(" (pid {h})")).unwrap_or_default()
+        )));
+    }
+    Ok(Found::Running(Box::new(r)))
 }
 
 /// How a stop ended.
@@ -226,15 +229,7 @@ pub fn stop(
     let path = pidfile::path_for(run_dir, name);
     let r = match find(store, run_dir, name)? {
         Found::NotRunning(note) => {
-            match note {
-                Some(n) => {
-                    say(format!("worker {name} is not running: {n}"));
-                    if matches!(pidfile::remove_if_unlocked(&path), Ok(true)) {
-                        say(format!("removed {}", path.display()));
-                    }
-                }
-                None => say(format!("worker {name} is not running (no PID file)")),
-            }
+            say_not_running(name, &path, note, say);
             return Ok(Stopped::NotRunning);
         }
         Found::Unsure(why) => {
@@ -245,8 +240,63 @@ pub fn stop(
     };
     let timeout = timeout.unwrap_or_else(|| default_stop_timeout(r.settings.as_ref()));
     let worker = (r.worker.start_time != 0).then_some(r.worker);
-    let first = r.monitor.or(worker);
-    match first {
+    ask_to_stop(name, &r, worker, timeout, say);
+    let far = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
+    let deadline = Instant::now().checked_add(timeout).unwrap_or(far);
+    if wait_gone(worker, r.monitor, deadline, Duration::from_millis(25)) {
+        say(format!("worker {name} stopped"));
+        remove_pid_file(&path, say);
+        return Ok(Stopped::Gracefully);
+    }
+    say(format!(
+        "worker {name} still running after {}: sending SIGKILL",
+        format_duration(timeout)
+    ));
+    let (worker, worker_id) = kill(store, run_dir, name, &r, worker, say);
+    let until = Instant::now() + Duration::from_secs(5);
+    if !wait_gone(worker, r.monitor, until, Duration::from_millis(10)) {
+        say(format!(
+            "worker {name} is still alive after SIGKILL; its jobs stay with it (run `workq workers cleanup` once it is gone)"
+        ));
+        return Ok(Stopped::Refused);
+    }
+    if let Ok(Found::Running(other)) = find(store, run_dir, name) {
+        say(format!(
+            "PID file {} is still held (pid {}): some process of worker {name} that could not be verified lives on; its jobs are left alone",
+            path.display(),
+            other.worker.pid
+        ));
+        return Ok(Stopped::Refused);
+    }
+    if let Some(id) = worker_id {
+        requeue_jobs(store, run_dir, id, timeout, say)?;
+    }
+    remove_pid_file(&path, say);
+    Ok(Stopped::Killed)
+}
+
+/// Says why `name` needs no stop, removing a stale PID file.
+fn say_not_running(name: &str, path: &Path, note: Option<String>, say: &mut dyn FnMut(String)) {
+    match note {
+        Some(n) => {
+            say(format!("worker {name} is not running: {n}"));
+            if matches!(pidfile::remove_if_unlocked(path), Ok(true)) {
+                say(format!("removed {}", path.display()));
+            }
+        }
+        None => say(format!("worker {name} is not running (no PID file)")),
+    }
+}
+
+/// SIGTERM to the monitor, or to the worker if it has none: the start of a graceful drain.
+fn ask_to_stop(
+    name: &str,
+    r: &Running,
+    worker: Option<Target>,
+    timeout: Duration,
+    say: &mut dyn FnMut(String),
+) {
+    match r.monitor.or(worker) {
         Some(t) => {
             procinfo::signal_verified(t.pid, t.start_time, libc::SIGTERM);
             say(format!(
@@ -258,25 +308,18 @@ pub fn stop(
         }
         None => say(format!("worker {name}: no live process found")),
     }
-    let far = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
-    let deadline = Instant::now().checked_add(timeout).unwrap_or(far);
-    let gone = |worker: Option<Target>| {
-        !worker.is_some_and(Target::alive) && !r.monitor.is_some_and(Target::alive)
-    };
-    while !gone(worker) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    if gone(worker) {
-        say(format!("worker {name} stopped"));
-        remove_pid_file(&path, say);
-        return Ok(Stopped::Gracefully);
-    }
-    say(format!(
-        "worker {name} still running after {}: sending SIGKILL",
-        format_duration(timeout)
-    ));
-    // The monitor may have restarted the worker since we looked: kill the one it has now.
-    let mut worker = worker;
+}
+
+/// SIGKILL to the worker and its monitor; returns the worker killed and its registry id. The
+/// monitor may have restarted the worker since `r` was found: the one it has now is killed.
+fn kill(
+    store: &dyn Store,
+    run_dir: &Path,
+    name: &str,
+    r: &Running,
+    mut worker: Option<Target>,
+    say: &mut dyn FnMut(String),
+) -> (Option<Target>, Option<WorkerId>) {
     let mut worker_id = r.worker_id;
     if let Ok(Found::Running(now)) = find(store, run_dir, name) {
         if now.worker.start_time != 0 && Some(now.worker) != worker {
@@ -292,56 +335,61 @@ pub fn stop(
             }
         }
     }
-    let until = Instant::now() + Duration::from_secs(5);
-    while !gone(worker) && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(10));
+    (worker, worker_id)
+}
+
+/// Waits until neither `worker` nor `monitor` lives, looking every `every`, until `deadline`;
+/// true if they are gone. (They are not our children: there is no exit to wait for.)
+fn wait_gone(
+    worker: Option<Target>,
+    monitor: Option<Target>,
+    deadline: Instant,
+    every: Duration,
+) -> bool {
+    let gone = || !worker.is_some_and(Target::alive) && !monitor.is_some_and(Target::alive);
+    while !gone() && Instant::now() < deadline {
+        std::thread::sleep(every);
     }
-    if !gone(worker) {
-        say(format!(
-            "worker {name} is still alive after SIGKILL; its jobs stay with it (run `workq workers cleanup` once it is gone)"
-        ));
-        return Ok(Stopped::Refused);
-    }
-    if let Ok(Found::Running(other)) = find(store, run_dir, name) {
-        say(format!(
-            "PID file {} is still held (pid {}): some process of worker {name} that could not be verified lives on; its jobs are left alone",
-            path.display(),
-            other.worker.pid
-        ));
-        return Ok(Stopped::Refused);
-    }
-    if let Some(id) = worker_id {
-        for a in store.running_attempts(id)? {
-            let killed = procinfo::kill_attempt_leftovers(procinfo::Marker {
-                job: a.job_id,
-                attempt: a.attempt,
-                lease: a.lease,
-            });
-            if killed > 0 {
-                say(format!(
-                    "job {}: killed {killed} process(es) of attempt {}",
-                    a.job_id, a.attempt
-                ));
-            }
-            crate::rescue::remove_container(store, a.job_id, a.attempt);
-        }
-        let reason = format!(
-            "killed by `workq worker stop` after {}",
-            format_duration(timeout)
-        );
-        let rescued = store.rescue_worker(id, &reason, RescueKind::Interrupted)?;
-        for j in &rescued {
+    gone()
+}
+
+/// After a kill: kills what is left of the worker's jobs and puts them back in the queue.
+fn requeue_jobs(
+    store: &dyn Store,
+    run_dir: &Path,
+    id: WorkerId,
+    timeout: Duration,
+    say: &mut dyn FnMut(String),
+) -> Result<(), StoreError> {
+    for a in store.running_attempts(id)? {
+        let killed = procinfo::kill_attempt_leftovers(procinfo::Marker {
+            job: a.job_id,
+            attempt: a.attempt,
+            lease: a.lease,
+        });
+        if killed > 0 {
             say(format!(
-                "job {}: back in the queue ({})",
-                j.job_id, j.new_state
+                "job {}: killed {killed} process(es) of attempt {}",
+                a.job_id, a.attempt
             ));
         }
-        if !rescued.is_empty() {
-            doorbell::ring_all(run_dir);
-        }
+        crate::rescue::remove_container(store, a.job_id, a.attempt);
     }
-    remove_pid_file(&path, say);
-    Ok(Stopped::Killed)
+    let reason = format!(
+        "killed by `workq worker stop` after {}",
+        format_duration(timeout)
+    );
+    let rescued = store.rescue_worker(id, &reason, RescueKind::Interrupted)?;
+    for j in &rescued {
+        say(format!(
+            "job {}: back in the queue ({})",
+            j.job_id, j.new_state
+        ));
+    }
+    if !rescued.is_empty() {
+        doorbell::ring_all(run_dir);
+    }
+    Ok(())
 }
 
 fn remove_pid_file(path: &Path, say: &mut dyn FnMut(String)) {

@@ -1,16 +1,38 @@
-//! `worker start --daemon`: re-execute the binary as a monitor in its own session, with stdin
-//! from /dev/null and output to the worker log, and wait on a readiness pipe until the worker
-//! is registered and claiming. Never `fork()` a process that may have threads.
+//! `worker start --daemon`: start a monitor (with the command line the caller gives, normally
+//! the running binary) in its own session, with stdin from /dev/null and output to the worker
+//! log, and wait on a readiness pipe until the worker is registered and claiming. Never
+//! `fork()` a process that may have threads.
 
 use std::ffi::OsString;
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::os::unix::io::AsRawFd;
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+use workq_core::exit;
 
 use crate::ready::{self, Report, Waited};
 use crate::{logger, spawn, WorkerSettings, SETTINGS_ENV};
+
+/// How to start one of a daemon's processes: the caller's program and the arguments that make
+/// it a monitor or a worker (this crate does not know the command line's grammar).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandLine {
+    /// The program (normally the running executable).
+    pub program: PathBuf,
+    /// Its arguments.
+    pub args: Vec<OsString>,
+}
+
+impl CommandLine {
+    /// A command for it, to which the starter adds environment and descriptors.
+    pub(crate) fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.program);
+        cmd.args(&self.args);
+        cmd
+    }
+}
 
 /// A daemon that reported ready.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,7 +50,7 @@ pub struct Launched {
 /// Why a daemon did not start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LaunchError {
-    /// Exit code category (DESIGN §6).
+    /// Exit code category (ARCHITECTURE.md §7).
     pub code: u8,
     /// The reason, in one sentence.
     pub reason: String,
@@ -41,19 +63,18 @@ pub struct LaunchError {
 /// Attempts at starting a daemon before giving up.
 pub const START_ATTEMPTS: u32 = 3;
 
-/// Starts `exe <global_args> worker _monitor` for `settings` and waits until its worker is
-/// ready, retrying a failed start up to [`START_ATTEMPTS`] times. `say` hears each failed
-/// attempt. Errors a retry cannot fix (usage, already running) are not retried.
+/// Starts a monitor with `monitor` for `settings` and waits until its worker is ready,
+/// retrying a failed start up to [`START_ATTEMPTS`] times. `say` hears each failed attempt.
+/// Errors a retry cannot fix (usage, not found, already running) are not retried.
 pub fn launch(
-    exe: &Path,
-    global_args: &[OsString],
+    monitor: &CommandLine,
     settings: &WorkerSettings,
     ready_timeout: Duration,
     say: &mut dyn FnMut(&str),
 ) -> Result<Launched, LaunchError> {
     let mut last = None;
     for attempt in 1..=START_ATTEMPTS {
-        match launch_once(exe, global_args, settings, ready_timeout) {
+        match launch_once(monitor, settings, ready_timeout) {
             Ok((monitor_pid, worker_pid, worker_id)) => {
                 return Ok(Launched {
                     worker_pid,
@@ -63,7 +84,8 @@ pub fn launch(
                 })
             }
             Err((code, reason)) => {
-                let retry = !matches!(code, 2..=4) && attempt < START_ATTEMPTS;
+                let retry = !matches!(code, exit::USAGE | exit::NOT_FOUND | exit::CONFLICT)
+                    && attempt < START_ATTEMPTS;
                 if retry {
                     say(&format!(
                         "start attempt {attempt} of {START_ATTEMPTS} failed: {reason}; trying again"
@@ -82,7 +104,7 @@ pub fn launch(
             }
         }
     }
-    let (code, reason) = last.unwrap_or((1, "unknown failure".into()));
+    let (code, reason) = last.unwrap_or((exit::JOB_FAILED, "unknown failure".into()));
     Err(LaunchError {
         code,
         reason,
@@ -91,43 +113,64 @@ pub fn launch(
     })
 }
 
+/// Starts one monitor and waits for its report: (monitor pid, worker pid, worker id), or an
+/// exit code and the reason.
 fn launch_once(
-    exe: &Path,
-    global_args: &[OsString],
+    monitor: &CommandLine,
     settings: &WorkerSettings,
     ready_timeout: Duration,
 ) -> Result<(i32, i32, i64), (u8, String)> {
-    let log = settings.log_file.clone();
-    if let Some(dir) = log.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            (
-                5,
-                format!("cannot create log directory {}: {e}", dir.display()),
-            )
-        })?;
-    }
-    let out = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log)
-        .map_err(|e| (5, format!("cannot open worker log {}: {e}", log.display())))?;
-    let err = out
-        .try_clone()
-        .map_err(|e| (5, format!("cannot open worker log {}: {e}", log.display())))?;
-    let pipe = ready::pipe().map_err(|e| (5, format!("cannot create a pipe: {e}")))?;
-    let mut cmd = Command::new(exe);
-    cmd.args(global_args)
-        .args(["worker", "_monitor"])
-        .env(SETTINGS_ENV, settings.to_json())
+    let (out, err) = open_log(settings)?;
+    let pipe =
+        ready::pipe().map_err(|e| (exit::UNAVAILABLE, format!("cannot create a pipe: {e}")))?;
+    let mut cmd = monitor.command();
+    cmd.env(SETTINGS_ENV, settings.to_json())
         .env(ready::READY_FD_ENV, "3")
         .stdin(Stdio::null())
         .stdout(Stdio::from(out))
         .stderr(Stdio::from(err));
-    let mut child = spawn::spawn_with_fd3(cmd, true, 0, pipe.write.as_raw_fd())
-        .map_err(|e| (5, format!("cannot start {}: {e}", exe.display())))?;
+    let child = spawn::spawn_with_fd3(cmd, true, 0, pipe.write.as_raw_fd()).map_err(|e| {
+        let program = monitor.program.display();
+        (exit::UNAVAILABLE, format!("cannot start {program}: {e}"))
+    })?;
     drop(pipe.write);
-    let monitor_pid = child.id() as i32;
     let outcome = ready::wait_report(&pipe.read, ready_timeout);
+    judge(child, outcome, ready_timeout)
+}
+
+/// The worker log, opened twice to be the monitor's stdout and stderr.
+fn open_log(settings: &WorkerSettings) -> Result<(File, File), (u8, String)> {
+    let log = &settings.log_file;
+    if let Some(dir) = log.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            (
+                exit::UNAVAILABLE,
+                format!("cannot create log directory {}: {e}", dir.display()),
+            )
+        })?;
+    }
+    let cannot_open = |e: std::io::Error| {
+        (
+            exit::UNAVAILABLE,
+            format!("cannot open worker log {}: {e}", log.display()),
+        )
+    };
+    let out = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(cannot_open)?;
+    let err = out.try_clone().map_err(cannot_open)?;
+    Ok((out, err))
+}
+
+/// What the monitor's report (or its silence) means for the start.
+fn judge(
+    mut child: Child,
+    outcome: Waited,
+    ready_timeout: Duration,
+) -> Result<(i32, i32, i64), (u8, String)> {
+    let monitor_pid = child.id() as i32;
     match outcome {
         Waited::Got(Some(Report::Ready { pid, worker_id })) => {
             // The monitor lives on in its own session; it is reparented when we exit.
@@ -141,7 +184,7 @@ fn launch_once(
         Waited::Got(None) | Waited::Closed => {
             let status = child.wait().ok();
             Err((
-                1,
+                exit::JOB_FAILED,
                 format!(
                     "the worker's monitor exited ({}) before the worker was ready",
                     status
@@ -157,7 +200,7 @@ fn launch_once(
             }
             let _ = child.wait();
             Err((
-                1,
+                exit::JOB_FAILED,
                 format!(
                     "the worker was not ready after {}",
                     workq_core::format_duration(ready_timeout)

@@ -9,8 +9,9 @@ pub struct EphemeralWorker {
 }
 
 impl EphemeralWorker {
-    /// Starts `exe worker start <args>` with its output discarded except errors; it gets SIGTERM
-    /// if this process dies first, so it never outlives the command that started it.
+    /// Starts `exe args` (the caller's command line for a temporary worker) with its output
+    /// discarded except errors; it gets SIGTERM if this process dies first, so it never
+    /// outlives the command that started it.
     pub fn start(exe: &Path, args: &[String]) -> std::io::Result<EphemeralWorker> {
         let mut cmd = Command::new(exe);
         cmd.args(args)

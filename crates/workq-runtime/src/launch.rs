@@ -146,11 +146,43 @@ pub fn environment(set: &[(&str, &str)], remove: &[&str]) -> Vec<(OsString, OsSt
 /// Starts the plan and returns the child's pid (also its process group with `new_session`).
 #[cfg(target_os = "linux")]
 pub fn launch(plan: &Plan) -> io::Result<libc::pid_t> {
-    use std::ptr::null;
+    let (fds, moved) = above_stdio(plan.fds)?;
+    let ptrs = ChildPointers::new(plan);
+    let mut args = ChildArgs {
+        attempts: ptrs.attempts.as_ptr(),
+        n_attempts: ptrs.attempts.len(),
+        envp: ptrs.envp.as_ptr(),
+        cwd: plan.cwd.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()),
+        fds,
+        new_session: plan.new_session,
+        death_signal: plan.death_signal,
+        // SAFETY: no preconditions.
+        parent: unsafe { libc::getpid() },
+        err: 0,
+    };
+    let pid = clone_vfork(&mut args);
+    drop(moved);
+    let pid = pid?;
+    // SAFETY: the child has exec'd or exited; it wrote `err` before exiting.
+    let err = unsafe { std::ptr::read_volatile(&args.err) };
+    if err != 0 {
+        // It exited without exec: reap it.
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        while unsafe { libc::waitpid(pid, &mut status, 0) } < 0
+            && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
+        {}
+        return Err(io::Error::from_raw_os_error(err));
+    }
+    Ok(pid)
+}
 
-    // Move any descriptor that sits on 0–2 out of the way, so the dup2 calls cannot clobber it.
+/// `fds` with any descriptor that sits on 0–2 moved out of the way (the copies are returned to
+/// be closed after the clone), so the child's dup2 calls cannot clobber one with another.
+#[cfg(target_os = "linux")]
+fn above_stdio(mut fds: [RawFd; 3]) -> io::Result<([RawFd; 3], Vec<std::os::fd::OwnedFd>)> {
+    use std::os::fd::{FromRawFd, OwnedFd};
     let mut owned = Vec::new();
-    let mut fds = plan.fds;
     for fd in fds.iter_mut() {
         if *fd < 3 {
             // SAFETY: duplicating a descriptor we were given.
@@ -159,56 +191,72 @@ pub fn launch(plan: &Plan) -> io::Result<libc::pid_t> {
                 return Err(io::Error::last_os_error());
             }
             // SAFETY: `moved` is a fresh descriptor that we own.
-            owned.push(unsafe {
-                <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(moved)
-            });
+            owned.push(unsafe { OwnedFd::from_raw_fd(moved) });
             *fd = moved;
         }
     }
+    Ok((fds, owned))
+}
 
-    let ptrs = |v: &[CString]| -> Vec<*const libc::c_char> {
-        v.iter()
-            .map(|c| c.as_ptr())
-            .chain(std::iter::once(null()))
-            .collect()
-    };
-    let cand_ptrs: Vec<Vec<*const libc::c_char>> =
-        plan.attempts.iter().map(|a| ptrs(&a.candidates)).collect();
-    let argv_ptrs: Vec<Vec<*const libc::c_char>> =
-        plan.attempts.iter().map(|a| ptrs(&a.argv)).collect();
-    // For a candidate without `#!` (ENOEXEC), execvp runs it with /bin/sh: ["sh", path, args…].
-    // Slot 1 is filled in by the child.
-    let mut script_ptrs: Vec<Vec<*const libc::c_char>> = plan
-        .attempts
-        .iter()
-        .map(|a| {
-            let mut v: Vec<*const libc::c_char> = vec![SH.as_ptr().cast(), null()];
-            v.extend(a.argv.iter().skip(1).map(|c| c.as_ptr()));
-            v.push(null());
-            v
-        })
-        .collect();
-    let attempts: Vec<ChildAttempt> = (0..plan.attempts.len())
-        .map(|i| ChildAttempt {
-            candidates: cand_ptrs[i].as_ptr(),
-            argv: argv_ptrs[i].as_ptr(),
-            script_argv: script_ptrs[i].as_mut_ptr(),
-        })
-        .collect();
-    let envp = ptrs(&plan.envp);
-    let mut args = ChildArgs {
-        attempts: attempts.as_ptr(),
-        n_attempts: attempts.len(),
-        envp: envp.as_ptr(),
-        cwd: plan.cwd.as_ref().map_or(null(), |c| c.as_ptr()),
-        fds,
-        new_session: plan.new_session,
-        death_signal: plan.death_signal,
-        // SAFETY: no preconditions.
-        parent: unsafe { libc::getpid() },
-        err: 0,
-    };
+/// The NULL-terminated pointer arrays the child reads, built before the clone. They point into
+/// the plan's strings, and [`ChildAttempt`] points into them: all must live until it returns.
+#[cfg(target_os = "linux")]
+struct ChildPointers {
+    _candidates: Vec<Vec<*const libc::c_char>>,
+    _argv: Vec<Vec<*const libc::c_char>>,
+    _script_argv: Vec<Vec<*const libc::c_char>>,
+    attempts: Vec<ChildAttempt>,
+    envp: Vec<*const libc::c_char>,
+}
 
+#[cfg(target_os = "linux")]
+impl ChildPointers {
+    fn new(plan: &Plan) -> ChildPointers {
+        use std::ptr::null;
+        let ptrs = |v: &[CString]| -> Vec<*const libc::c_char> {
+            v.iter()
+                .map(|c| c.as_ptr())
+                .chain(std::iter::once(null()))
+                .collect()
+        };
+        let candidates: Vec<Vec<*const libc::c_char>> =
+            plan.attempts.iter().map(|a| ptrs(&a.candidates)).collect();
+        let argv: Vec<Vec<*const libc::c_char>> =
+            plan.attempts.iter().map(|a| ptrs(&a.argv)).collect();
+        // For a candidate without `#!` (ENOEXEC), execvp runs it with /bin/sh: ["sh", path,
+        // args…]. Slot 1 is filled in by the child.
+        let mut script_argv: Vec<Vec<*const libc::c_char>> = plan
+            .attempts
+            .iter()
+            .map(|a| {
+                let mut v: Vec<*const libc::c_char> = vec![SH.as_ptr().cast(), null()];
+                v.extend(a.argv.iter().skip(1).map(|c| c.as_ptr()));
+                v.push(null());
+                v
+            })
+            .collect();
+        // Moving the outer vectors below leaves the inner buffers where they are.
+        let attempts = (0..plan.attempts.len())
+            .map(|i| ChildAttempt {
+                candidates: candidates[i].as_ptr(),
+                argv: argv[i].as_ptr(),
+                script_argv: script_argv[i].as_mut_ptr(),
+            })
+            .collect();
+        ChildPointers {
+            _candidates: candidates,
+            _argv: argv,
+            _script_argv: script_argv,
+            attempts,
+            envp: ptrs(&plan.envp),
+        }
+    }
+}
+
+/// Clones a child that shares our memory and runs [`child_main`] on a stack of its own; we
+/// sleep until it has called exec (or exited). Returns its pid.
+#[cfg(target_os = "linux")]
+fn clone_vfork(args: &mut ChildArgs) -> io::Result<libc::pid_t> {
     const STACK: usize = 64 * 1024;
     // SAFETY: a private anonymous mapping, unmapped below.
     let stack = unsafe {
@@ -244,7 +292,7 @@ pub fn launch(plan: &Plan) -> io::Result<libc::pid_t> {
             child_main,
             top.cast(),
             libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-            (&mut args as *mut ChildArgs).cast(),
+            (args as *mut ChildArgs).cast(),
         );
         let clone_err = io::Error::last_os_error();
         libc::syscall(
@@ -257,20 +305,8 @@ pub fn launch(plan: &Plan) -> io::Result<libc::pid_t> {
         libc::munmap(stack, STACK);
         (pid, clone_err)
     };
-    drop(owned);
     if pid < 0 {
         return Err(clone_err);
-    }
-    // SAFETY: the child has exec'd or exited; it wrote `err` before exiting.
-    let err = unsafe { std::ptr::read_volatile(&args.err) };
-    if err != 0 {
-        // It exited without exec: reap it.
-        let mut status = 0;
-        // SAFETY: waiting for our own child.
-        while unsafe { libc::waitpid(pid, &mut status, 0) } < 0
-            && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
-        {}
-        return Err(io::Error::from_raw_os_error(err));
     }
     Ok(pid)
 }

@@ -1,9 +1,19 @@
 //! workq-runtime: the worker and everything that touches processes.
 //!
-//! Only this crate spawns or signals processes. The worker is a plain event loop on the main
-//! thread fed by a channel (doorbell, child exits, signals): it owns the store handle, so every
-//! store call happens on one thread, and it is the one long-lived thread that spawns jobs, which
-//! is what `PR_SET_PDEATHSIG` needs.
+//! Only this crate starts or signals the processes workq runs (ARCHITECTURE.md §1, §5).
+//!
+//! A worker ([`run_worker`]) is an event loop on the calling thread, fed by one channel: doorbell
+//! rings and store notifications, its slot threads' reports and the terminating signals. The
+//! loop owns the store handle, so every store call happens on that thread; it decides what to
+//! claim, when results are committed and which job to signal. It does not start jobs: each slot
+//! has a thread that starts the jobs the loop hands it and watches each until it exits, draining
+//! its output into its log, so the loop never waits for an exec. A job's parent-death signal
+//! (`PR_SET_PDEATHSIG`) fires when the thread that started it ends, so slot threads live as long
+//! as the worker.
+//!
+//! A daemon ([`daemon::launch`]) is a monitor process ([`monitor`]) that owns the PID file and
+//! restarts its worker process. The caller gives the command lines that start the two, so this
+//! crate knows nothing of the command line's grammar.
 
 pub mod container;
 pub mod control;

@@ -5,18 +5,18 @@
 //! gives up. SIGTERM/SIGINT/SIGHUP stop the worker gracefully and end the monitor.
 
 use std::collections::VecDeque;
-use std::ffi::OsString;
 use std::fs::File;
 use std::os::unix::io::AsRawFd;
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
-use std::process::{Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
-use workq_core::{format_duration, WorkerId};
+use workq_core::{exit, format_duration, WorkerId};
 use workq_store::Store;
 
+use crate::daemon::CommandLine;
 use crate::pidfile::{self, AcquireError, PidFile, PidInfo, Probe};
 use crate::ready::{self, Report};
 use crate::{doorbell, logger, procinfo, rescue, signals, spawn, Level, WorkerSettings};
@@ -27,7 +27,9 @@ enum Ev {
     Report(u32, Option<Report>),
 }
 
+/// The worker process the monitor runs now.
 struct Current {
+    /// Counts the workers started, so that news of an earlier one is told apart.
     generation: u32,
     pid: i32,
     start_time: u64,
@@ -35,326 +37,479 @@ struct Current {
     started_at: String,
 }
 
-/// Runs the monitor of `settings.name` until the worker is stopped or crash-loops. Returns
-/// the process exit code. `ready` is the launcher's readiness pipe.
+/// The monitor's log: lines go to the worker log, prefixed, at the worker's level.
+struct Say {
+    path: PathBuf,
+    level: Level,
+}
+
+impl Say {
+    fn line(&self, lvl: Level, msg: std::fmt::Arguments<'_>) {
+        if lvl <= self.level {
+            logger::append_line(&self.path, lvl, format_args!("monitor: {msg}"));
+        }
+    }
+
+    fn info(&self, msg: std::fmt::Arguments<'_>) {
+        self.line(Level::Info, msg);
+    }
+
+    fn error(&self, msg: std::fmt::Arguments<'_>) {
+        self.line(Level::Error, msg);
+    }
+}
+
+/// How the monitor ends.
+enum End {
+    /// The worker stopped (or will not be restarted): exit 0.
+    Stopped,
+    /// The first worker never got ready: the launcher hears why.
+    StartFailed(u8, String),
+    /// Too many restarts; the PID file is left saying so.
+    CrashLooping,
+}
+
+/// What the monitor knows and does between events.
+struct Monitor<'a> {
+    store: &'a dyn Store,
+    settings: &'a WorkerSettings,
+    worker_command: &'a CommandLine,
+    run_dir: &'a Path,
+    say: &'a Say,
+    pid_file: PidFile,
+    /// The launcher's readiness pipe, until the first worker is ready.
+    ready: Option<File>,
+    tx: Sender<Ev>,
+    /// Workers started so far, to number the next.
+    generation: u32,
+    cur: Current,
+    /// The monitor's own pid and start time, for the PID file.
+    me: (i32, u64),
+    settings_value: Option<serde_json::Value>,
+    watch: Watch,
+}
+
+/// Where the monitor stands with its worker.
+#[derive(Default)]
+struct Watch {
+    /// The current worker's exit has not been seen yet.
+    alive: bool,
+    /// A stop signal came: the worker's exit ends the monitor.
+    stopping: bool,
+    /// Why the monitor killed a hung worker, until its exit is handled.
+    hung_kill: Option<String>,
+    /// Why the first worker failed to start, as it reported.
+    startup_error: Option<(u8, String)>,
+    /// When to start a worker again.
+    restart_at: Option<Instant>,
+    /// Restarts within the window.
+    restarts: VecDeque<Instant>,
+    /// The latest registry id, kept across restarts that die before they report one.
+    last_id: Option<WorkerId>,
+}
+
+/// Runs the monitor of `settings.name` until the worker is stopped or crash-loops, starting
+/// each worker with `worker_command`. Returns the process exit code. `ready` is the
+/// launcher's readiness pipe.
 pub fn run_monitor(
     store: &dyn Store,
     settings: &WorkerSettings,
-    exe: &Path,
-    global_args: &[OsString],
+    worker_command: &CommandLine,
     run_dir: &Path,
     mut ready: Option<File>,
 ) -> u8 {
-    let log_path = settings.log_file.clone();
-    let level = settings.log_level();
-    let say = |lvl: Level, msg: std::fmt::Arguments<'_>| {
-        if lvl <= level {
-            logger::append_line(&log_path, lvl, format_args!("monitor: {msg}"));
-        }
+    let say = Say {
+        path: settings.log_file.clone(),
+        level: settings.log_level(),
     };
-    let fail = |ready: &mut Option<File>, code: u8, message: String| -> u8 {
-        say(Level::Error, format_args!("{message}"));
-        if let Some(w) = ready.as_mut() {
-            ready::send(w, &Report::Error { code, message });
-        }
-        code
-    };
-
-    let pid_path = pidfile::path_for(run_dir, &settings.name);
-    let mut stale_notes = Vec::new();
-    let mut pid_file = match PidFile::acquire(&pid_path, &mut |s| stale_notes.push(s.to_string())) {
+    let pid_file = match acquire(&pidfile::path_for(run_dir, &settings.name), settings, &say) {
         Ok(f) => f,
-        Err(AcquireError::Running(probe)) => {
-            return fail(&mut ready, 4, already_running(&settings.name, &probe));
-        }
-        Err(AcquireError::Io(e)) => {
-            return fail(
-                &mut ready,
-                5,
-                format!("cannot write PID file {}: {e}", pid_path.display()),
-            );
-        }
+        Err((code, message)) => return fail(&say, &mut ready, code, message),
     };
-    for note in &stale_notes {
-        say(Level::Info, format_args!("{note}"));
-    }
-    let me = std::process::id() as i32;
-    let my_start = procinfo::start_time(me);
-    let settings_value = serde_json::from_str::<serde_json::Value>(&settings.to_json()).ok();
-    let info_for = |cur: &Current, state: Option<&str>| PidInfo {
-        pid: cur.pid,
-        start_time: cur.start_time,
-        boot_id: procinfo::boot_id(),
-        worker_id: cur.worker_id,
-        started_at: cur.started_at.clone(),
-        name: settings.name.clone(),
-        monitor_pid: Some(me),
-        monitor_start_time: Some(my_start),
-        state: state.map(str::to_string),
-        settings: settings_value.clone(),
-    };
-
     let (tx, rx) = mpsc::channel();
     signals::forward_terminating(tx.clone(), Ev::Signal);
-
-    let mut generation = 0u32;
-    let mut cur = match start_worker(exe, global_args, settings, &tx, &mut generation) {
+    let mut generation = 0;
+    let cur = match start_worker(worker_command, settings, &tx, &mut generation) {
         Ok(c) => c,
         Err(e) => {
             pid_file.release();
-            return fail(
-                &mut ready,
-                5,
-                format!("cannot start the worker process: {e}"),
-            );
+            let message = format!("cannot start the worker process: {e}");
+            return fail(&say, &mut ready, exit::UNAVAILABLE, message);
         }
     };
+    let me = std::process::id() as i32;
+    let mut m = Monitor {
+        store,
+        settings,
+        worker_command,
+        run_dir,
+        say: &say,
+        pid_file,
+        ready,
+        tx,
+        generation,
+        cur,
+        me: (me, procinfo::start_time(me)),
+        settings_value: serde_json::from_str(&settings.to_json()).ok(),
+        watch: Watch {
+            alive: true,
+            ..Watch::default()
+        },
+    };
     // Written now so `worker stop` can find the pids even before the worker is ready.
-    if let Err(e) = pid_file.write(&info_for(&cur, None)) {
-        say(
-            Level::Error,
-            format_args!("cannot write {}: {e}", pid_path.display()),
-        );
-    }
-    say(
-        Level::Info,
-        format_args!(
-            "started worker {} (pid {}); monitor pid {me}",
-            settings.name, cur.pid
-        ),
-    );
+    m.write_pid_file();
+    say.info(format_args!(
+        "started worker {} (pid {}); monitor pid {me}",
+        settings.name, m.cur.pid
+    ));
+    let end = m.run(&rx);
+    m.finish(end)
+}
 
-    let mut restarts: VecDeque<Instant> = VecDeque::new();
-    // The latest registry id, kept across restarts that die before they report one.
-    let mut last_id: Option<WorkerId> = None;
-    let mut stopping = false;
-    let mut hung_kill: Option<String> = None;
-    let mut startup_error: Option<(u8, String)> = None;
-    let mut alive = true;
-    let mut restart_at: Option<Instant> = None;
-    let check_every = settings.heartbeat().min(Duration::from_secs(5));
-    let mut next_check = Instant::now() + check_every;
-    loop {
-        let wake = match restart_at {
-            Some(t) => t.min(next_check),
-            None => next_check,
-        };
-        let ev = match rx.recv_timeout(wake.saturating_duration_since(Instant::now())) {
-            Ok(ev) => Some(ev),
-            Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => break,
-        };
+/// Takes the PID file, or says why not (exit code and message).
+fn acquire(path: &Path, settings: &WorkerSettings, say: &Say) -> Result<PidFile, (u8, String)> {
+    let mut stale_notes = Vec::new();
+    let pid_file = match PidFile::acquire(path, &mut |s| stale_notes.push(s.to_string())) {
+        Ok(f) => f,
+        Err(AcquireError::Running(probe)) => {
+            return Err((exit::CONFLICT, already_running(&settings.name, &probe)))
+        }
+        Err(AcquireError::Io(e)) => {
+            return Err((
+                exit::UNAVAILABLE,
+                format!("cannot write PID file {}: {e}", path.display()),
+            ))
+        }
+    };
+    for note in &stale_notes {
+        say.info(format_args!("{note}"));
+    }
+    Ok(pid_file)
+}
+
+/// Logs a failure and reports it on the readiness pipe, if the launcher still listens.
+fn fail(say: &Say, ready: &mut Option<File>, code: u8, message: String) -> u8 {
+    say.error(format_args!("{message}"));
+    if let Some(w) = ready.as_mut() {
+        ready::send(w, &Report::Error { code, message });
+    }
+    code
+}
+
+impl Monitor<'_> {
+    /// Handles events until the monitor ends.
+    fn run(&mut self, rx: &Receiver<Ev>) -> End {
+        let check_every = self.settings.heartbeat().min(Duration::from_secs(5));
+        let mut next_check = Instant::now() + check_every;
+        loop {
+            let wake = match self.watch.restart_at {
+                Some(t) => t.min(next_check),
+                None => next_check,
+            };
+            match rx.recv_timeout(wake.saturating_duration_since(Instant::now())) {
+                Ok(ev) => {
+                    if let Some(end) = self.on_event(ev, rx) {
+                        return end;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return End::Stopped,
+            }
+            let now = Instant::now();
+            self.restart_if_due(now);
+            if now >= next_check {
+                next_check = now + check_every;
+                self.kill_if_hung();
+            }
+        }
+    }
+
+    /// Releases or leaves the PID file as the end requires, and gives the exit code.
+    fn finish(mut self, end: End) -> u8 {
+        match end {
+            End::Stopped => {
+                self.pid_file.release();
+                exit::OK
+            }
+            End::StartFailed(code, message) => {
+                self.pid_file.release();
+                fail(self.say, &mut self.ready, code, message)
+            }
+            End::CrashLooping => {
+                let info = self.info(Some("crash-looping"));
+                self.pid_file.abandon_with(&info);
+                exit::JOB_FAILED
+            }
+        }
+    }
+
+    fn on_event(&mut self, ev: Ev, rx: &Receiver<Ev>) -> Option<End> {
         match ev {
-            Some(Ev::Signal(sig)) => {
-                let name = signals::name(sig);
-                if !alive {
-                    say(
-                        Level::Info,
-                        format_args!("{name} received while waiting to restart; not restarting"),
-                    );
-                    break;
-                }
-                say(
-                    Level::Info,
-                    format_args!(
-                        "{name} received: stopping worker {} (pid {})",
-                        settings.name, cur.pid
-                    ),
-                );
-                stopping = true;
-                procinfo::signal_verified(cur.pid, cur.start_time, libc::SIGTERM);
+            Ev::Signal(sig) => self.on_signal(sig),
+            Ev::Report(g, report) if g == self.cur.generation => {
+                self.on_report(report);
+                None
             }
-            Some(Ev::Report(g, report)) if g == cur.generation => match report {
-                Some(Report::Ready { worker_id, .. }) => {
-                    cur.worker_id = Some(worker_id);
-                    last_id = Some(worker_id);
-                    if let Err(e) = pid_file.write(&info_for(&cur, None)) {
-                        say(
-                            Level::Error,
-                            format_args!("cannot write {}: {e}", pid_path.display()),
-                        );
-                    }
-                    if let Some(mut w) = ready.take() {
-                        ready::send(
-                            &mut w,
-                            &Report::Ready {
-                                pid: cur.pid,
-                                worker_id,
-                            },
-                        );
-                    } else {
-                        say(
-                            Level::Info,
-                            format_args!(
-                                "worker {} is back: pid {}, id {worker_id}",
-                                settings.name, cur.pid
-                            ),
-                        );
-                    }
-                }
-                Some(Report::Error { code, message }) => startup_error = Some((code, message)),
-                None => {}
-            },
-            Some(Ev::Report(..)) => {}
-            Some(Ev::Exited(g, status)) if g == cur.generation => {
-                alive = false;
-                let how = describe_exit(status);
-                if stopping {
-                    say(
-                        Level::Info,
-                        format_args!("worker {} stopped ({how})", settings.name),
-                    );
-                    break;
-                }
-                if ready.is_some() {
-                    // It never got as far as claiming: report to the launcher, which retries.
-                    // Its reason may still be on the way (the reader thread races the waiter).
-                    let until = Instant::now() + Duration::from_secs(1);
-                    while startup_error.is_none() {
-                        match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
-                            Ok(Ev::Report(g2, Some(Report::Error { code, message })))
-                                if g2 == cur.generation =>
-                            {
-                                startup_error = Some((code, message));
-                            }
-                            Ok(Ev::Report(g2, _)) if g2 == cur.generation => break,
-                            Ok(_) => {}
-                            Err(_) => break,
-                        }
-                    }
-                    // Without a reason, the worker's exit status is the same exit code.
-                    let code = status
-                        .and_then(|s| s.code())
-                        .filter(|c| (1..=255).contains(c))
-                        .map(|c| c as u8)
-                        .unwrap_or(1);
-                    let (code, message) = startup_error.take().unwrap_or((
-                        code,
-                        format!("the worker exited ({how}) before it was ready"),
-                    ));
-                    pid_file.release();
-                    return fail(&mut ready, code, message);
-                }
-                let clean = status.is_some_and(|s| s.success());
-                if clean && hung_kill.is_none() {
-                    say(
-                        Level::Info,
-                        format_args!(
-                            "worker {} exited on its own ({how}); not restarting",
-                            settings.name
-                        ),
-                    );
-                    break;
-                }
-                let reason = hung_kill
-                    .take()
-                    .unwrap_or_else(|| format!("it died unexpectedly ({how})"));
-                say(
-                    Level::Error,
-                    format_args!("worker {} (pid {}): {reason}", settings.name, cur.pid),
-                );
-                rescue_now(store, run_dir, &say);
-                let window = settings.restart_window();
-                while restarts.front().is_some_and(|t| t.elapsed() > window) {
-                    restarts.pop_front();
-                }
-                if restarts.len() as u32 >= settings.max_restarts {
-                    let why = format!(
-                        "{} restart(s) within {} did not help (last: {reason}); not restarting",
-                        restarts.len(),
-                        format_duration(window)
-                    );
-                    say(
-                        Level::Error,
-                        format_args!("worker {} is crash-looping: {why}", settings.name),
-                    );
-                    say(
-                        Level::Error,
-                        format_args!(
-                            "fix the cause (see the lines above), then: workq worker start {} --daemon",
-                            settings.name
-                        ),
-                    );
-                    if let Some(id) = cur.worker_id.or(last_id) {
-                        if let Err(e) = store.mark_crash_looping(id, &why) {
-                            say(
-                                Level::Error,
-                                format_args!("cannot record crash-looping: {e}"),
-                            );
-                        }
-                    }
-                    pid_file.abandon_with(&info_for(&cur, Some("crash-looping")));
-                    return 1;
-                }
-                let delay =
-                    Duration::from_secs(1u64 << restarts.len().min(6)).min(Duration::from_secs(60));
-                say(
-                    Level::Info,
-                    format_args!(
-                        "restarting worker {} in {} (restart {} of {} allowed per {})",
-                        settings.name,
-                        format_duration(delay),
-                        restarts.len() + 1,
-                        settings.max_restarts,
-                        format_duration(window)
-                    ),
-                );
-                restart_at = Some(Instant::now() + delay);
+            Ev::Exited(g, status) if g == self.cur.generation => self.on_exit(status, rx),
+            // News of an earlier worker.
+            Ev::Report(..) | Ev::Exited(..) => None,
+        }
+    }
+
+    /// A stop signal: the worker drains (the monitor ends when it has); with no worker alive,
+    /// the monitor ends at once.
+    fn on_signal(&mut self, sig: libc::c_int) -> Option<End> {
+        let name = signals::name(sig);
+        if !self.watch.alive {
+            self.say.info(format_args!(
+                "{name} received while waiting to restart; not restarting"
+            ));
+            return Some(End::Stopped);
+        }
+        self.say.info(format_args!(
+            "{name} received: stopping worker {} (pid {})",
+            self.settings.name, self.cur.pid
+        ));
+        self.watch.stopping = true;
+        procinfo::signal_verified(self.cur.pid, self.cur.start_time, libc::SIGTERM);
+        None
+    }
+
+    /// The worker reported on its readiness pipe.
+    fn on_report(&mut self, report: Option<Report>) {
+        match report {
+            Some(Report::Ready { worker_id, .. }) => self.on_ready(worker_id),
+            Some(Report::Error { code, message }) => {
+                self.watch.startup_error = Some((code, message));
             }
-            Some(Ev::Exited(..)) => {}
             None => {}
         }
-        let now = Instant::now();
-        if let Some(at) = restart_at {
-            if now >= at && !stopping {
-                restart_at = None;
-                restarts.push_back(now);
-                match start_worker(exe, global_args, settings, &tx, &mut generation) {
-                    Ok(c) => {
-                        cur = c;
-                        alive = true;
-                        if let Err(e) = pid_file.write(&info_for(&cur, None)) {
-                            say(
-                                Level::Error,
-                                format_args!("cannot write {}: {e}", pid_path.display()),
-                            );
-                        }
-                    }
-                    Err(e) => {
-                        say(
-                            Level::Error,
-                            format_args!("cannot start the worker process: {e}"),
-                        );
-                        // Counts as a failed restart; try again after the next backoff.
-                        restart_at = Some(
-                            now + Duration::from_secs(1u64 << restarts.len().min(6))
-                                .min(Duration::from_secs(60)),
-                        );
-                    }
+    }
+
+    /// The worker is registered and claiming: the PID file and the launcher (if it still
+    /// waits) learn its registry id.
+    fn on_ready(&mut self, worker_id: WorkerId) {
+        self.cur.worker_id = Some(worker_id);
+        self.watch.last_id = Some(worker_id);
+        self.write_pid_file();
+        if let Some(mut w) = self.ready.take() {
+            let report = Report::Ready {
+                pid: self.cur.pid,
+                worker_id,
+            };
+            ready::send(&mut w, &report);
+        } else {
+            self.say.info(format_args!(
+                "worker {} is back: pid {}, id {worker_id}",
+                self.settings.name, self.cur.pid
+            ));
+        }
+    }
+
+    /// The worker exited: the monitor ends (asked to stop, a start that failed, a clean exit
+    /// of its own) or restarts it after a backoff, unless it is crash-looping.
+    fn on_exit(&mut self, status: Option<ExitStatus>, rx: &Receiver<Ev>) -> Option<End> {
+        self.watch.alive = false;
+        let how = describe_exit(status);
+        if self.watch.stopping {
+            self.say.info(format_args!(
+                "worker {} stopped ({how})",
+                self.settings.name
+            ));
+            return Some(End::Stopped);
+        }
+        if self.ready.is_some() {
+            // It never got as far as claiming: report to the launcher, which retries.
+            return Some(self.start_failed(status, &how, rx));
+        }
+        let clean = status.is_some_and(|s| s.success());
+        if clean && self.watch.hung_kill.is_none() {
+            self.say.info(format_args!(
+                "worker {} exited on its own ({how}); not restarting",
+                self.settings.name
+            ));
+            return Some(End::Stopped);
+        }
+        let reason = self
+            .watch
+            .hung_kill
+            .take()
+            .unwrap_or_else(|| format!("it died unexpectedly ({how})"));
+        self.say.error(format_args!(
+            "worker {} (pid {}): {reason}",
+            self.settings.name, self.cur.pid
+        ));
+        rescue_now(self.store, self.run_dir, self.say);
+        self.plan_restart(&reason)
+    }
+
+    /// Why the first worker exited before it was ready: what it reported (its reason may still
+    /// be on the way, as the reader thread races the waiter), else its exit status.
+    fn start_failed(&mut self, status: Option<ExitStatus>, how: &str, rx: &Receiver<Ev>) -> End {
+        let until = Instant::now() + Duration::from_secs(1);
+        while self.watch.startup_error.is_none() {
+            match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+                Ok(Ev::Report(g, Some(Report::Error { code, message })))
+                    if g == self.cur.generation =>
+                {
+                    self.watch.startup_error = Some((code, message));
                 }
+                Ok(Ev::Report(g, _)) if g == self.cur.generation => break,
+                Ok(_) => {}
+                Err(_) => break,
             }
         }
-        if now >= next_check {
-            next_check = now + check_every;
-            if alive && !stopping && hung_kill.is_none() {
-                if let Some(age) = heartbeat_age(store, cur.worker_id) {
-                    if age > settings.hung_after()
-                        && procinfo::process_alive(cur.pid, cur.start_time)
-                    {
-                        let why = format!(
-                            "hung: its last heartbeat was {} ago (limit {}); killed it",
-                            format_duration(age),
-                            format_duration(settings.hung_after())
-                        );
-                        procinfo::signal_verified(cur.pid, cur.start_time, libc::SIGKILL);
-                        hung_kill = Some(why);
-                    }
-                }
+        let (code, message) = self.watch.startup_error.take().unwrap_or_else(|| {
+            (
+                startup_exit_code(status),
+                format!("the worker exited ({how}) before it was ready"),
+            )
+        });
+        End::StartFailed(code, message)
+    }
+
+    /// Sets when to restart the worker, or gives up if it restarted too often of late.
+    fn plan_restart(&mut self, reason: &str) -> Option<End> {
+        let window = self.settings.restart_window();
+        let now = Instant::now();
+        forget_restarts_before(&mut self.watch.restarts, window, now);
+        let recent = self.watch.restarts.len();
+        if recent as u32 >= self.settings.max_restarts {
+            self.give_up(recent, window, reason);
+            return Some(End::CrashLooping);
+        }
+        let delay = restart_delay(recent);
+        self.say.info(format_args!(
+            "restarting worker {} in {} (restart {} of {} allowed per {})",
+            self.settings.name,
+            format_duration(delay),
+            recent + 1,
+            self.settings.max_restarts,
+            format_duration(window)
+        ));
+        self.watch.restart_at = Some(now + delay);
+        None
+    }
+
+    /// Says the worker is crash-looping, in the log and in the registry.
+    fn give_up(&self, recent: usize, window: Duration, reason: &str) {
+        let name = &self.settings.name;
+        let why = format!(
+            "{recent} restart(s) within {} did not help (last: {reason}); not restarting",
+            format_duration(window)
+        );
+        self.say
+            .error(format_args!("worker {name} is crash-looping: {why}"));
+        self.say.error(format_args!(
+            "fix the cause (see the lines above), then: workq worker start {name} --daemon"
+        ));
+        if let Some(id) = self.cur.worker_id.or(self.watch.last_id) {
+            if let Err(e) = self.store.mark_crash_looping(id, &why) {
+                self.say
+                    .error(format_args!("cannot record crash-looping: {e}"));
             }
         }
     }
-    pid_file.release();
-    0
+
+    /// Starts the worker again once its backoff is over (not while stopping).
+    fn restart_if_due(&mut self, now: Instant) {
+        if self.watch.stopping || self.watch.restart_at.is_none_or(|at| now < at) {
+            return;
+        }
+        self.watch.restart_at = None;
+        self.watch.restarts.push_back(now);
+        match start_worker(
+            self.worker_command,
+            self.settings,
+            &self.tx,
+            &mut self.generation,
+        ) {
+            Ok(c) => {
+                self.cur = c;
+                self.watch.alive = true;
+                self.write_pid_file();
+            }
+            Err(e) => {
+                self.say
+                    .error(format_args!("cannot start the worker process: {e}"));
+                // Counts as a failed restart; try again after the next backoff.
+                let delay = restart_delay(self.watch.restarts.len());
+                self.watch.restart_at = Some(now + delay);
+            }
+        }
+    }
+
+    /// Kills the worker if its process lives but its heartbeat is too old; its exit then
+    /// restarts it.
+    fn kill_if_hung(&mut self) {
+        if !self.watch.alive || self.watch.stopping || self.watch.hung_kill.is_some() {
+            return;
+        }
+        let Some(age) = heartbeat_age(self.store, self.cur.worker_id) else {
+            return;
+        };
+        let limit = self.settings.hung_after();
+        if age > limit && procinfo::process_alive(self.cur.pid, self.cur.start_time) {
+            let why = format!(
+                "hung: its last heartbeat was {} ago (limit {}); killed it",
+                format_duration(age),
+                format_duration(limit)
+            );
+            procinfo::signal_verified(self.cur.pid, self.cur.start_time, libc::SIGKILL);
+            self.watch.hung_kill = Some(why);
+        }
+    }
+
+    /// What the PID file says now; `state` marks a crash-looping record.
+    fn info(&self, state: Option<&str>) -> PidInfo {
+        PidInfo {
+            pid: self.cur.pid,
+            start_time: self.cur.start_time,
+            boot_id: procinfo::boot_id(),
+            worker_id: self.cur.worker_id,
+            started_at: self.cur.started_at.clone(),
+            name: self.settings.name.clone(),
+            monitor_pid: Some(self.me.0),
+            monitor_start_time: Some(self.me.1),
+            state: state.map(str::to_string),
+            settings: self.settings_value.clone(),
+        }
+    }
+
+    fn write_pid_file(&mut self) {
+        let info = self.info(None);
+        if let Err(e) = self.pid_file.write(&info) {
+            let path = self.pid_file.path().display();
+            self.say.error(format_args!("cannot write {path}: {e}"));
+        }
+    }
+}
+
+/// The backoff before a restart, after `recent` restarts within the window: 1 s, doubling, at
+/// most 60 s.
+fn restart_delay(recent: usize) -> Duration {
+    Duration::from_secs(1u64 << recent.min(6)).min(Duration::from_secs(60))
+}
+
+/// Drops the restarts that are more than `window` before `now`.
+fn forget_restarts_before(restarts: &mut VecDeque<Instant>, window: Duration, now: Instant) {
+    while restarts
+        .front()
+        .is_some_and(|t| now.saturating_duration_since(*t) > window)
+    {
+        restarts.pop_front();
+    }
+}
+
+/// The exit code a launcher gets for a worker that exited before it was ready and said
+/// nothing: the worker's own exit code, which is one of workq's; else JOB_FAILED (1), the
+/// general failure.
+fn startup_exit_code(status: Option<ExitStatus>) -> u8 {
+    status
+        .and_then(|s| s.code())
+        .and_then(|c| u8::try_from(c).ok())
+        .filter(|&c| c != exit::OK)
+        .unwrap_or(exit::JOB_FAILED)
 }
 
 fn already_running(name: &str, probe: &Probe) -> String {
@@ -373,26 +528,20 @@ fn already_running(name: &str, probe: &Probe) -> String {
 }
 
 /// Rescues the jobs of dead workers at once, rather than waiting for another worker's sweep.
-fn rescue_now(store: &dyn Store, run_dir: &Path, say: &dyn Fn(Level, std::fmt::Arguments<'_>)) {
+fn rescue_now(store: &dyn Store, run_dir: &Path, say: &Say) {
     match rescue::sweep(store, None) {
         Ok(report) => {
             for r in &report.rescued {
-                say(
-                    Level::Info,
-                    format_args!(
-                        "rescued job {} (attempt {} lost): now {}",
-                        r.job_id, r.attempt, r.new_state
-                    ),
-                );
+                say.info(format_args!(
+                    "rescued job {} (attempt {} lost): now {}",
+                    r.job_id, r.attempt, r.new_state
+                ));
             }
             if !report.rescued.is_empty() {
                 doorbell::ring_all(run_dir);
             }
         }
-        Err(e) => say(
-            Level::Error,
-            format_args!("sweep for dead workers failed: {e}"),
-        ),
+        Err(e) => say.error(format_args!("sweep for dead workers failed: {e}")),
     }
 }
 
@@ -408,8 +557,7 @@ fn heartbeat_age(store: &dyn Store, id: Option<WorkerId>) -> Option<Duration> {
 
 /// Starts one worker process under this monitor, with a waiter and a readiness reader.
 fn start_worker(
-    exe: &Path,
-    global_args: &[OsString],
+    command: &CommandLine,
     settings: &WorkerSettings,
     tx: &Sender<Ev>,
     generation: &mut u32,
@@ -417,10 +565,8 @@ fn start_worker(
     *generation += 1;
     let g = *generation;
     let pipe = ready::pipe()?;
-    let mut cmd = Command::new(exe);
-    cmd.args(global_args)
-        .args(["worker", "_run"])
-        .env(crate::SETTINGS_ENV, settings.to_json())
+    let mut cmd = command.command();
+    cmd.env(crate::SETTINGS_ENV, settings.to_json())
         .env(ready::READY_FD_ENV, "3")
         .stdin(Stdio::null());
     // It gets SIGTERM (a graceful drain) if the monitor is killed.
@@ -471,5 +617,53 @@ pub fn describe_exit(status: Option<ExitStatus>) -> String {
             _ => "ended".into(),
         },
         None => "exit status unknown".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restarts_back_off_from_one_second_doubling_to_a_minute() {
+        let secs: Vec<u64> = (0..9).map(|n| restart_delay(n).as_secs()).collect();
+        assert_eq!(secs, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+    }
+
+    #[test]
+    fn only_restarts_within_the_window_count() {
+        let now = Instant::now();
+        let window = Duration::from_secs(60);
+        let mut r: VecDeque<Instant> = [70, 60, 59, 1]
+            .iter()
+            .map(|&s| now - Duration::from_secs(s))
+            .collect();
+        forget_restarts_before(&mut r, window, now);
+        assert_eq!(
+            r.len(),
+            3,
+            "the one 70 s ago is forgotten, 60 s ago is still in"
+        );
+        forget_restarts_before(&mut r, window, now + Duration::from_secs(30));
+        assert_eq!(r.len(), 1);
+    }
+
+    #[test]
+    fn a_silent_startup_failure_passes_the_workers_own_exit_code_on() {
+        use std::os::unix::process::ExitStatusExt;
+        let code = |c: i32| Some(ExitStatus::from_raw(c << 8));
+        assert_eq!(startup_exit_code(code(exit::UNAVAILABLE.into())), 5);
+        assert_eq!(startup_exit_code(code(exit::USAGE.into())), 2);
+        assert_eq!(
+            startup_exit_code(code(0)),
+            exit::JOB_FAILED,
+            "0 is no failure"
+        );
+        assert_eq!(
+            startup_exit_code(Some(ExitStatus::from_raw(9))),
+            1,
+            "a signal"
+        );
+        assert_eq!(startup_exit_code(None), 1, "status unknown");
     }
 }

@@ -339,6 +339,16 @@ mod tests {
         launch::launch(&plan).unwrap()
     }
 
+    /// Kills what is left of a job's process group when the test ends, even by a failed
+    /// assertion, so no test leaves a background process behind.
+    struct Group(libc::pid_t);
+
+    impl Drop for Group {
+        fn drop(&mut self) {
+            crate::spawn::signal_group(self.0, libc::SIGKILL);
+        }
+    }
+
     #[test]
     fn a_silent_job_leaves_no_file_and_output_lands_in_order() {
         assert!(supported());
@@ -379,15 +389,17 @@ mod tests {
     fn an_escaped_writer_cannot_hide_the_exit_and_still_reaches_the_log() {
         let dir = tempfile::tempdir().unwrap();
         let go = dir.path().join("go");
+        let c_go = std::ffi::CString::new(go.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a path we own.
+        assert_eq!(unsafe { libc::mkfifo(c_go.as_ptr(), 0o600) }, 0);
         let mut report = |m: String| panic!("{m}");
         let (read, write) = pipe().unwrap();
-        // The leader exits at once; a detached child holds the pipe until `go` exists, which
-        // is only created after the exit was seen (else this test would hang).
-        let script = format!(
-            "(while [ ! -e {} ]; do sleep 0.01; done; echo late) & echo early",
-            go.display()
-        );
+        // The leader exits at once; a child still in its group holds the pipe until it reads a
+        // line from the FIFO `go`, which is only written after the exit was seen (else this
+        // test would hang).
+        let script = format!("(read _ < {}; echo late) & echo early", go.display());
         let pid = start(&script, &write);
+        let _group = Group(pid);
         drop(write);
         let path = dir.path().join("x.log");
         let mut out = Output::new(read, path.clone());
@@ -398,7 +410,7 @@ mod tests {
         // The detached child still holds the pipe.
         assert!(!out.drain_now(&mut report));
         assert!(!out.ends_within(std::time::Duration::from_millis(20), &mut report));
-        std::fs::write(&go, "").unwrap();
+        std::fs::write(&go, "\n").unwrap();
         out.drain_to_end(&mut report);
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "early\nlate\n");
     }
@@ -409,6 +421,7 @@ mod tests {
         let (read, write) = pipe().unwrap();
         // The background sleep stays in the job's group and holds the pipe.
         let pid = start("sleep 30 & echo started", &write);
+        let _group = Group(pid);
         drop(write);
         let mut out = Output::new(read, PathBuf::from("/dev/null"));
         assert_eq!(
@@ -450,6 +463,7 @@ mod tests {
         let (read, write) = pipe().unwrap();
         // `yes` stays in the group after the leader exits and keeps the pipe full.
         let pid = start("yes & exit 7", &write);
+        let _group = Group(pid);
         drop(write);
         let mut out = Output::new(read, PathBuf::from("/dev/null"));
         assert_eq!(

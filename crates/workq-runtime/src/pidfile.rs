@@ -1,4 +1,4 @@
-//! PID files that cannot lie (DESIGN §4).
+//! PID files that cannot lie (ARCHITECTURE.md §5).
 //!
 //! `run/<name>.pid` holds JSON naming the worker process and, for a daemon, its monitor. The
 //! process that owns the file (the monitor, or a foreground worker) holds an exclusive `flock`
@@ -230,43 +230,48 @@ fn probe_once(path: &Path) -> Option<Probe> {
                 return None;
             }
             // We hold the lock now only for the moment of looking; dropping `file` releases it.
-            match content {
-                Err(why) => Probe::Stale {
-                    reason: format!("PID file {} is stale: {why}", path.display()),
-                    info: None,
-                },
-                Ok(info) if info.state.as_deref() == Some("crash-looping") => {
-                    Probe::CrashLooping(info)
-                }
-                Ok(info) if info.worker_alive() => Probe::Orphan(info),
-                Ok(info) => {
-                    let reason = if !same_boot(&info.boot_id) {
-                        format!(
-                            "PID file {} is stale: it was written before the last reboot",
-                            path.display()
-                        )
-                    } else if procinfo::process_alive(info.pid, 0) {
-                        format!(
-                            "PID file {} is stale: pid {} now belongs to an unrelated process (it started at a different time), which will not be touched",
-                            path.display(),
-                            info.pid
-                        )
-                    } else {
-                        format!(
-                            "PID file {} is stale: process {} is gone",
-                            path.display(),
-                            info.pid
-                        )
-                    };
-                    Probe::Stale {
-                        reason,
-                        info: Some(info),
-                    }
-                }
-            }
+            unowned(path, content)
         }
         Err(e) => Probe::Unreadable(format!("cannot lock PID file {}: {e}", path.display())),
     })
+}
+
+/// What an unlocked PID file with `content` says: nobody owns it.
+fn unowned(path: &Path, content: Result<PidInfo, String>) -> Probe {
+    match content {
+        Err(why) => Probe::Stale {
+            reason: format!("PID file {} is stale: {why}", path.display()),
+            info: None,
+        },
+        Ok(info) if info.state.as_deref() == Some("crash-looping") => Probe::CrashLooping(info),
+        Ok(info) if info.worker_alive() => Probe::Orphan(info),
+        Ok(info) => Probe::Stale {
+            reason: stale_reason(path, &info),
+            info: Some(info),
+        },
+    }
+}
+
+/// Why the worker an unlocked PID file names is not running.
+fn stale_reason(path: &Path, info: &PidInfo) -> String {
+    if !same_boot(&info.boot_id) {
+        format!(
+            "PID file {} is stale: it was written before the last reboot",
+            path.display()
+        )
+    } else if procinfo::process_alive(info.pid, 0) {
+        format!(
+            "PID file {} is stale: pid {} now belongs to an unrelated process (it started at a different time), which will not be touched",
+            path.display(),
+            info.pid
+        )
+    } else {
+        format!(
+            "PID file {} is stale: process {} is gone",
+            path.display(),
+            info.pid
+        )
+    }
 }
 
 fn holder_note(path: &Path) -> String {
@@ -352,52 +357,12 @@ impl PidFile {
                     ))));
                 }
             }
-            // Lock a fresh file first, then rename it into place: whoever opens the path sees a
-            // locked file from the moment it appears.
-            let tmp = temp_path(path);
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o644)
-                .open(&tmp)
-                .map_err(AcquireError::Io)?;
-            if !try_lock(&file).map_err(AcquireError::Io)? {
-                let _ = std::fs::remove_file(&tmp);
-                continue;
+            if let Some(file) = swap_in(path)? {
+                return Ok(PidFile {
+                    path: path.to_path_buf(),
+                    file,
+                });
             }
-            // Take the old file's lock for the swap, so two starters cannot both win.
-            let old = match File::open(path) {
-                Ok(f) => Some(f),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-                Err(e) => {
-                    let _ = std::fs::remove_file(&tmp);
-                    return Err(AcquireError::Io(e));
-                }
-            };
-            if let Some(old) = &old {
-                if !matches!(try_lock(old), Ok(true)) || !same_inode(old, path) {
-                    let _ = std::fs::remove_file(&tmp);
-                    continue;
-                }
-            }
-            if old.is_none() {
-                // No file: link the new one in without replacing anything a racer put there.
-                let linked = std::fs::hard_link(&tmp, path);
-                let _ = std::fs::remove_file(&tmp);
-                match linked {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                    Err(e) => return Err(AcquireError::Io(e)),
-                }
-            } else {
-                std::fs::rename(&tmp, path).map_err(AcquireError::Io)?;
-            }
-            return Ok(PidFile {
-                path: path.to_path_buf(),
-                file,
-            });
         }
         Err(AcquireError::Io(io::Error::other(format!(
             "PID file {} keeps changing under us; is another `workq worker start` running?",
@@ -444,6 +409,54 @@ impl PidFile {
     pub fn abandon_with(mut self, info: &PidInfo) {
         let _ = self.write(info);
     }
+}
+
+/// One attempt at putting a new, locked, empty PID file in place at `path`: the new file, or
+/// `None` if another process changed the path meanwhile (look again).
+fn swap_in(path: &Path) -> Result<Option<File>, AcquireError> {
+    // Lock a fresh file first, then rename it into place: whoever opens the path sees a
+    // locked file from the moment it appears.
+    let tmp = temp_path(path);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .open(&tmp)
+        .map_err(AcquireError::Io)?;
+    if !try_lock(&file).map_err(AcquireError::Io)? {
+        let _ = std::fs::remove_file(&tmp);
+        return Ok(None);
+    }
+    // Take the old file's lock for the swap, so two starters cannot both win.
+    let old = match File::open(path) {
+        Ok(f) => Some(f),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(AcquireError::Io(e));
+        }
+    };
+    if let Some(old) = &old {
+        if !matches!(try_lock(old), Ok(true)) || !same_inode(old, path) {
+            let _ = std::fs::remove_file(&tmp);
+            return Ok(None);
+        }
+    }
+    if old.is_none() {
+        // No file: link the new one in without replacing anything a racer put there.
+        let linked = std::fs::hard_link(&tmp, path);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(None),
+            Err(e) => return Err(AcquireError::Io(e)),
+        }
+    } else {
+        std::fs::rename(&tmp, path).map_err(AcquireError::Io)?;
+    }
+    Ok(Some(file))
 }
 
 fn temp_path(path: &Path) -> PathBuf {

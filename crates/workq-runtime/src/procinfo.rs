@@ -371,17 +371,35 @@ mod tests {
         assert!(total > 0 && free <= total);
     }
 
+    /// A child that is killed and reaped when the test ends, even by a failed assertion.
+    struct Reaped(std::process::Child);
+
+    impl Drop for Reaped {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
     #[test]
     fn a_process_is_signalled_only_if_its_start_time_matches() {
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .unwrap();
-        let pid = child.id() as i32;
+        let mut child = Reaped(
+            std::process::Command::new("sleep")
+                .arg("30")
+                .spawn()
+                .unwrap(),
+        );
+        let pid = child.0.id() as i32;
         let st = start_time(pid);
         assert!(!signal_verified(pid, st + 1, libc::SIGKILL));
         assert!(process_alive(pid, st));
         assert!(signal_verified(pid, st, libc::SIGKILL));
-        let _ = child.wait();
+        let status = child.0.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            status.signal(),
+            Some(libc::SIGKILL),
+            "killed by the verified signal"
+        );
     }
 }

@@ -23,7 +23,7 @@ pub enum Report {
     },
     /// It failed, with the exit code it uses and the reason.
     Error {
-        /// Exit code category (DESIGN §6).
+        /// Exit code category (ARCHITECTURE.md §7).
         code: u8,
         /// What went wrong.
         message: String,
@@ -42,7 +42,7 @@ impl Report {
         let rest = line.strip_prefix("error ")?;
         let (code, message) = rest.split_once(' ').unwrap_or((rest, ""));
         Some(Report::Error {
-            code: code.parse().unwrap_or(1),
+            code: code.parse().unwrap_or(workq_core::exit::JOB_FAILED),
             message: message.to_string(),
         })
     }
@@ -156,19 +156,48 @@ mod tests {
     use super::*;
 
     #[test]
+    fn lines_parse_into_reports_or_nothing() {
+        assert_eq!(
+            Report::parse("ready 12 7\n"),
+            Some(Report::Ready {
+                pid: 12,
+                worker_id: 7
+            })
+        );
+        assert_eq!(
+            Report::parse("error 5 store locked"),
+            Some(Report::Error {
+                code: workq_core::exit::UNAVAILABLE,
+                message: "store locked".into()
+            })
+        );
+        // An error whose code is garbled is still an error, with the general failure code.
+        assert_eq!(
+            Report::parse("error x"),
+            Some(Report::Error {
+                code: workq_core::exit::JOB_FAILED,
+                message: String::new()
+            })
+        );
+        for bad in ["", "ready", "ready 12", "ready x 7", "hello"] {
+            assert_eq!(Report::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
     fn reports_round_trip_through_a_pipe() {
         let Pipe { read, mut write } = pipe().unwrap();
         send(
             &mut write,
             &Report::Error {
-                code: 4,
+                code: workq_core::exit::CONFLICT,
                 message: "already\nrunning".into(),
             },
         );
         assert_eq!(
             wait_report(&read, Duration::from_secs(5)),
             Waited::Got(Some(Report::Error {
-                code: 4,
+                code: workq_core::exit::CONFLICT,
                 message: "already running".into()
             }))
         );

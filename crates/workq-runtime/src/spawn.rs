@@ -3,7 +3,7 @@
 use std::ffi::{OsStr, OsString};
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -108,25 +108,7 @@ pub fn spawn_job(job: &ClaimedJob, log_dir: &Path, store_id: &str) -> io::Result
         ));
     }
     let log_path = log_path(log_dir, job.id, job.attempt);
-    // Errors are named, and of kind Other, so they are never mistaken for a missing command.
-    let log_error = |e: io::Error| {
-        io::Error::other(format!(
-            "cannot open its log file {}: {e}",
-            log_path.display()
-        ))
-    };
-    // The log file itself is made when the first byte arrives (see `output`); its directory
-    // must be usable now, so that a problem is this job's spawn error, not lost output.
-    let (log, output) = if crate::output::supported() {
-        usable_dir(&log_path).map_err(log_error)?;
-        let (read, write) = crate::output::pipe()?;
-        (
-            write,
-            Some(crate::output::Output::new(read, log_path.clone())),
-        )
-    } else {
-        (OwnedFd::from(open_log(&log_path).map_err(log_error)?), None)
-    };
+    let (log, output) = open_output(&log_path)?;
     let stdin = dev_null()?;
     let job_id = job.id.to_string();
     let attempt = job.attempt.to_string();
@@ -144,51 +126,8 @@ pub fn spawn_job(job: &ClaimedJob, log_dir: &Path, store_id: &str) -> io::Result
         ("WORKQ_LEASE", lease.as_str()),
         ("WORKQ_STORE_ID", store_id),
     ]);
-    let remove = [crate::ready::READY_FD_ENV, crate::SETTINGS_ENV];
     let fds = [stdin.as_raw_fd(), log.as_raw_fd(), log.as_raw_fd()];
-    let cwd = job.spec.cwd.as_deref().map(OsStr::new);
-    let os = |v: &[&str]| -> Vec<OsString> { v.iter().map(OsString::from).collect() };
-    // A plain shell line, executed without the shell (see `plain_words`).
-    let plain = match (&job.spec.container, job.spec.argv.as_slice()) {
-        (None, [sh, c, line]) if sh == "sh" && c == "-c" => plain_words(line).map(|w| (w, line)),
-        _ => None,
-    };
-    let plan = match (&job.spec.container, plain) {
-        (Some(c), _) => {
-            let dir = match &job.spec.cwd {
-                Some(d) => d.clone(),
-                None => std::env::current_dir()?.display().to_string(),
-            };
-            let mut env = job.spec.env.clone();
-            env.insert("WORKQ_JOB_ID".into(), job_id.clone());
-            env.insert("WORKQ_ATTEMPT".into(), attempt.clone());
-            env.insert("WORKQ_QUEUE".into(), job.spec.queue.clone());
-            let name = workq_core::Container::name(store_id, job.id, job.attempt);
-            let argv = c.argv(&name, &dir, &env, &job.spec.argv);
-            let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-            launch::Plan::new(&os(&argv), &launch::environment(&set, &remove), cwd, fds)?
-        }
-        (None, Some((words, line))) => {
-            let mut env = launch::environment(&set, &remove);
-            // The shell would export the directory it runs in as PWD; do the same (the
-            // fallback shell sets it again itself).
-            let pwd = match &job.spec.cwd {
-                Some(d) => Some(OsString::from(d)),
-                None => std::env::current_dir().ok().map(|d| d.into_os_string()),
-            };
-            if let Some(pwd) = pwd {
-                env.retain(|(k, _)| k != "PWD");
-                env.push(("PWD".into(), pwd));
-            }
-            launch::Plan::new(&os(&words), &env, cwd, fds)?
-                .or_else(&os(&["sh", "-c", line]), &env)?
-        }
-        (None, None) => {
-            let argv: Vec<&str> = job.spec.argv.iter().map(String::as_str).collect();
-            launch::Plan::new(&os(&argv), &launch::environment(&set, &remove), cwd, fds)?
-        }
-    };
-    let mut plan = plan;
+    let mut plan = plan(job, store_id, &set, fds)?;
     plan.new_session = true;
     plan.death_signal = libc::SIGKILL;
     let pid = launch::launch(&plan)?;
@@ -199,6 +138,92 @@ pub fn spawn_job(job: &ClaimedJob, log_dir: &Path, store_id: &str) -> io::Result
         log_path,
         output,
     })
+}
+
+/// Where the job's stdout and stderr go: a pipe drained into the log (returned with it), or
+/// the log file itself where output cannot be watched that way.
+fn open_output(log_path: &Path) -> io::Result<(OwnedFd, Option<crate::output::Output>)> {
+    // Errors are named, and of kind Other, so they are never mistaken for a missing command.
+    let log_error = |e: io::Error| {
+        io::Error::other(format!(
+            "cannot open its log file {}: {e}",
+            log_path.display()
+        ))
+    };
+    // The log file itself is made when the first byte arrives (see `output`); its directory
+    // must be usable now, so that a problem is this job's spawn error, not lost output.
+    if crate::output::supported() {
+        usable_dir(log_path).map_err(log_error)?;
+        let (read, write) = crate::output::pipe()?;
+        let output = crate::output::Output::new(read, log_path.to_path_buf());
+        Ok((write, Some(output)))
+    } else {
+        Ok((OwnedFd::from(open_log(log_path).map_err(log_error)?), None))
+    }
+}
+
+/// How to start the job with environment additions `set` and descriptors `fds`: in its
+/// container, as a plain shell line without the shell, or as its argv.
+fn plan(
+    job: &ClaimedJob,
+    store_id: &str,
+    set: &[(&str, &str)],
+    fds: [RawFd; 3],
+) -> io::Result<launch::Plan> {
+    let remove = [crate::ready::READY_FD_ENV, crate::SETTINGS_ENV];
+    let cwd = job.spec.cwd.as_deref().map(OsStr::new);
+    // A plain shell line, executed without the shell (see `plain_words`).
+    let plain = match (&job.spec.container, job.spec.argv.as_slice()) {
+        (None, [sh, c, line]) if sh == "sh" && c == "-c" => plain_words(line).map(|w| (w, line)),
+        _ => None,
+    };
+    match (&job.spec.container, plain) {
+        (Some(c), _) => {
+            let argv = container_argv(job, c, store_id)?;
+            let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+            launch::Plan::new(&os(&argv), &launch::environment(set, &remove), cwd, fds)
+        }
+        (None, Some((words, line))) => {
+            let mut env = launch::environment(set, &remove);
+            // The shell would export the directory it runs in as PWD; do the same (the
+            // fallback shell sets it again itself).
+            let pwd = match &job.spec.cwd {
+                Some(d) => Some(OsString::from(d)),
+                None => std::env::current_dir().ok().map(|d| d.into_os_string()),
+            };
+            if let Some(pwd) = pwd {
+                env.retain(|(k, _)| k != "PWD");
+                env.push(("PWD".into(), pwd));
+            }
+            launch::Plan::new(&os(&words), &env, cwd, fds)?.or_else(&os(&["sh", "-c", line]), &env)
+        }
+        (None, None) => {
+            let argv: Vec<&str> = job.spec.argv.iter().map(String::as_str).collect();
+            launch::Plan::new(&os(&argv), &launch::environment(set, &remove), cwd, fds)
+        }
+    }
+}
+
+/// The container runtime's command line that runs the job in container `c`.
+fn container_argv(
+    job: &ClaimedJob,
+    c: &workq_core::Container,
+    store_id: &str,
+) -> io::Result<Vec<String>> {
+    let dir = match &job.spec.cwd {
+        Some(d) => d.clone(),
+        None => std::env::current_dir()?.display().to_string(),
+    };
+    let mut env = job.spec.env.clone();
+    env.insert("WORKQ_JOB_ID".into(), job.id.to_string());
+    env.insert("WORKQ_ATTEMPT".into(), job.attempt.to_string());
+    env.insert("WORKQ_QUEUE".into(), job.spec.queue.clone());
+    let name = workq_core::Container::name(store_id, job.id, job.attempt);
+    Ok(c.argv(&name, &dir, &env, &job.spec.argv))
+}
+
+fn os(v: &[&str]) -> Vec<OsString> {
+    v.iter().map(OsString::from).collect()
 }
 
 /// Makes sure the directory of `log` exists and can take new files.
@@ -288,7 +313,7 @@ pub fn spawn_with_fd3(
     mut cmd: Command,
     new_session: bool,
     death_signal: libc::c_int,
-    fd: std::os::unix::io::RawFd,
+    fd: RawFd,
 ) -> io::Result<Child> {
     // SAFETY: getpid has no preconditions.
     let parent = unsafe { libc::getpid() };

@@ -12,10 +12,22 @@ use crate::context::Context;
 use crate::error::{CliError, CmdResult, ErrorKind};
 
 /// `--state-dir` and `--store` for re-executed processes, so they open the same store.
-pub fn global_args(ctx: &Context) -> Vec<OsString> {
+fn global_args(ctx: &Context) -> Vec<OsString> {
     let mut v: Vec<OsString> = vec!["--state-dir".into(), ctx.state_dir.clone().into_os_string()];
     v.extend(ctx.store_args().into_iter().map(OsString::from));
     v
+}
+
+/// This binary's command line for the hidden `worker SUBCOMMAND` (`_monitor` or `_run`): the
+/// runtime re-executes it and does not know the CLI's grammar.
+pub fn own_command(
+    exe: std::path::PathBuf,
+    ctx: &Context,
+    subcommand: &str,
+) -> daemon::CommandLine {
+    let mut args = global_args(ctx);
+    args.extend(["worker", subcommand].map(OsString::from));
+    daemon::CommandLine { program: exe, args }
 }
 
 /// The error for starting a worker that runs already (with its pid when `found` has it).
@@ -41,8 +53,7 @@ pub fn start_daemon(ctx: &Context, settings: WorkerSettings) -> CmdResult {
     let exe = std::env::current_exe().map_err(CliError::current_exe)?;
     let quiet = ctx.quiet || ctx.json;
     let launched = daemon::launch(
-        &exe,
-        &global_args(ctx),
+        &own_command(exe, ctx, "_monitor"),
         &settings,
         Duration::from_secs(30),
         &mut |msg| {

@@ -14,7 +14,7 @@ use workq_runtime::pidfile::{self, AcquireError, PidFile};
 use workq_runtime::{ready, Level, Logger, WorkerOptions, WorkerSettings};
 
 use crate::context::Context;
-use crate::daemon::{already_running, global_args, start_daemon};
+use crate::daemon::{already_running, own_command, start_daemon};
 use crate::error::{CliError, CmdResult};
 use crate::flag_values;
 use crate::worker_settings::{apply_config, check_timing, name_of, DURATIONS};
@@ -264,8 +264,7 @@ fn monitor(ctx: &Context) -> CmdResult {
     let code = workq_runtime::monitor::run_monitor(
         client.store(),
         &settings,
-        &exe,
-        &global_args(ctx),
+        &own_command(exe, ctx, "_run"),
         &run_dir,
         ready,
     );
