@@ -11,6 +11,7 @@ mod config;
 mod faults;
 mod lifecycle;
 mod pg;
+mod readme;
 
 fn bin() -> PathBuf {
     assert_cmd::cargo::cargo_bin("workq")
