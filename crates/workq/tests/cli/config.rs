@@ -5,7 +5,7 @@ use serde_json::Value;
 use super::{state_of, Project};
 
 impl Project {
-    pub(super) fn write(&self, rel: &str, text: &str) {
+    fn write(&self, rel: &str, text: &str) {
         let p = self.path().join(rel);
         if let Some(d) = p.parent() {
             std::fs::create_dir_all(d).unwrap();

@@ -110,9 +110,13 @@ fn the_readme_tour_runs_as_written() {
     {
         script.push_str(&checked(block, bin_dir));
     }
-    // The worked example runs on the config shown above it.
+    // The worked example runs on the config shown above it (and only the example: the tour
+    // before it runs on the defaults).
     let config = blocks(&text, "## Configuration and typed queues", "toml");
-    p.write(".workq/config.toml", &config[0]);
+    script.push_str(&format!(
+        "mkdir -p .workq\ncat > .workq/config.toml <<'WORKQ_README_TOML'\n{}WORKQ_README_TOML\n",
+        config[0]
+    ));
     for block in blocks(
         &text,
         "### Worked example: one pipeline run per participant and session",
@@ -122,8 +126,11 @@ fn the_readme_tour_runs_as_written() {
     }
     let script_path = p.path().join("tour.sh");
     std::fs::write(&script_path, &script).expect("write the script");
-    let mut cmd = Command::new("bash");
-    cmd.arg(&script_path).current_dir(p.path());
+    // A command that never returns fails the test instead of hanging it.
+    let mut cmd = Command::new("timeout");
+    cmd.args(["-k", "10", "300", "bash"])
+        .arg(&script_path)
+        .current_dir(p.path());
     // The same isolated environment as every other test's commands.
     for (k, v) in p.cmd().get_envs() {
         match v {
