@@ -24,15 +24,16 @@ fn visible_len(s: &str) -> usize {
     n
 }
 
+/// Columns available on standard output: `COLUMNS` first (it lets a user or a test pin the
+/// width), then the terminal's own size, else 120.
 fn terminal_width() -> usize {
     std::env::var("COLUMNS")
         .ok()
         .and_then(|c| c.parse().ok())
         .or_else(|| {
-            // SAFETY: TIOCGWINSZ fills the winsize struct we pass.
-            let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
-            let rc = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) };
-            (rc == 0 && ws.ws_col > 0).then_some(ws.ws_col as usize)
+            terminal_size::terminal_size_of(std::io::stdout())
+                .map(|(terminal_size::Width(w), _)| usize::from(w))
+                .filter(|w| *w > 0)
         })
         .unwrap_or(120)
 }
