@@ -377,11 +377,20 @@ impl Config {
                 })
             }
         };
-        let not_toml = |e: toml::de::Error| ConfigError {
-            origin: origin.clone(),
-            at: e.span().map(|s| offset_to_line_col(&text, s.start)),
-            key: None,
-            message: format!("not valid TOML: {}", e.message().trim()),
+        let not_toml = |e: toml::de::Error| {
+            let mut message = e.message().trim().to_string();
+            // toml 1.x no longer names the key here; its span does.
+            if message == "duplicate key" {
+                if let Some(k) = e.span().and_then(|s| text.get(s)) {
+                    message = format!("{message} {k} (set it once; remove the other)");
+                }
+            }
+            ConfigError {
+                origin: origin.clone(),
+                at: e.span().map(|s| offset_to_line_col(&text, s.start)),
+                key: None,
+                message: format!("not valid TOML: {message}"),
+            }
         };
         // One parse gives both the spans and, deserialized from it, the values.
         let doc = toml::de::DeTable::parse(&text).map_err(not_toml)?;
