@@ -24,56 +24,93 @@ pub struct Table {
 /// Parses CSV text: the first row names the columns.
 pub fn parse_csv(text: &str) -> Result<Table, String> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let records = csv_records(text)?;
-    let mut it = records.into_iter();
-    let Some((_, header)) = it.next() else {
+    check_quoting(text)?;
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        // Rows of the wrong length get our message, which names the header's columns.
+        .flexible(true)
+        .from_reader(text.as_bytes());
+    let mut records = reader.records();
+    let Some(header) = records.next() else {
         return Ok(Table::default());
     };
+    let header = header.map_err(|e| csv_error(&e))?;
+    let header_line = record_line(text, &header);
     let columns: Vec<String> = header.iter().map(|h| h.trim().to_string()).collect();
     for (i, c) in columns.iter().enumerate() {
         if c.is_empty() {
             return Err(format!(
-                "line 1: column {} of the header has no name",
+                "line {header_line}: column {} of the header has no name",
                 i + 1
             ));
         }
         if columns[..i].contains(c) {
-            return Err(format!("line 1: column {c:?} appears twice in the header"));
+            return Err(format!(
+                "line {header_line}: column {c:?} appears twice in the header"
+            ));
         }
     }
     let mut rows = Vec::new();
-    for (line, fields) in it {
-        if fields.len() == 1 && fields[0].is_empty() {
-            continue; // a blank line
+    for record in records {
+        let record = record.map_err(|e| csv_error(&e))?;
+        let line = record_line(text, &record);
+        // The `csv` crate skips blank lines; a line of just `""` has always counted as one too.
+        if record.len() == 1 && record.get(0) == Some("") {
+            continue;
         }
-        if fields.len() != columns.len() {
+        if record.len() != columns.len() {
             return Err(format!(
                 "line {line}: {} field(s), but the header has {} ({})",
-                fields.len(),
+                record.len(),
                 columns.len(),
                 columns.join(", ")
             ));
         }
         rows.push(Row {
             line,
-            values: columns.iter().cloned().zip(fields).collect(),
+            values: columns
+                .iter()
+                .cloned()
+                .zip(record.iter().map(str::to_string))
+                .collect(),
         });
     }
     Ok(Table { columns, rows })
 }
 
-/// Splits CSV text into records of fields, each with its starting line.
-fn csv_records(text: &str) -> Result<Vec<(usize, Vec<String>)>, String> {
-    let mut out = Vec::new();
-    let mut fields = Vec::new();
-    let mut field = String::new();
+/// The 1-based line `record` of `text` starts on. The `csv` crate places a record where the
+/// previous one ended, before the line break and any blank lines that it skipped.
+fn record_line(text: &str, record: &csv::StringRecord) -> usize {
+    let Some(p) = record.position() else {
+        return 0;
+    };
+    let skipped = usize::try_from(p.byte())
+        .ok()
+        .and_then(|b| text.get(b..))
+        .map_or(0, |rest| {
+            rest.bytes()
+                .take_while(|b| matches!(b, b'\r' | b'\n'))
+                .filter(|b| *b == b'\n')
+                .count()
+        });
+    usize::try_from(p.line()).map_or(usize::MAX, |l| l.saturating_add(skipped))
+}
+
+fn csv_error(e: &csv::Error) -> String {
+    match e.position() {
+        Some(p) => format!("line {}: {e}", p.line()),
+        None => e.to_string(),
+    }
+}
+
+/// Rejects the quoting mistakes RFC 4180 forbids: a quoted field that is never closed, and text
+/// after a closing quote. The `csv` crate reads both leniently by design (it would take the rest
+/// of the file as one field, or glue the text on), which hides a typo in a parameter file.
+fn check_quoting(text: &str) -> Result<(), String> {
     let mut line = 1;
-    let mut start = 1;
     let mut chars = text.chars().peekable();
     let mut at_field_start = true;
-    let mut any = false;
     while let Some(c) = chars.next() {
-        any = true;
         match c {
             '"' if at_field_start => {
                 let open_line = line;
@@ -81,23 +118,17 @@ fn csv_records(text: &str) -> Result<Vec<(usize, Vec<String>)>, String> {
                     match chars.next() {
                         Some('"') if chars.peek() == Some(&'"') => {
                             chars.next();
-                            field.push('"');
                         }
                         Some('"') => break,
-                        Some(ch) => {
-                            if ch == '\n' {
-                                line += 1;
-                            }
-                            field.push(ch);
-                        }
+                        Some('\n') => line += 1,
+                        Some(_) => {}
                         None => {
                             return Err(format!("line {open_line}: a quoted field is never closed"))
                         }
                     }
                 }
-                at_field_start = false;
                 match chars.peek() {
-                    None | Some(',') | Some('\n') | Some('\r') => {}
+                    None | Some(',' | '\n' | '\r') => at_field_start = false,
                     Some(other) => {
                         return Err(format!(
                             "line {line}: {other:?} after a closing quote (double a quote inside quotes: \"\")"
@@ -105,30 +136,16 @@ fn csv_records(text: &str) -> Result<Vec<(usize, Vec<String>)>, String> {
                     }
                 }
             }
-            ',' => {
-                fields.push(std::mem::take(&mut field));
-                at_field_start = true;
-            }
-            '\r' if chars.peek() == Some(&'\n') => {}
+            // `\r` ends a record on its own too, as it does for the `csv` crate.
+            ',' | '\r' => at_field_start = true,
             '\n' => {
-                fields.push(std::mem::take(&mut field));
-                out.push((start, std::mem::take(&mut fields)));
                 line += 1;
-                start = line;
                 at_field_start = true;
-                any = false;
             }
-            other => {
-                field.push(other);
-                at_field_start = false;
-            }
+            _ => at_field_start = false,
         }
     }
-    if any {
-        fields.push(field);
-        out.push((start, fields));
-    }
-    Ok(out)
+    Ok(())
 }
 
 /// Parses JSON Lines: each non-blank line one object whose values are strings, numbers,
@@ -190,6 +207,29 @@ mod tests {
         );
         let t = parse_csv("a,b\n1,2").unwrap();
         assert_eq!(t.rows[0].values["b"], "2");
+    }
+
+    #[test]
+    fn csv_rows_keep_their_own_line_past_crlf_blank_lines_and_quoted_breaks() {
+        let lines = |text: &str| -> Vec<(usize, String)> {
+            let t = parse_csv(text).unwrap();
+            t.rows
+                .iter()
+                .map(|r| (r.line, r.values["a"].clone()))
+                .collect()
+        };
+        assert_eq!(
+            lines("a\r\n1\r\n\r\n2\r\n\"x\ny\"\r\n3"),
+            [(2, "1"), (4, "2"), (5, "x\ny"), (7, "3")].map(|(l, v)| (l, v.to_string()))
+        );
+        assert_eq!(
+            lines("\n\na\n1\n\n\n2\n"),
+            [(4, "1"), (7, "2")].map(|(l, v)| (l, v.to_string()))
+        );
+        assert!(parse_csv("\n\na,a\n").unwrap_err().starts_with("line 3:"));
+        assert!(parse_csv("a\n1\n\"x\n\ny\"z\n")
+            .unwrap_err()
+            .starts_with("line 5: 'z' after a closing quote"));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use schema::Kind;
+use serde::Deserialize as _;
 use workq_core::{parse_duration, Template};
 
 /// Where a value came from.
@@ -133,40 +134,45 @@ fn default_value(text: &str) -> toml::Value {
         .unwrap_or(toml::Value::String(String::new()))
 }
 
-/// The 1-based line and column of `key` in `text` (a best effort over the usual layouts).
-fn locate(text: &str, key: &str) -> Option<(usize, usize)> {
-    let mut header = String::new();
-    for (i, line) in text.lines().enumerate() {
-        let t = line.trim_start();
-        if let Some(h) = t.strip_prefix('[') {
-            if let Some(end) = h.find(']') {
-                header = h[..end].trim().trim_matches('[').replace(['"', ' '], "");
-                continue;
-            }
-        }
-        let Some(eq) = t.find('=') else { continue };
-        let k = t[..eq].trim().replace(['"', ' '], "");
-        let full = if header.is_empty() {
-            k.clone()
+/// Where each key is written, as a byte offset: the key's name in `key = value`, or its name in
+/// the `[table]` header for a table. Keys are dotted, as `flatten` makes them.
+fn key_offsets(prefix: &str, table: &toml::de::DeTable<'_>, out: &mut BTreeMap<String, usize>) {
+    for (k, v) in table {
+        let key = if prefix.is_empty() {
+            k.get_ref().to_string()
         } else {
-            format!("{header}.{k}")
+            format!("{prefix}.{}", k.get_ref())
         };
-        if full == key || key.starts_with(&format!("{full}.")) {
-            return Some((i + 1, line.len() - t.len() + 1));
+        if let toml::de::DeValue::Table(t) = v.get_ref() {
+            key_offsets(&key, t, out);
         }
+        out.insert(key, k.span().start);
     }
-    None
 }
 
+/// The offset of `key`, or of the nearest table above it (a key `flatten` made up, such as an
+/// empty `[queues.x]`'s `workers`, points at that table's header).
+fn key_offset(offsets: &BTreeMap<String, usize>, key: &str) -> Option<usize> {
+    let mut k = key;
+    loop {
+        if let Some(o) = offsets.get(k) {
+            return Some(*o);
+        }
+        k = &k[..k.rfind('.')?];
+    }
+}
+
+/// The 1-based line and column (in characters) of byte `offset` in `text`.
 fn offset_to_line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let col = before
-        .rsplit('\n')
-        .next()
-        .map(|l| l.chars().count())
-        .unwrap_or(0)
-        + 1;
+    // Bytes, not a `&str` slice: an offset inside a character must not panic.
+    let before = &text.as_bytes()[..offset.min(text.len())];
+    let line_start = before
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(0, |i| i + 1);
+    let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+    let is_char_start = |b: &&u8| (**b & 0xC0) != 0x80;
+    let col = before[line_start..].iter().filter(is_char_start).count() + 1;
     (line, col)
 }
 
@@ -371,16 +377,31 @@ impl Config {
                 })
             }
         };
-        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError {
-            origin: origin.clone(),
-            at: e.span().map(|s| offset_to_line_col(&text, s.start)),
-            key: None,
-            message: format!("not valid TOML: {}", e.message().trim()),
-        })?;
+        let not_toml = |e: toml::de::Error| {
+            let mut message = e.message().trim().to_string();
+            // toml 1.x no longer names the key here; its span does.
+            if message == "duplicate key" {
+                if let Some(k) = e.span().and_then(|s| text.get(s)) {
+                    message = format!("{message} {k} (set it once; remove the other)");
+                }
+            }
+            ConfigError {
+                origin: origin.clone(),
+                at: e.span().map(|s| offset_to_line_col(&text, s.start)),
+                key: None,
+                message: format!("not valid TOML: {message}"),
+            }
+        };
+        // One parse gives both the spans and, deserialized from it, the values.
+        let doc = toml::de::DeTable::parse(&text).map_err(not_toml)?;
+        let mut offsets = BTreeMap::new();
+        key_offsets("", doc.get_ref(), &mut offsets);
+        let table =
+            toml::Table::deserialize(toml::de::Deserializer::from(doc)).map_err(not_toml)?;
         let mut flat = Vec::new();
         flatten("", &table, &mut flat);
         for (key, value) in flat {
-            let at = locate(&text, &key);
+            let at = key_offset(&offsets, &key).map(|o| offset_to_line_col(&text, o));
             check(&key, &value).map_err(|message| ConfigError {
                 origin: origin.clone(),
                 at,
@@ -650,6 +671,47 @@ mod tests {
         assert!(c.source("queues.q.command").ends_with("project.toml:6"));
         assert_eq!(c.queue_names(), vec!["q"]);
         assert_eq!(c.queue_key("q", "retries"), "defaults.retries");
+    }
+
+    #[test]
+    fn errors_and_sources_point_at_the_key_however_it_is_written() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("project.toml");
+        for (text, want) in [
+            (
+                "[queues]\nq.retries = -1\n",
+                "project.toml:2:3: queues.q.retries:",
+            ),
+            (
+                "[queues.q]\nenv = { A = 1 }\n",
+                "project.toml:2:1: queues.q.env:",
+            ),
+            (
+                "[queues.q.env]\nA = 1\n",
+                "project.toml:1:11: queues.q.env:",
+            ),
+            (
+                "[defaults]\n\"retry\" = 2\n",
+                "project.toml:2:1: defaults.retry:",
+            ),
+            (
+                "[queues]\n\"é\" = { retries = -1 }\n",
+                "project.toml:2:9: queues.é.retries:",
+            ),
+            (
+                "[defaults]\nretries = 99999999999999999999\n",
+                "project.toml:2:",
+            ),
+        ] {
+            std::fs::write(&p, text).unwrap();
+            let e = Config::load(&paths(d.path()), Vec::new())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{text:?}: {e}");
+        }
+        std::fs::write(&p, "[store]\n\n[queues.x]\n").unwrap();
+        let c = Config::load(&paths(d.path()), Vec::new()).unwrap();
+        assert!(c.source("queues.x.workers").ends_with("project.toml:3"));
     }
 
     #[test]

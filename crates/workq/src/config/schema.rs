@@ -104,47 +104,28 @@ pub fn lookup(key: &str) -> Option<&'static Key> {
 
 /// The known key closest to `key`, for "did you mean".
 pub fn nearest(key: &str) -> Option<String> {
-    let (prefix, candidates): (String, Vec<String>) = match key.strip_prefix("queues.") {
-        Some(rest) if rest.contains('.') => {
-            let (q, _) = rest.split_once('.').unwrap_or((rest, ""));
-            (
-                format!("queues.{q}."),
-                KEYS.iter()
-                    .filter_map(|k| k.name.strip_prefix("queues.*."))
-                    .map(|f| format!("queues.{q}.{f}"))
-                    .collect(),
-            )
-        }
-        _ => (
-            String::new(),
-            KEYS.iter()
-                .filter(|k| !k.name.starts_with("queues."))
-                .map(|k| k.name.to_string())
-                .collect(),
-        ),
+    // A queue key is compared with the same queue's known fields, so the queue name never counts.
+    let candidates: Vec<String> = match key
+        .strip_prefix("queues.")
+        .and_then(|rest| rest.split_once('.'))
+    {
+        Some((q, _)) => KEYS
+            .iter()
+            .filter_map(|k| k.name.strip_prefix("queues.*."))
+            .map(|f| format!("queues.{q}.{f}"))
+            .collect(),
+        None => KEYS
+            .iter()
+            .filter(|k| !k.name.starts_with("queues."))
+            .map(|k| k.name.to_string())
+            .collect(),
     };
-    let _ = prefix;
     candidates
         .into_iter()
-        .map(|c| (distance(key, &c), c))
+        .map(|c| (strsim::levenshtein(key, &c), c))
         .filter(|(d, c)| *d <= (c.len() / 3).max(3))
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
-}
-
-/// Levenshtein distance.
-fn distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 #[cfg(test)]

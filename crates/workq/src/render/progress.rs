@@ -1,7 +1,8 @@
-//! A one-line progress bar on standard error, redrawn in place.
+//! A one-line progress bar on standard error, redrawn in place (indicatif).
 
-use std::io::Write;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// Counts shown by the bar.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -20,7 +21,8 @@ pub struct Counts {
 pub struct Progress {
     enabled: bool,
     started: Instant,
-    drawn: bool,
+    /// The bar on screen; `finish` ends it, and a later `draw` starts a new line.
+    bar: Option<ProgressBar>,
 }
 
 impl Progress {
@@ -34,7 +36,7 @@ impl Progress {
         Progress {
             enabled,
             started: Instant::now(),
-            drawn: false,
+            bar: None,
         }
     }
 
@@ -43,9 +45,13 @@ impl Progress {
         if !self.enabled {
             return;
         }
+        let bar = self.bar.get_or_insert_with(new_bar);
         let done = c.succeeded + c.failed;
-        let width = 30usize;
-        let filled = (done * width).checked_div(c.total).unwrap_or(width);
+        bar.update(|s| {
+            s.set_len(c.total as u64);
+            s.set_pos(done as u64);
+        });
+        // Rate and eta are ours, not indicatif's, to keep workq's duration format (1m30s).
         let elapsed = self.started.elapsed().as_secs_f64();
         let rate = if elapsed > 0.0 {
             done as f64 / elapsed
@@ -55,32 +61,33 @@ impl Progress {
         let eta = if rate > 0.0 && c.total > done {
             format!(
                 " eta {}",
-                workq_core::format_duration(std::time::Duration::from_secs_f64(
+                workq_core::format_duration(Duration::from_secs_f64(
                     (c.total - done) as f64 / rate
                 ))
             )
         } else {
             String::new()
         };
-        let line = format!(
-            "\r[{}{}] {done}/{} done, {} failed, {} running, {rate:.1}/s{eta}\x1b[K",
-            "#".repeat(filled),
-            "-".repeat(width - filled),
-            c.total,
-            c.failed,
-            c.running,
-        );
-        let mut err = std::io::stderr();
-        let _ = err.write_all(line.as_bytes());
-        let _ = err.flush();
-        self.drawn = true;
+        bar.set_message(format!(
+            "{} failed, {} running, {rate:.1}/s{eta}",
+            c.failed, c.running
+        ));
     }
 
     /// Ends the bar's line.
     pub fn finish(&mut self) {
-        if self.drawn {
+        if let Some(bar) = self.bar.take() {
+            // `abandon`, not `finish`: the latter would fill the bar to 100% on a timeout.
+            bar.abandon();
             eprintln!();
-            self.drawn = false;
         }
     }
+}
+
+fn new_bar() -> ProgressBar {
+    // The template is a constant; a mistake in it would show as a plain bar, not a crash.
+    let style = ProgressStyle::with_template("[{bar:30}] {pos}/{len} done, {msg}")
+        .map(|s| s.progress_chars("#-"))
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()).with_style(style)
 }
