@@ -1,8 +1,11 @@
 //! workq-store: where all workq state lives.
 //!
 //! The [`Store`] trait is the only way the worker and the command line touch state. It is
-//! synchronous and shaped for two backends (SQLite now, PostgreSQL later): no SQL, no connection
-//! type and no SQLite error leaks through it. Every method that changes state is one transaction.
+//! synchronous and has two backends, SQLite ([`SqliteStore`], one file, the default) and
+//! PostgreSQL ([`PgStore`], for workers on many hosts), which pass one conformance suite
+//! ([`conformance`]): no SQL, no connection type and no engine error leaks through it. Every
+//! method that changes state is one transaction; what a job becomes after each event is decided
+//! by `workq_core::lifecycle` and only applied here (ARCHITECTURE.md §3, §4).
 
 pub mod clock;
 pub mod conformance;

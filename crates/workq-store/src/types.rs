@@ -187,7 +187,7 @@ pub struct OutcomeCounts {
 /// Facts about the store for `workq doctor`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Diagnosis {
-    /// Backend name (`sqlite`).
+    /// Backend name (`sqlite` or `postgres`).
     pub backend: String,
     /// Where it lives (a file path; never a password).
     pub location: String,
