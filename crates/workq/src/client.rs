@@ -18,7 +18,7 @@ pub enum Error {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The state directory cannot be created or used.
-    #[error("cannot use state dir {path}: {source}; pass --state-dir (or WORKQ_STATE_DIR) to use a writable directory")]
+    #[error("cannot use state dir {path}: {source}")]
     StateDir {
         /// The directory.
         path: PathBuf,

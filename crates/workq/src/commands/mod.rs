@@ -1,4 +1,5 @@
-//! One file per subcommand; clap types stay in this module.
+//! One file per subcommand; clap types stay in the binary: in this module, and `ColorChoice`
+//! in `context.rs` (ARCHITECTURE.md §1).
 
 mod cancel;
 mod config;
@@ -29,7 +30,8 @@ use crate::error::CmdResult;
 /// workq: a durable background job queue with worker management.
 ///
 /// Submit shell commands as jobs; workers run them as child processes, retry them, time them out,
-/// and survive crashes without losing a job. State lives in .workq/workq.db (SQLite).
+/// and survive crashes without losing a job. State lives in .workq/workq.db (SQLite), or in a
+/// PostgreSQL database that workers on many hosts share (--store postgres://…).
 #[derive(Parser, Debug)]
 #[command(
     name = "workq",
@@ -44,7 +46,7 @@ pub struct Cli {
     /// State directory [default: nearest .workq/ at or above the current directory, else ./.workq]
     #[arg(long, global = true, env = "WORKQ_STATE_DIR", value_name = "DIR")]
     state_dir: Option<PathBuf>,
-    /// Store URL (sqlite://PATH) [default: <state-dir>/workq.db]
+    /// Store URL: sqlite://PATH or postgres://USER@HOST:PORT/DATABASE [default: [store] url in config, else <state-dir>/workq.db]
     #[arg(long, global = true, env = "WORKQ_STORE", value_name = "URL")]
     store: Option<String>,
     /// Project config file [default: .workq/config.toml, else workq.toml beside .workq/]
