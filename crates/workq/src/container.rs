@@ -1,5 +1,5 @@
-//! The container a typed queue's jobs run in, from its config: `run` submits with it and
-//! `doctor` probes its engine.
+//! The container a queue's jobs run in, from its config: `run` and `submit` attach it to the
+//! jobs they submit, and `doctor` probes its engine (ARCHITECTURE.md §5.10).
 
 use crate::context::Context;
 use crate::error::CliError;
