@@ -21,6 +21,9 @@ pub enum Command {
     /// Mark dead workers, rescue their jobs, remove stale PID files and sockets, kill orphaned
     /// job processes, prune old registry rows
     Cleanup(CleanupArgs),
+    /// `worker status`, for those who type it under `workers`
+    #[command(hide = true)]
+    Status(super::worker::StatusArgs),
 }
 
 /// List workers
@@ -50,6 +53,7 @@ pub fn run(ctx: &Context, c: Command) -> CmdResult {
     match c {
         Command::List(a) => list(ctx, a),
         Command::Cleanup(a) => cleanup(ctx, a),
+        Command::Status(a) => super::worker::run(ctx, super::worker::Command::Status(a)),
     }
 }
 
