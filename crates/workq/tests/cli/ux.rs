@@ -41,6 +41,10 @@ fn store_url_errors_name_where_the_url_came_from() {
         err.contains("came from --store") && !err.contains("unset"),
         "{err}"
     );
+    assert!(
+        !p.state().exists(),
+        "a store that cannot be reached leaves no state dir"
+    );
 
     // An unknown scheme is a usage error naming the flag, or the config key with file and line.
     let out = p.run(&["--store", "mysql://x/y", "list"]);
@@ -223,4 +227,77 @@ fn submit_runs_in_the_queues_container_and_an_engine_failure_says_why() {
     ]);
     assert_eq!(out.status.code(), Some(125));
     assert_eq!(p.job(4)["attempts"][0]["error"], "exited with status 125");
+}
+
+/// Names, ids and states of a worker object or array: what stays the same between two calls
+/// (ages and process figures move).
+fn identity(v: serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Array(a) => a.into_iter().map(identity).collect(),
+        serde_json::Value::Object(mut o) => {
+            o.retain(|k, _| ["name", "id", "state"].contains(&k.as_str()));
+            serde_json::Value::Object(o)
+        }
+        other => other,
+    }
+}
+
+/// `worker list`, `worker cleanup` and `workers status` are what they would be under the other
+/// group, rather than "unrecognized subcommand".
+#[test]
+fn worker_and_workers_accept_each_others_subcommands() {
+    let p = Project::new();
+    p.submit(&["--", "true"]);
+    let mut w = p.worker("aliased", 1);
+    for (alias, real) in [
+        (&["worker", "list"][..], &["workers", "list"][..]),
+        (&["worker", "list", "--all"], &["workers", "list", "--all"]),
+        (
+            &["workers", "status", "aliased"],
+            &["worker", "status", "aliased"],
+        ),
+        (&["workers", "status"], &["worker", "status"]),
+    ] {
+        let shown = |args: &[&str]| {
+            let out = p.run(&[&["--json"], args].concat());
+            assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+            identity(serde_json::from_slice(&out.stdout).unwrap())
+        };
+        assert_eq!(shown(alias), shown(real), "{alias:?}");
+    }
+    let out = p.run(&["worker", "cleanup"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    w.signal(libc::SIGTERM);
+    assert!(w.wait_exit().success());
+}
+
+/// `worker stop` of a name this host never had is "not found" with the names it knows; a worker
+/// that has stopped stops again without complaint.
+#[test]
+fn worker_stop_of_a_name_never_seen_is_not_found() {
+    let p = Project::new();
+    let out = p.run(&["worker", "stop", "nosuch"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no worker named nosuch on this host"),
+        "{}",
+        stderr(&out)
+    );
+
+    p.submit(&["--", "true"]);
+    let mut w = p.worker("real", 1);
+    let out = p.run(&["worker", "stop", "nosuch"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("error: no worker named nosuch on this host")
+            && err.contains("hint: workers known on this host: real"),
+        "{err}"
+    );
+    p.ok(&["worker", "stop", "real"]);
+    assert!(w.wait_exit().success());
+    let out = p.ok(&["worker", "stop", "real"]);
+    assert!(out.contains("not running"), "{out}");
+    let v = p.json(&["worker", "stop", "real"]);
+    assert_eq!(v[0]["result"], "not_running", "{v}");
 }
