@@ -301,3 +301,65 @@ fn worker_stop_of_a_name_never_seen_is_not_found() {
     let v = p.json(&["worker", "stop", "real"]);
     assert_eq!(v[0]["result"], "not_running", "{v}");
 }
+
+/// `status --watch` in a pipe: each frame starts with a line carrying the local time, frames are
+/// separated by a blank line, and no screen codes are written.
+#[test]
+fn status_watch_in_a_pipe_heads_each_frame_with_the_time() {
+    use std::io::BufRead;
+    let p = Project::new();
+    p.submit(&["--", "true"]);
+    let mut child = p
+        .cmd()
+        .args(["status", "--watch"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // Three frame headings mean two full frames with their separators.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut lines: Vec<String> = Vec::new();
+    while lines
+        .iter()
+        .filter(|l| l.starts_with("workq status at "))
+        .count()
+        < 3
+    {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) => lines.push(l),
+            Err(e) => panic!("status --watch stopped drawing ({e}): {lines:?}"),
+        }
+    }
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    assert!(child.wait().unwrap().success());
+    let text = lines.join("\n");
+    assert!(!text.contains('\x1b'), "screen codes in a pipe: {text:?}");
+    let frames: Vec<&str> = text.split("\n\n").collect();
+    assert!(frames.len() >= 3, "{text}");
+    for frame in &frames[..2] {
+        let mut rows = frame.lines();
+        let heading = rows.next().unwrap_or("");
+        let time = heading.trim_start_matches("workq status at ");
+        // YYYY-MM-DD HH:MM:SS, local time.
+        let shape: String = time
+            .chars()
+            .map(|c| if c.is_ascii_digit() { '9' } else { c })
+            .collect();
+        assert_eq!(shape, "9999-99-99 99:99:99", "{heading:?} in {text}");
+        assert!(
+            rows.any(|r| r.starts_with("default\t")),
+            "no queue row in {frame:?}"
+        );
+    }
+}
