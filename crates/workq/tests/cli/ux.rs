@@ -363,3 +363,34 @@ fn status_watch_in_a_pipe_heads_each_frame_with_the_time() {
         );
     }
 }
+
+/// The temporary workers of `submit --wait` (one per command) stay out of `workers list` once
+/// they ended; `--all` still shows them.
+#[test]
+fn workers_list_leaves_out_ended_temporary_workers_unless_all() {
+    let p = Project::new();
+    p.ok(&["submit", "--wait", "--", "true"]);
+    p.ok(&["submit", "--wait", "--", "true"]);
+    let mut w = p.worker("kept", 1);
+    w.signal(libc::SIGTERM);
+    assert!(w.wait_exit().success());
+    let names = |args: &[&str]| -> Vec<String> {
+        let v = p.json(args);
+        let mut n: Vec<String> = v
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|w| w["name"].as_str().map(str::to_string))
+            .collect();
+        n.sort();
+        n
+    };
+    assert_eq!(names(&["workers", "list"]), ["kept"]);
+    let all = names(&["workers", "list", "--all"]);
+    assert_eq!(all.len(), 3, "{all:?}");
+    assert_eq!(
+        all.iter().filter(|n| n.starts_with("temp-")).count(),
+        2,
+        "{all:?}"
+    );
+}
