@@ -394,3 +394,69 @@ fn workers_list_leaves_out_ended_temporary_workers_unless_all() {
         "{all:?}"
     );
 }
+
+/// The checks `doctor --json` made, by name, with their details.
+fn doctor_checks(p: &Project) -> Vec<(String, bool, String)> {
+    let out = p.run(&["--json", "doctor"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("doctor --json: {e}: {}", stderr(&out)));
+    v["checks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            (
+                c["check"].as_str().unwrap_or("").to_string(),
+                c["ok"].as_bool().unwrap_or(false),
+                c["detail"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+fn detail<'a>(
+    checks: &'a [(String, bool, String)],
+    name: &str,
+) -> Option<&'a (String, bool, String)> {
+    checks.iter().find(|c| c.0 == name)
+}
+
+/// `doctor` checks what its backend has: a SQLite file's integrity and journal, a PostgreSQL
+/// server's version, connections and clock, and never the other's.
+#[test]
+fn doctor_checks_what_each_backend_has() {
+    let p = Project::new();
+    p.submit(&["--", "true"]);
+    let checks = doctor_checks(&p);
+    assert!(checks.iter().all(|c| c.1), "{checks:?}");
+    assert!(detail(&checks, "integrity").is_some_and(|c| c.2.contains("PRAGMA quick_check: ok")));
+    assert!(detail(&checks, "journal").is_some_and(|c| c.2.contains("journal mode wal")));
+    for absent in ["server", "connections", "clock"] {
+        assert!(detail(&checks, absent).is_none(), "{absent}: {checks:?}");
+    }
+
+    let Some(url) = super::pg::fresh_db("doctor") else {
+        return;
+    };
+    let pg = Project::with_store(&url);
+    pg.submit(&["--", "true"]);
+    let checks = doctor_checks(&pg);
+    assert!(checks.iter().all(|c| c.1), "{checks:?}");
+    let has = |name: &str, text: &str| detail(&checks, name).is_some_and(|c| c.2.contains(text));
+    assert!(
+        has("store", "postgres store at postgres://workq@127.0.0.1:"),
+        "{checks:?}"
+    );
+    assert!(has("server", "PostgreSQL "), "{checks:?}");
+    assert!(has("connections", " connections in use"), "{checks:?}");
+    assert!(has("clock", "within"), "{checks:?}");
+    assert!(has("schema", "schema version "), "{checks:?}");
+    for absent in ["integrity", "journal"] {
+        assert!(detail(&checks, absent).is_none(), "{absent}: {checks:?}");
+    }
+    let text = String::from_utf8_lossy(&pg.run(&["doctor"]).stdout).into_owned();
+    assert!(
+        !text.contains("PRAGMA") && !text.contains("WAL") && !text.contains("wal"),
+        "{text}"
+    );
+}
