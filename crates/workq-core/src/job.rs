@@ -94,7 +94,9 @@ pub enum Outcome {
     Lost,
     /// Its worker was stopped; the job went back to the queue without counting as a failure.
     Interrupted,
-    /// A finish that arrived after the lease moved on; it changed nothing.
+    /// Reserved: no attempt is ended with it today. A finish that arrives after the lease moved
+    /// on changes nothing and is recorded only as an `events` row of kind `stale`
+    /// (ARCHITECTURE.md §4.2).
     Stale,
     /// The command could not be started (not found, not executable, bad cwd).
     SpawnError,
@@ -346,7 +348,9 @@ pub struct Attempt {
     pub pid: Option<i32>,
     /// Process group of the job.
     pub pgid: Option<i32>,
-    /// Kernel start time of `pid` (clock ticks since boot), to tell it from a reused pid.
+    /// Kernel start time of `pid` (clock ticks since boot). Workers record 0 (unknown): reading
+    /// it mid-exec cost too much per job, and a job's processes are found by the marker in their
+    /// environment instead (ARCHITECTURE.md §4.5).
     pub pid_start_time: Option<u64>,
     /// When it was claimed.
     pub started_at: Timestamp,

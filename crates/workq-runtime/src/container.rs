@@ -101,3 +101,110 @@ pub fn probe(runtime: &str) -> Result<(), String> {
         }
     }
 }
+
+/// What an exit status of `RUNTIME run` says when it is the engine's rather than the command's:
+/// 125 the engine itself failed (no such image, a bad option, no daemon), 126 and 127 the
+/// command inside the container could not be run or was not found (docker and podman alike).
+pub fn engine_failure(code: i32) -> Option<&'static str> {
+    match code {
+        125 => Some("the container engine failed"),
+        126 => Some("the command in the container could not run"),
+        127 => Some("the command in the container was not found"),
+        _ => None,
+    }
+}
+
+/// How much of the end of a job's log is read for the engine's message: engines print one or
+/// a few lines before they exit.
+const LOG_TAIL: u64 = 8 * 1024;
+
+/// The engine's last error line in the job's log at `log` (its combined output), if any.
+pub fn engine_error_line(log: &Path) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(log).ok()?;
+    let len = f.metadata().ok()?.len();
+    f.seek(SeekFrom::Start(len.saturating_sub(LOG_TAIL))).ok()?;
+    let mut tail = Vec::new();
+    f.take(LOG_TAIL).read_to_end(&mut tail).ok()?;
+    last_error_line(&String::from_utf8_lossy(&tail)).map(str::to_string)
+}
+
+/// The line of an engine's output that says what went wrong: the last one that mentions an
+/// error, else the last one, leaving out the "See 'docker run --help'." that docker adds.
+fn last_error_line(text: &str) -> Option<&str> {
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !is_help_pointer(l))
+        .collect();
+    let line = lines
+        .iter()
+        .rev()
+        .find(|l| l.to_ascii_lowercase().contains("error"))
+        .or(lines.last())?;
+    // A line of a few hundred characters is enough to say what failed.
+    Some(match line.char_indices().nth(300) {
+        Some((i, _)) => &line[..i],
+        None => line,
+    })
+}
+
+/// Docker's "See 'docker run --help'." after an error.
+fn is_help_pointer(line: &str) -> bool {
+    line.starts_with("See '") && line.contains("--help")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_engines_own_exit_statuses_are_its_failures() {
+        assert!(engine_failure(125).is_some_and(|s| s.contains("engine")));
+        assert!(engine_failure(126).is_some());
+        assert!(engine_failure(127).is_some());
+        for code in [0, 1, 2, 124, 128, 137] {
+            assert_eq!(engine_failure(code), None, "{code}");
+        }
+    }
+
+    #[test]
+    fn the_engines_last_error_line_is_found_past_its_help_pointer() {
+        let docker = "Unable to find image 'nosuch:1' locally\n\
+                      docker: Error response from daemon: pull access denied for nosuch.\n\
+                      See 'docker run --help'.\n";
+        assert_eq!(
+            last_error_line(docker),
+            Some("docker: Error response from daemon: pull access denied for nosuch.")
+        );
+        let podman = "Trying to pull docker.io/library/nosuch:1...\nError: initializing source: reading manifest 1: manifest unknown\n";
+        assert_eq!(
+            last_error_line(podman),
+            Some("Error: initializing source: reading manifest 1: manifest unknown")
+        );
+        // Without a line that says "error", the last line is the best there is.
+        assert_eq!(
+            last_error_line("output of the job\nUnable to find image 'x' locally\n\n"),
+            Some("Unable to find image 'x' locally")
+        );
+        assert_eq!(last_error_line("\n  \n"), None);
+        assert_eq!(
+            last_error_line(&"é".repeat(1000)).map(|l| l.chars().count()),
+            Some(300)
+        );
+    }
+
+    #[test]
+    fn the_log_is_read_from_its_end_and_a_missing_log_has_no_line() {
+        let d = tempfile::tempdir().unwrap();
+        let log = d.path().join("1.1.log");
+        assert_eq!(engine_error_line(&log), None);
+        let mut text = "x\n".repeat(20_000);
+        text.push_str("Error: no such image\n");
+        std::fs::write(&log, text).unwrap();
+        assert_eq!(
+            engine_error_line(&log).as_deref(),
+            Some("Error: no such image")
+        );
+    }
+}

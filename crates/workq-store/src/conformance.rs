@@ -2462,6 +2462,17 @@ pub fn store_id_and_diagnosis(factory: &Factory) {
     let d = ok("diagnose", s.diagnose());
     assert_eq!(d.integrity, "ok");
     assert!(d.schema_version >= 1);
+    assert_eq!(
+        d.schema_version, d.latest_schema,
+        "opening migrates to the latest"
+    );
+    // A server (PostgreSQL) reports itself and its sessions, this one among them.
+    if let Some(server) = &d.server {
+        assert!(!server.is_empty());
+        let (sessions, max) = d.connections.expect("sessions with a server");
+        assert!(sessions >= 1 && max >= sessions, "{sessions} of {max}");
+        assert!(d.clock_skew_ms.is_some());
+    }
     assert!(!d.backend.is_empty() && !d.location.is_empty());
 }
 

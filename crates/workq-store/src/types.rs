@@ -187,12 +187,21 @@ pub struct OutcomeCounts {
 /// Facts about the store for `workq doctor`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Diagnosis {
-    /// Backend name (`sqlite` or `postgres`).
+    /// Backend name (`sqlite`, `postgres`).
     pub backend: String,
     /// Where it lives (a file path; never a password).
     pub location: String,
     /// Schema version in the store.
     pub schema_version: i64,
+    /// The schema version this build carries.
+    pub latest_schema: i64,
+    /// The server and its version, for a store that has one (`PostgreSQL 16.4`).
+    pub server: Option<String>,
+    /// Client sessions on the server, and how many it allows (PostgreSQL).
+    pub connections: Option<(u64, u64)>,
+    /// The server's clock minus the store's (this host's) clock in ms, at the middle of a round
+    /// trip (PostgreSQL, where hosts judge each other's heartbeats by their own clocks).
+    pub clock_skew_ms: Option<i64>,
     /// Journal mode in force (SQLite).
     pub journal_mode: Option<String>,
     /// True when the database lies on a network or virtual filesystem.

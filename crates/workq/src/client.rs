@@ -18,7 +18,7 @@ pub enum Error {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The state directory cannot be created or used.
-    #[error("cannot use state dir {path}: {source}; pass --state-dir (or WORKQ_STATE_DIR) to use a writable directory")]
+    #[error("cannot use state dir {path}: {source}")]
     StateDir {
         /// The directory.
         path: PathBuf,
@@ -63,6 +63,12 @@ impl Client {
 
     /// Opens the PostgreSQL store at `url`, with `state_dir` holding this host's logs and sockets.
     pub fn open_postgres(state_dir: &Path, url: &str) -> Result<Client, Error> {
+        let opts = workq_store::PgOptions {
+            host: procinfo::hostname(),
+            ..workq_store::PgOptions::default()
+        };
+        // The server first: a URL that does not work must not leave a state dir behind.
+        let store = workq_store::PgStore::open(url, opts)?;
         for dir in [
             state_dir.to_path_buf(),
             state_dir.join("run"),
@@ -73,11 +79,6 @@ impl Client {
                 source,
             })?;
         }
-        let opts = workq_store::PgOptions {
-            host: procinfo::hostname(),
-            ..workq_store::PgOptions::default()
-        };
-        let store = workq_store::PgStore::open(url, opts)?;
         Ok(Client {
             store: Box::new(store),
             state_dir: state_dir.to_path_buf(),

@@ -1,5 +1,5 @@
-//! The container a typed queue's jobs run in, from its config: `run` submits with it and
-//! `doctor` probes its engine.
+//! The container a queue's jobs run in, from its config: `run` and `submit` attach it to the
+//! jobs they submit, and `doctor` probes its engine (ARCHITECTURE.md §5.10).
 
 use crate::context::Context;
 use crate::error::CliError;
@@ -35,9 +35,9 @@ pub fn container_for(
             CliError::unavailable(format!(
                 "queue {queue} runs in containers, but neither docker nor podman is on PATH"
             ))
-            .with_hint(
-                "install one of them, or set runtime = \"/path/to/docker\" under [container]",
-            )
+            .with_hint(format!(
+                "install docker or podman and put it on PATH, or run this queue's jobs directly (mode = \"direct\" under [queues.{queue}])"
+            ))
         })?
     } else {
         if !workq_runtime::container::exists(&wanted) {

@@ -134,7 +134,8 @@ impl Context {
     pub fn client(&self) -> Result<workq::Client, CliError> {
         let fresh = !self.state_dir.exists();
         if let Some(url) = &self.pg_url {
-            let client = workq::Client::open_postgres(&self.state_dir, url)?;
+            let client = workq::Client::open_postgres(&self.state_dir, url)
+                .map_err(|e| self.store_error(e))?;
             if fresh && !self.quiet {
                 eprintln!("workq: created {}", self.state_dir.display());
             }
@@ -157,6 +158,20 @@ impl Context {
             eprintln!("workq: created {}", self.state_dir.display());
         }
         Ok(client)
+    }
+
+    /// A store that cannot be opened: when it cannot be reached, the hint names the setting its
+    /// URL came from and how to fix or drop it (the error itself says what failed).
+    pub fn store_error(&self, e: workq::Error) -> CliError {
+        let unreachable = matches!(
+            &e,
+            workq::Error::Store(workq_store::StoreError::Unavailable { .. })
+        );
+        let err = CliError::from(e);
+        match self.config.get("store.url") {
+            Some(s) if unreachable && self.pg_url.is_some() => err.with_hint(store_fix(&s.source)),
+            _ => err,
+        }
     }
 
     /// The configured SQLite journal mode.
@@ -193,38 +208,69 @@ impl Context {
 }
 
 /// Where the store is: the database file, and the PostgreSQL URL when it is PostgreSQL. From
-/// `--store` (or `WORKQ_STORE`), else `store.url` in config, else `<state-dir>/workq.db`;
-/// `config` learns where it came from.
+/// `--store` (or `WORKQ_STORE`), else `store.url` in config, else `<state-dir>/workq.db`
+/// (ARCHITECTURE.md §6.1); `config` learns where it came from, never with a password.
 fn resolve_store(
     store: Option<String>,
     config: &mut crate::config::Config,
     state_dir: &Path,
     cwd: &Path,
 ) -> Result<(PathBuf, Option<String>), CliError> {
-    let Some(url) = store else {
-        let configured = config
-            .get("store.url")
-            .is_some_and(|s| s.source != crate::config::Source::Default);
-        if !configured {
-            return Ok((state_dir.join("workq.db"), None));
+    use crate::config::Source;
+    let (url, source, base) = match store {
+        Some(url) => {
+            let source = if std::env::var("WORKQ_STORE").ok().as_deref() == Some(url.as_str()) {
+                Source::Env("WORKQ_STORE".into())
+            } else {
+                Source::Flag("--store".into())
+            };
+            (url, source, cwd.to_path_buf())
         }
-        let url = config.str("store.url").unwrap_or_default();
-        // A relative path in a config file is relative to the project root.
-        let root = state_dir.parent().unwrap_or(cwd).to_path_buf();
-        return Ok((parse_store_url(&url, &root)?, None));
-    };
-    let source = if std::env::var("WORKQ_STORE").ok().as_deref() == Some(url.as_str()) {
-        crate::config::Source::Env("WORKQ_STORE".into())
-    } else {
-        crate::config::Source::Flag("--store".into())
+        None => match config.get("store.url") {
+            Some(s) if s.source != Source::Default => {
+                let url = s.value.as_str().unwrap_or_default().to_string();
+                // A relative path in a config file is relative to the project root.
+                let root = state_dir.parent().unwrap_or(cwd).to_path_buf();
+                (url, s.source.clone(), root)
+            }
+            _ => return Ok((state_dir.join("workq.db"), None)),
+        },
     };
     if is_pg(&url) {
         let shown = workq_store::pg::describe_url(&url);
         config.set_source("store.url", toml::Value::String(shown), source);
         return Ok((state_dir.join("workq.db"), Some(url)));
     }
-    config.set_source("store.url", toml::Value::String(url.clone()), source);
-    Ok((parse_store_url(&url, cwd)?, None))
+    let path = parse_store_url(&url, &base, &origin_of(&source))?;
+    config.set_source("store.url", toml::Value::String(url), source);
+    Ok((path, None))
+}
+
+/// The setting a store URL came from, as errors name it: `--store`, `WORKQ_STORE`, or
+/// `store.url (FILE:LINE)`.
+fn origin_of(source: &crate::config::Source) -> String {
+    use crate::config::Source;
+    match source {
+        Source::Flag(f) => f.clone(),
+        Source::Env(v) => v.clone(),
+        Source::File(..) | Source::Default => format!("store.url ({source})"),
+    }
+}
+
+/// What to do about a store URL that does not work, by where it came from.
+fn store_fix(source: &crate::config::Source) -> String {
+    use crate::config::Source;
+    match source {
+        Source::Flag(f) => format!("the URL came from {f}: correct it"),
+        Source::Env(v) => format!(
+            "the URL came from the environment variable {v}: correct it, or run `unset {v}` to use the SQLite store in the state dir"
+        ),
+        Source::File(path, line) => format!(
+            "the URL came from url under [store] in {}, line {line}: correct it there",
+            path.display()
+        ),
+        Source::Default => "pass --store URL".into(),
+    }
 }
 
 /// How long a command waits for a locked database: `WORKQ_LOCK_TIMEOUT`, else 10 seconds.
@@ -252,18 +298,20 @@ fn find_state_dir(start: &Path) -> Option<PathBuf> {
         .find(|d| d.is_dir())
 }
 
-fn parse_store_url(url: &str, cwd: &Path) -> Result<PathBuf, CliError> {
+/// The database file of a `sqlite://` URL, relative to `base`; `origin` names the setting the
+/// URL came from, for the error.
+fn parse_store_url(url: &str, base: &Path, origin: &str) -> Result<PathBuf, CliError> {
     if let Some(path) = url.strip_prefix("sqlite://") {
         if path.is_empty() {
             return Err(
-                CliError::usage(format!("--store {url}: the path is missing"))
+                CliError::usage(format!("{origin} {url}: the path is missing"))
                     .with_hint("use sqlite://.workq/workq.db"),
             );
         }
-        return Ok(absolute(cwd, Path::new(path)));
+        return Ok(absolute(base, Path::new(path)));
     }
     Err(
-        CliError::usage(format!("--store {:?}: unknown store URL", redact(url)))
+        CliError::usage(format!("{origin} {:?}: unknown store URL", redact(url)))
             .with_hint("use sqlite://PATH or postgres://USER@HOST:PORT/DATABASE"),
     )
 }

@@ -214,7 +214,9 @@ impl From<workq::Error> for CliError {
     fn from(e: workq::Error) -> Self {
         match e {
             workq::Error::Store(s) => s.into(),
-            workq::Error::StateDir { .. } => CliError::unavailable(e.to_string()),
+            workq::Error::StateDir { .. } => CliError::unavailable(e.to_string()).with_hint(
+                "pass --state-dir DIR (or set WORKQ_STATE_DIR) to use a writable directory",
+            ),
             workq::Error::JobNotFound(id) => CliError::job_not_found(id),
             workq::Error::Timeout(_) => CliError::new(ErrorKind::Timeout, e.to_string()),
         }
@@ -322,7 +324,12 @@ mod tests {
             path: "/proc/x".into(),
             source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
         };
-        assert_eq!(CliError::from(state_dir).kind(), ErrorKind::Unavailable);
+        // The library describes the problem; only the CLI names its own flags.
+        assert!(!state_dir.to_string().contains("--"), "{state_dir}");
+        let e = CliError::from(state_dir);
+        assert_eq!(e.kind(), ErrorKind::Unavailable);
+        assert!(e.message().contains("/proc/x"), "{e:?}");
+        assert!(e.hint().is_some_and(|h| h.contains("--state-dir")), "{e:?}");
     }
 
     #[test]

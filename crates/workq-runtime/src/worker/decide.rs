@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use workq_core::{format_duration, Outcome, WorkerState};
 
-use crate::signals;
+use crate::{container, signals};
 
 /// Why the worker told a running job to stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,12 +20,16 @@ pub(super) enum StopReason {
     Fence,
 }
 
-/// What a job's exit means: its outcome, and the error text stored with it.
+/// What a job's exit means: its outcome, and the error text stored with it. For a job run in a
+/// container, an exit status that is the engine's (125, 126, 127) says so, with the engine's
+/// last error line from the job's log (`engine_line`), which would otherwise stay hidden there.
 pub(super) fn exit_outcome(
     stop: Option<StopReason>,
     code: Option<i32>,
     signal: Option<i32>,
     timeout: Option<Duration>,
+    in_container: bool,
+    engine_line: Option<&str>,
 ) -> (Outcome, Option<String>) {
     // A job the worker stopped ends for that reason, whatever its status says: it may have
     // caught the signal and exited 0, and it must not count as a success.
@@ -44,7 +48,13 @@ pub(super) fn exit_outcome(
         ),
         None => match (code, signal) {
             (Some(0), _) => (Outcome::Succeeded, None),
-            (Some(c), _) => (Outcome::Failed, Some(format!("exited with status {c}"))),
+            (Some(c), _) => match container::engine_failure(c).filter(|_| in_container) {
+                Some(what) => {
+                    let line = engine_line.map(|l| format!(": {l}")).unwrap_or_default();
+                    (Outcome::Failed, Some(format!("{what} (exit {c}){line}")))
+                }
+                None => (Outcome::Failed, Some(format!("exited with status {c}"))),
+            },
             (None, Some(s)) => (
                 Outcome::Failed,
                 Some(format!("killed by signal {s} ({})", signals::name(s))),
@@ -265,16 +275,16 @@ mod tests {
             (None, None),
         ] {
             assert_eq!(
-                exit_outcome(Some(StopReason::Timeout), code, signal, t),
+                exit_outcome(Some(StopReason::Timeout), code, signal, t, false, None),
                 (Outcome::Timeout, Some("timed out after 1m30s".into()))
             );
             assert_eq!(
-                exit_outcome(Some(StopReason::Cancel), code, signal, t),
+                exit_outcome(Some(StopReason::Cancel), code, signal, t, false, None),
                 (Outcome::Cancelled, Some("cancelled while running".into()))
             );
             for why in [StopReason::Drain, StopReason::Fence] {
                 assert_eq!(
-                    exit_outcome(Some(why), code, signal, t),
+                    exit_outcome(Some(why), code, signal, t, false, None),
                     (
                         Outcome::Interrupted,
                         Some("interrupted: its worker stopped; queued again".into())
@@ -285,7 +295,7 @@ mod tests {
         }
         // A timeout stop without a recorded limit still names its cause.
         assert_eq!(
-            exit_outcome(Some(StopReason::Timeout), Some(0), None, None).1,
+            exit_outcome(Some(StopReason::Timeout), Some(0), None, None, false, None).1,
             Some("timed out after ".into())
         );
     }
@@ -293,21 +303,52 @@ mod tests {
     #[test]
     fn without_a_stop_the_exit_status_decides() {
         assert_eq!(
-            exit_outcome(None, Some(0), None, None),
+            exit_outcome(None, Some(0), None, None, false, None),
             (Outcome::Succeeded, None)
         );
         assert_eq!(
-            exit_outcome(None, Some(3), None, None),
+            exit_outcome(None, Some(3), None, None, false, None),
             (Outcome::Failed, Some("exited with status 3".into()))
         );
         assert_eq!(
-            exit_outcome(None, None, Some(libc::SIGKILL), None),
+            exit_outcome(None, None, Some(libc::SIGKILL), None, false, None),
             (Outcome::Failed, Some("killed by signal 9 (SIGKILL)".into()))
         );
         assert_eq!(
-            exit_outcome(None, None, None, None),
+            exit_outcome(None, None, None, None, false, None),
             (Outcome::Failed, Some("its exit status was lost".into()))
         );
+    }
+
+    #[test]
+    fn a_containers_engine_failure_is_named_with_the_engines_message() {
+        let line = Some("Unable to find image 'x:1' locally");
+        assert_eq!(
+            exit_outcome(None, Some(125), None, None, true, line),
+            (
+                Outcome::Failed,
+                Some(
+                    "the container engine failed (exit 125): Unable to find image 'x:1' locally"
+                        .into()
+                )
+            )
+        );
+        let (_, e) = exit_outcome(None, Some(127), None, None, true, None);
+        assert_eq!(
+            e.as_deref(),
+            Some("the command in the container was not found (exit 127)")
+        );
+        let (_, e) = exit_outcome(None, Some(126), None, None, true, Some("permission denied"));
+        assert!(e.is_some_and(|e| e.contains("(exit 126): permission denied")));
+        // The same statuses of a job run directly are its own; other statuses are unchanged.
+        let (_, e) = exit_outcome(None, Some(125), None, None, false, line);
+        assert_eq!(e.as_deref(), Some("exited with status 125"));
+        let (_, e) = exit_outcome(None, Some(1), None, None, true, line);
+        assert_eq!(e.as_deref(), Some("exited with status 1"));
+        // A stop the worker sent still decides, whatever the engine said.
+        let t = Some(Duration::from_secs(1));
+        let (o, _) = exit_outcome(Some(StopReason::Timeout), Some(125), None, t, true, line);
+        assert_eq!(o, Outcome::Timeout);
     }
 
     #[test]

@@ -40,11 +40,13 @@ pub(super) enum Event {
         message: String,
     },
     /// The job's process exited. `slot` is free again unless a process that escaped the job's
-    /// group still holds its output open (then [`Event::SlotFree`] follows).
+    /// group still holds its output open (then [`Event::SlotFree`] follows). `engine_line` is
+    /// read only for a container whose engine failed (exit 125, 126, 127).
     Exited {
         job: JobId,
         status: Option<ExitStatus>,
         slot: Option<usize>,
+        engine_line: Option<String>,
     },
     /// A slot thread finished draining output written after its job ended.
     SlotFree(usize),
@@ -246,11 +248,16 @@ impl<'a> Loop<'a> {
                     self.on_spawn_failed(job, message);
                     self.agenda.step = true;
                 }
-                Event::Exited { job, status, slot } => {
+                Event::Exited {
+                    job,
+                    status,
+                    slot,
+                    engine_line,
+                } => {
                     if let Some(slot) = slot {
                         self.slots.free(slot);
                     }
-                    exits.push((job, status));
+                    exits.push((job, status, engine_line));
                 }
                 Event::SlotFree(slot) => self.slots.free(slot),
                 Event::OutputProblem { job, message } => {
@@ -260,8 +267,8 @@ impl<'a> Loop<'a> {
             }
         }
         if !exits.is_empty() {
-            for (job, status) in exits {
-                self.on_exit(job, status);
+            for (job, status, engine_line) in exits {
+                self.on_exit(job, status, engine_line);
             }
             // Their results go out right after the next claims are started.
             self.outbox.retry_at = None;

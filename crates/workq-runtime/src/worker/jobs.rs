@@ -165,8 +165,14 @@ impl Loop<'_> {
         });
     }
 
-    /// The job's process ended: its result waits for the next commit.
-    pub(super) fn on_exit(&mut self, job: JobId, status: Option<ExitStatus>) {
+    /// The job's process ended (with the engine's error line when it ran in a container whose
+    /// engine failed): its result waits for the next commit.
+    pub(super) fn on_exit(
+        &mut self,
+        job: JobId,
+        status: Option<ExitStatus>,
+        engine_line: Option<String>,
+    ) {
         use std::os::unix::process::ExitStatusExt;
         let Some(r) = self.running.remove(&job) else {
             return;
@@ -174,8 +180,14 @@ impl Loop<'_> {
         let code = status.and_then(|s| s.code());
         let signal = status.and_then(|s| s.signal());
         let elapsed = format_duration(r.started.elapsed());
-        let (outcome, error) =
-            decide::exit_outcome(r.stopping.map(|s| s.0), code, signal, r.timeout);
+        let (outcome, error) = decide::exit_outcome(
+            r.stopping.map(|s| s.0),
+            code,
+            signal,
+            r.timeout,
+            r.container.is_some(),
+            engine_line.as_deref(),
+        );
         self.log.info(format_args!(
             "job {job} attempt {} ended: {outcome} after {elapsed}{}",
             r.attempt,

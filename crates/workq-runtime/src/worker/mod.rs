@@ -163,7 +163,7 @@ pub fn run_worker(
 fn prepare(opts: &WorkerOptions) -> Result<(), RuntimeError> {
     if opts.slots == 0 {
         return Err(RuntimeError::Invalid(
-            "a worker needs at least one slot (-w 1 or more)".into(),
+            "a worker needs at least one slot".into(),
         ));
     }
     if opts.queues.is_empty() {

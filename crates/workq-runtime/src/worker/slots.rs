@@ -3,13 +3,14 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::Duration;
 
 use workq_core::ClaimedJob;
 
 use super::event_loop::Event;
-use crate::spawn;
+use crate::{container, spawn};
 
 /// The slot threads, started on first need and kept for the worker's life.
 pub(super) struct Slots {
@@ -126,6 +127,7 @@ fn run_slot(
             job: id,
             status,
             slot: ended.then_some(slot),
+            engine_line: engine_line(&job, status, log_dir),
         });
         if !ended {
             if let Some(o) = &mut output {
@@ -134,6 +136,15 @@ fn run_slot(
             let _ = tx.send(Event::SlotFree(slot));
         }
     }
+}
+
+/// For a job run in a container whose exit status is the engine's (125, 126, 127), the engine's
+/// last error line from the job's log; nothing is read for any other job.
+fn engine_line(job: &ClaimedJob, status: Option<ExitStatus>, log_dir: &Path) -> Option<String> {
+    job.spec.container.as_ref()?;
+    let code = status?.code()?;
+    container::engine_failure(code)?;
+    container::engine_error_line(&spawn::log_path(log_dir, job.id, job.attempt))
 }
 
 /// Puts why a job could not start into its log, where `workq logs` shows it (best effort: the

@@ -132,9 +132,10 @@ impl Loop<'_> {
         }
     }
 
-    /// Purges finished jobs older than `keep`, with their logs: at most PURGE_BATCHES
-    /// transactions of PURGE_BATCH jobs, so that a sweep never holds the loop up for long.
-    /// Returns true if more remain.
+    /// Purges one sweep's share of the finished jobs older than `keep`; true if more remain.
+    ///
+    /// The share is at most PURGE_BATCHES transactions of PURGE_BATCH jobs, with their logs, so
+    /// that a sweep never holds the loop up for long.
     fn purge_old_jobs(&self, keep: Duration) -> bool {
         let before = Timestamp(self.store.now().0.saturating_sub(keep.as_millis() as i64));
         let states = [JobState::Succeeded, JobState::Failed, JobState::Cancelled];

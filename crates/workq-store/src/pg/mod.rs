@@ -78,18 +78,24 @@ impl From<StoreError> for TxErr {
     }
 }
 
+/// The (first) host a URL names, as given.
+fn host_of(url: &str) -> String {
+    url.parse::<postgres::Config>()
+        .ok()
+        .and_then(|c| {
+            c.get_hosts().first().map(|h| match h {
+                postgres::config::Host::Tcp(s) => s.clone(),
+                postgres::config::Host::Unix(p) => p.display().to_string(),
+            })
+        })
+        .unwrap_or_else(|| "localhost".into())
+}
+
 /// `user@host:port/db` of a URL, never the password.
 pub fn describe_url(url: &str) -> String {
     match url.parse::<postgres::Config>() {
         Ok(c) => {
-            let host = c
-                .get_hosts()
-                .first()
-                .map(|h| match h {
-                    postgres::config::Host::Tcp(s) => s.clone(),
-                    postgres::config::Host::Unix(p) => p.display().to_string(),
-                })
-                .unwrap_or_else(|| "localhost".into());
+            let host = host_of(url);
             let port = c.get_ports().first().copied().unwrap_or(5432);
             let user = c.get_user().unwrap_or("(default user)");
             let db = c.get_dbname().unwrap_or(user);
@@ -349,7 +355,12 @@ impl PgStore {
         let source = std::error::Error::source(&e)
             .map(|s| s.to_string())
             .unwrap_or_default();
-        let reason = if source.contains("refused") || text.contains("refused") {
+        let reason = if source.contains("lookup address") {
+            format!(
+                "the host name {} cannot be resolved ({source}): check the host in the URL",
+                host_of(&self.url)
+            )
+        } else if source.contains("refused") || text.contains("refused") {
             "connection refused: is the server running and listening there?".to_string()
         } else if source.contains("timed out") || text.contains("timeout") {
             "the connection timed out".to_string()

@@ -294,10 +294,29 @@ pub(super) fn diagnose(s: &PgStore) -> Result<Diagnosis> {
             &[],
         )?
         .col("meta", 0)?;
+        let before = s.now_ms();
+        let r = q1(
+            &s.stmts,
+            c,
+            "SELECT current_setting('server_version'),
+                    (extract(epoch FROM clock_timestamp()) * 1000)::bigint,
+                    (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'),
+                    current_setting('max_connections')::bigint",
+            &[],
+        )?;
+        let after = s.now_ms();
+        let server: String = r.col("pg_settings", 0)?;
+        let server_ms: i64 = r.col("pg_settings", 1)?;
+        let sessions: i64 = r.col("pg_stat_activity", 2)?;
+        let max: i64 = r.col("pg_settings", 3)?;
         Ok(Diagnosis {
             backend: "postgres".into(),
             location: s.display.clone(),
             schema_version: version,
+            latest_schema: super::schema::latest_version(),
+            server: Some(format!("PostgreSQL {server}")),
+            connections: Some((sessions.max(0) as u64, max.max(0) as u64)),
+            clock_skew_ms: Some(server_ms - before / 2 - after / 2),
             journal_mode: None,
             network_fs: false,
             integrity: "ok".into(),

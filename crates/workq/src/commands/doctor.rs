@@ -73,7 +73,7 @@ pub fn run(ctx: &Context, _a: Args) -> CmdResult {
         }
     };
     let store = client.store();
-    check_store(store, &mut f);
+    check_store(store, ctx.pg_url.is_some(), &mut f);
     check_pid_files(store, &client.run_dir(), &mut f)?;
     check_workers(store, &mut f)?;
     finish(ctx, f)
@@ -173,49 +173,99 @@ fn check_containers(ctx: &Context, f: &mut Vec<Finding>) {
     }
 }
 
-/// The store opens, passes its integrity check, and journals safely for its filesystem.
-fn check_store(store: &dyn workq_store::Store, f: &mut Vec<Finding>) {
-    match store.diagnose() {
-        Ok(d) => {
-            f.push(ok(
-                "store",
-                format!("{} store at {} opens", d.backend, d.location),
-            ));
-            if d.integrity == "ok" {
-                f.push(ok("integrity", "PRAGMA quick_check: ok"));
+/// The store opens; then what matters for its backend: a SQLite file's integrity and journal,
+/// a PostgreSQL server's version, connections and clock (ARCHITECTURE.md §4.11, §4.12).
+fn check_store(store: &dyn workq_store::Store, pg: bool, f: &mut Vec<Finding>) {
+    let d = match store.diagnose() {
+        Ok(d) => d,
+        Err(e) => {
+            let fix = if pg {
+                "check that the server runs and that the URL (--store, WORKQ_STORE or [store] url) names it"
             } else {
-                f.push(problem(
-                    "integrity",
-                    format!("PRAGMA quick_check found: {}", d.integrity),
-                    format!(
-                        "stop all workers, copy {} aside, then: sqlite3 {} '.recover' | sqlite3 recovered.db",
-                        d.location, d.location
-                    ),
-                ));
-            }
-            let mode = d.journal_mode.unwrap_or_else(|| "-".into());
-            if d.network_fs && mode == "wal" {
-                f.push(problem(
-                    "journal",
-                    "journal mode wal on a network filesystem: readers on other hosts can corrupt it",
-                    "put the state dir on a local disk (--state-dir), or use PostgreSQL for several hosts",
-                ));
-            } else {
-                f.push(ok(
-                    "journal",
-                    format!(
-                        "journal mode {mode} on a {} filesystem",
-                        if d.network_fs { "network" } else { "local" }
-                    ),
-                ));
-            }
-            f.push(ok("schema", format!("schema version {}", d.schema_version)));
+                "check the file and its permissions; see `workq --help` for --store"
+            };
+            f.push(problem("store", e.to_string(), fix));
+            return;
         }
-        Err(e) => f.push(problem(
-            "store",
-            e.to_string(),
-            "check the file and its permissions; see `workq --help` for --store",
-        )),
+    };
+    f.push(ok(
+        "store",
+        format!("{} store at {} opens", d.backend, d.location),
+    ));
+    match &d.server {
+        Some(server) => check_server(&d, server, f),
+        None => check_sqlite_file(&d, f),
+    }
+    f.push(ok("schema", format!("schema version {}", d.schema_version)));
+}
+
+/// A SQLite file: `PRAGMA quick_check`, and a journal mode safe for its filesystem.
+fn check_sqlite_file(d: &workq_store::Diagnosis, f: &mut Vec<Finding>) {
+    if d.integrity == "ok" {
+        f.push(ok("integrity", "PRAGMA quick_check: ok"));
+    } else {
+        f.push(problem(
+            "integrity",
+            format!("PRAGMA quick_check found: {}", d.integrity),
+            format!(
+                "stop all workers, copy {} aside, then: sqlite3 {} '.recover' | sqlite3 recovered.db",
+                d.location, d.location
+            ),
+        ));
+    }
+    let mode = d.journal_mode.clone().unwrap_or_else(|| "-".into());
+    if d.network_fs && mode == "wal" {
+        f.push(problem(
+            "journal",
+            "journal mode wal on a network filesystem: readers on other hosts can corrupt it",
+            "put the state dir on a local disk (--state-dir), or use PostgreSQL for several hosts",
+        ));
+    } else {
+        f.push(ok(
+            "journal",
+            format!(
+                "journal mode {mode} on a {} filesystem",
+                if d.network_fs { "network" } else { "local" }
+            ),
+        ));
+    }
+}
+
+/// How far this host's clock may be from the server's before hosts misjudge each other's
+/// heartbeats: well inside the 20 s between self-fencing and the heartbeat TTL (§4.4).
+const MAX_CLOCK_SKEW_MS: i64 = 5_000;
+
+/// A PostgreSQL server: it answers, has connections to spare, and keeps this host's time.
+fn check_server(d: &workq_store::Diagnosis, server: &str, f: &mut Vec<Finding>) {
+    f.push(ok("server", format!("{server} answers")));
+    if let Some((used, max)) = d.connections {
+        let detail = format!("{used} of {max} connections in use");
+        if max > 0 && used * 10 >= max * 9 {
+            f.push(problem(
+                "connections",
+                detail,
+                "raise max_connections on the server, or stop idle clients (each worker holds two connections: its store and its LISTEN)",
+            ));
+        } else {
+            f.push(ok("connections", detail));
+        }
+    }
+    if let Some(skew) = d.clock_skew_ms {
+        let off =
+            workq_core::format_duration(std::time::Duration::from_millis(skew.unsigned_abs()));
+        if skew.abs() > MAX_CLOCK_SKEW_MS {
+            let side = if skew > 0 { "behind" } else { "ahead of" };
+            f.push(problem(
+                "clock",
+                format!("this host's clock is {off} {side} the server's: hosts judge each other's heartbeats by their own clocks"),
+                "synchronise it (timedatectl set-ntp true, or chrony/ntpd), here and on every worker host",
+            ));
+        } else {
+            f.push(ok(
+                "clock",
+                format!("this host's clock is within {off} of the server's"),
+            ));
+        }
     }
 }
 

@@ -79,7 +79,7 @@ pub fn run(ctx: &Context, _a: Args) -> CmdResult {
     };
     let existed = dir.join("workq.db").exists();
     let client = match &ctx.pg_url {
-        Some(url) => workq::Client::open_postgres(&dir, url)?,
+        Some(url) => workq::Client::open_postgres(&dir, url).map_err(|e| ctx.store_error(e))?,
         None => workq::Client::open_at(&dir, &ctx.db_path)?,
     };
     let config = dir.join("config.toml");

@@ -17,7 +17,8 @@ const HUNG_AFTER: Duration = Duration::from_secs(60);
 /// Queues (queued, scheduled, running, succeeded, failed, cancelled) and live workers
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Redraw every second until Ctrl-C
+    /// Redraw every second until Ctrl-C, each frame headed by the local time (in a pipe: frames
+    /// one after another, a blank line between them; with --json: one object per line)
     #[arg(short, long)]
     watch: bool,
 }
@@ -31,13 +32,11 @@ pub fn run(ctx: &Context, a: Args) -> CmdResult {
         }
         return Ok(0);
     };
-    loop {
+    for frame in 0u64.. {
         let text = render_once(ctx, &client)?;
-        if a.watch && ctx.tty {
-            print!("\x1b[H\x1b[2J{text}");
-        } else {
-            print!("{text}");
-        }
+        print!("{}", watch_frame(ctx, a.watch, frame, &text));
+        // A pipe gets each frame as it is drawn, not when a buffer fills.
+        let _ = std::io::Write::flush(&mut std::io::stdout());
         let Some(interrupts) = &interrupts else {
             return Ok(0);
         };
@@ -47,6 +46,24 @@ pub fn run(ctx: &Context, a: Args) -> CmdResult {
                 return Ok(0);
             }
         }
+    }
+    Ok(0)
+}
+
+/// What one frame of `status` prints. Watching, each frame starts with a line carrying the
+/// local time; a terminal is cleared before it, a pipe gets a blank line between frames (no
+/// screen codes). JSON stays one object per line, so it can be read as JSON Lines.
+fn watch_frame(ctx: &Context, watch: bool, frame: u64, text: &str) -> String {
+    if !watch || ctx.json {
+        return text.to_string();
+    }
+    let heading = format!("workq status at {}", Timestamp::now().to_local_short());
+    if ctx.tty {
+        format!("\x1b[H\x1b[2J{heading}\n{text}")
+    } else if frame == 0 {
+        format!("{heading}\n{text}")
+    } else {
+        format!("\n{heading}\n{text}")
     }
 }
 

@@ -84,6 +84,8 @@ fn template(ctx: &Context, a: &Args) -> Result<JobSpec, CliError> {
     }
     // The queue's config (or [defaults]) first, the flags over it.
     crate::config::apply_job_defaults(&ctx.config, &a.queue, &mut spec);
+    // A container-mode queue runs what is submitted to it in its container, as `run` does.
+    spec.container = crate::container::container_for(ctx, &a.queue)?;
     if let Some(p) = a.priority {
         spec.priority = p;
     }

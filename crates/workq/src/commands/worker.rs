@@ -6,6 +6,8 @@ mod pause;
 mod status;
 mod stop;
 
+pub(super) use status::StatusArgs;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -29,11 +31,17 @@ pub enum Command {
     /// Stop a worker and start it again as a daemon with the same settings
     Restart(stop::RestartArgs),
     /// Show whether workers run, with their processes, jobs and queues
-    Status(status::StatusArgs),
+    Status(StatusArgs),
     /// Stop claiming new jobs (running jobs go on); survives restarts
     Pause(pause::PauseArgs),
     /// Claim jobs again after a pause
     Resume(pause::PauseArgs),
+    /// `workers list`, for those who type it under `worker`
+    #[command(hide = true)]
+    List(super::workers::ListArgs),
+    /// `workers cleanup`, for those who type it under `worker`
+    #[command(hide = true)]
+    Cleanup(super::workers::CleanupArgs),
     /// (internal) the monitor of a daemonized worker
     #[command(name = "_monitor", hide = true)]
     Monitor,
@@ -98,6 +106,8 @@ pub fn run(ctx: &Context, c: Command) -> CmdResult {
         Command::Status(a) => status::status(ctx, a),
         Command::Pause(a) => pause::pause(ctx, a, true),
         Command::Resume(a) => pause::pause(ctx, a, false),
+        Command::List(a) => super::workers::run(ctx, super::workers::Command::List(a)),
+        Command::Cleanup(a) => super::workers::run(ctx, super::workers::Command::Cleanup(a)),
         Command::Monitor => monitor(ctx),
         Command::Run => run_under_monitor(ctx),
     }

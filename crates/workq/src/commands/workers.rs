@@ -21,15 +21,18 @@ pub enum Command {
     /// Mark dead workers, rescue their jobs, remove stale PID files and sockets, kill orphaned
     /// job processes, prune old registry rows
     Cleanup(CleanupArgs),
+    /// `worker status`, for those who type it under `workers`
+    #[command(hide = true)]
+    Status(super::worker::StatusArgs),
 }
 
 /// List workers
 #[derive(clap::Args, Debug)]
 #[command(
-    after_help = "By default: live workers, plus the latest row of each name that ended in the last 24h.\nStates: starting, idle, busy, paused, draining, hung (no heartbeat for --hung-after while\nits process lives), dead, stopped, crash-looping."
+    after_help = "By default: live workers, plus the latest row of each name that ended in the last 24h,\nleaving out ended temporary workers (temp-PID and run-PID, which submit --wait and run --wait\nstart for the length of one command). --all shows them too.\nStates: starting, idle, busy, paused, draining, hung (no heartbeat for --hung-after while\nits process lives), dead, stopped, crash-looping."
 )]
 pub struct ListArgs {
-    /// Every row still in the registry
+    /// Every row still in the registry, ended temporary workers included
     #[arg(short, long)]
     all: bool,
     /// Heartbeat age past which a live worker is shown as hung
@@ -50,6 +53,7 @@ pub fn run(ctx: &Context, c: Command) -> CmdResult {
     match c {
         Command::List(a) => list(ctx, a),
         Command::Cleanup(a) => cleanup(ctx, a),
+        Command::Status(a) => super::worker::run(ctx, super::worker::Command::Status(a)),
     }
 }
 
@@ -93,10 +97,14 @@ fn list(ctx: &Context, a: ListArgs) -> CmdResult {
     Ok(0)
 }
 
-/// Live workers, and the latest row of each name that ended in the last day.
+/// Live workers, and the latest row of each name that ended in the last day, except temporary
+/// workers: each has a name of its own, so every `submit --wait` would add a row.
 fn worth_listing(w: &WorkerRecord, all: &[WorkerRecord], now: Timestamp) -> bool {
     if w.state.is_live() {
         return true;
+    }
+    if is_temporary(w) {
+        return false;
     }
     let latest = all
         .iter()
@@ -106,6 +114,17 @@ fn worth_listing(w: &WorkerRecord, all: &[WorkerRecord], now: Timestamp) -> bool
     let day = Duration::from_secs(24 * 3600);
     let recent = w.stopped_at.is_none_or(|t| now.since(t) <= day);
     latest == Some(w.id) && recent
+}
+
+/// A worker that `submit --wait` or `run --wait` started for the length of one command: named
+/// `temp-PID` or `run-PID` and registered without settings (ARCHITECTURE.md §5.11).
+fn is_temporary(w: &WorkerRecord) -> bool {
+    let numbered = |prefix: &str| {
+        w.name
+            .strip_prefix(prefix)
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    };
+    w.settings.is_none() && (numbered("temp-") || numbered("run-"))
 }
 
 fn print_json(rows: &[&WorkerRecord], states: &[String], now: Timestamp) {
@@ -315,4 +334,54 @@ fn kill_orphans(store: &dyn Store, actions: &mut Vec<String>) -> Result<(), CliE
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use workq_core::WorkerState;
+
+    use super::*;
+
+    fn record(id: i64, name: &str, state: WorkerState, settings: Option<&str>) -> WorkerRecord {
+        WorkerRecord {
+            id,
+            name: name.into(),
+            host: "h".into(),
+            boot_id: "b".into(),
+            pid: 10,
+            pid_start_time: 1,
+            queues: vec!["default".into()],
+            slots: 1,
+            state,
+            running_jobs: 0,
+            jobs_done: 0,
+            jobs_failed: 0,
+            started_at: Timestamp(1_000),
+            heartbeat_at: Timestamp(1_000),
+            stopped_at: (!state.is_live()).then_some(Timestamp(2_000)),
+            stop_reason: None,
+            version: "0".into(),
+            settings: settings.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn ended_temporary_workers_are_left_out_unless_asked_for() {
+        let now = Timestamp(3_000);
+        let all = vec![
+            record(1, "temp-41", WorkerState::Stopped, None),
+            record(2, "run-42", WorkerState::Dead, None),
+            record(3, "temp-43", WorkerState::Running, None),
+            record(4, "gpu", WorkerState::Stopped, Some("{}")),
+            // A worker someone named so, started with settings, is no temporary one.
+            record(5, "run-7", WorkerState::Stopped, Some("{}")),
+            record(6, "temp-x", WorkerState::Stopped, None),
+        ];
+        let listed: Vec<&str> = all
+            .iter()
+            .filter(|w| worth_listing(w, &all, now))
+            .map(|w| w.name.as_str())
+            .collect();
+        assert_eq!(listed, ["temp-43", "gpu", "run-7", "temp-x"]);
+    }
 }

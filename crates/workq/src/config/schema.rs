@@ -58,7 +58,7 @@ const RUNTIMES: &[&str] = &["auto", "docker", "podman"];
 
 /// Every key, in the order `config show` prints them.
 pub const KEYS: &[Key] = &[
-    Key { name: "store.url", kind: Kind::Str, default: Some("\"sqlite://.workq/workq.db\""), doc: "where state lives: sqlite://PATH (postgres:// comes later)" },
+    Key { name: "store.url", kind: Kind::Str, default: Some("\"sqlite://.workq/workq.db\""), doc: "where state lives: sqlite://PATH (relative to the project) or postgres://USER@HOST:PORT/DATABASE; --store and WORKQ_STORE override it" },
     Key { name: "store.journal_mode", kind: Kind::Enum(&["auto", "wal", "delete"]), default: Some("\"auto\""), doc: "SQLite journal: auto picks wal on local disks, delete on network or virtual filesystems" },
     Key { name: "store.retention", kind: Kind::DurOrNone, default: Some("\"none\""), doc: "workers delete jobs that finished longer ago than this, with their logs (none: keep all)" },
     Key { name: "defaults.retries", kind: Kind::UInt, default: Some("0"), doc: "retries after a failed attempt" },

@@ -453,7 +453,7 @@ fn up_and_down_are_idempotent() {
 /// A stand-in for docker: logs every call, runs `run`'s command detached in its own session (as
 /// an engine would, outside the job's process group and without its marker), and kills it on
 /// `stop`, `kill` or `rm`. `version` fails while `state/down` exists.
-const FAKE_DOCKER: &str = r#"#!/bin/bash
+pub(super) const FAKE_DOCKER: &str = r#"#!/bin/bash
 dir="$(dirname "$0")/state"; mkdir -p "$dir"
 printf '%s\n' "$*" >> "$dir/calls.log"
 case "$1" in

@@ -21,7 +21,7 @@ fn cluster() -> Option<&'static std::sync::Mutex<pgtest::Cluster>> {
     }
 }
 
-fn fresh_db(name: &str) -> Option<String> {
+pub(super) fn fresh_db(name: &str) -> Option<String> {
     let c = cluster()?;
     let c = c.lock().unwrap_or_else(|p| p.into_inner());
     Some(

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use workq_runtime::control::{self, Found, Stopped};
-use workq_runtime::{procinfo, WorkerSettings};
+use workq_runtime::{pidfile, procinfo, WorkerSettings};
 
 use crate::context::Context;
 use crate::daemon::start_daemon;
@@ -45,14 +45,20 @@ pub struct RestartArgs {
 /// Runs `workq worker stop`.
 pub fn stop(ctx: &Context, a: StopArgs) -> CmdResult {
     let timeout = a.timeout;
+    let named = (!a.all).then(|| name_of(a.name)).transpose()?;
+    if let (Some(name), false) = (&named, ctx.store_exists()) {
+        return Err(unknown_worker(name, &[], &[]));
+    }
     let Some(client) = ctx.client_if_exists()? else {
         return Ok(0);
     };
     let run_dir = client.state_dir().join("run");
-    let names = if a.all {
-        control::local_names(client.store(), &run_dir)?
-    } else {
-        vec![name_of(a.name)?]
+    let names = match named {
+        None => control::local_names(client.store(), &run_dir)?,
+        Some(name) => {
+            check_known(client.store(), &run_dir, &name)?;
+            vec![name]
+        }
     };
     if names.is_empty() && !ctx.quiet {
         eprintln!("workq: no local workers to stop");
@@ -83,6 +89,61 @@ pub fn stop(ctx: &Context, a: StopArgs) -> CmdResult {
         println!("{}", serde_json::Value::Array(report));
     }
     Ok(if refused { code::UNAVAILABLE } else { 0 })
+}
+
+/// Refuses a name no worker of this host ever had (no PID file, no registry row), so that a
+/// typo is not reported as a worker that stopped; a worker that has stopped is fine (stopping
+/// is idempotent).
+fn check_known(
+    store: &dyn workq_store::Store,
+    run_dir: &std::path::Path,
+    name: &str,
+) -> Result<(), CliError> {
+    let host = procinfo::hostname();
+    let pid_files: Vec<String> = pidfile::list(run_dir).into_iter().map(|(n, _)| n).collect();
+    let workers = store.workers(true)?;
+    if pid_files.iter().any(|n| n == name)
+        || workers.iter().any(|w| w.name == name && w.host == host)
+    {
+        return Ok(());
+    }
+    // Temporary workers (`submit --wait`) are no names anyone stops.
+    let mut known: Vec<String> = workers
+        .iter()
+        .filter(|w| w.host == host && w.settings.is_some())
+        .map(|w| w.name.clone())
+        .chain(pid_files)
+        .collect();
+    known.sort();
+    known.dedup();
+    let mut elsewhere: Vec<String> = workers
+        .into_iter()
+        .filter(|w| w.name == name)
+        .map(|w| w.host)
+        .collect();
+    elsewhere.sort();
+    elsewhere.dedup();
+    Err(unknown_worker(name, &known, &elsewhere))
+}
+
+/// The error for a worker name never seen on this host: the names that are known here, or the
+/// hosts where that name runs.
+fn unknown_worker(name: &str, known: &[String], elsewhere: &[String]) -> CliError {
+    let hint = if !elsewhere.is_empty() {
+        format!(
+            "a worker named {name} is registered on {}: stop it there",
+            elsewhere.join(", ")
+        )
+    } else if known.is_empty() {
+        "no worker has run on this host; `workq workers list` shows the workers of every host"
+            .to_string()
+    } else {
+        format!(
+            "workers known on this host: {}; `workq workers list` shows them all",
+            known.join(", ")
+        )
+    };
+    CliError::not_found(format!("no worker named {name} on this host")).with_hint(hint)
 }
 
 /// Runs `workq worker restart`: stop, then start as a daemon with the same settings.
