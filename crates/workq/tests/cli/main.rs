@@ -12,6 +12,7 @@ mod faults;
 mod lifecycle;
 mod pg;
 mod readme;
+mod ux;
 
 fn bin() -> PathBuf {
     assert_cmd::cargo::cargo_bin("workq")

@@ -1,0 +1,36 @@
+//! What a new user tripped over (issue 12): usage errors, wording, and what `submit --wait`,
+//! `wait`, `logs`, `list` and `show` say.
+
+use super::*;
+
+/// Runs `workq args`, expecting exit `code`; returns (stdout, stderr).
+fn expect(p: &Project, args: &[&str], code: i32) -> (String, String) {
+    let out = p.run(args);
+    let (so, se) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "workq {args:?}\nstdout: {so}\nstderr: {se}"
+    );
+    assert!(!se.contains("panicked"), "{se}");
+    (so, se)
+}
+
+#[test]
+fn cancel_and_retry_of_an_unknown_job_say_so_like_show() {
+    let p = Project::new();
+    let id = p.submit(&["--", "true"]).to_string();
+    let (_, show) = expect(&p, &["show", "9999"], 3);
+    for cmd in ["cancel", "retry"] {
+        let (_, err) = expect(&p, &[cmd, "9999"], 3);
+        assert_eq!(err, show, "{cmd} 9999 words it as show does");
+    }
+    // A found job is still reported, before the error about the missing one.
+    let (out, err) = expect(&p, &["cancel", &id, "9998", "9999"], 3);
+    assert!(out.contains(&format!("job {id}: cancelled")), "{out}");
+    assert!(err.contains("jobs 9998, 9999 not found"), "{err}");
+    assert!(err.contains("hint: `workq list`"), "{err}");
+}
