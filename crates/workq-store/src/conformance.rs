@@ -75,6 +75,7 @@ macro_rules! store_conformance {
             rescue_fails_job_after_max_rescues,
             queue_stats_counts,
             list_filters,
+            list_waiting_only,
             workers_registry,
             interrupted_rescue_costs_the_job_nothing,
             crash_looping_and_pruning,
@@ -1946,6 +1947,59 @@ pub fn list_filters(factory: &Factory) {
             ..Default::default()
         },
         vec![],
+    );
+}
+
+/// `waiting_only` lists the queued jobs whose dependency has not succeeded yet, and only them:
+/// not ready, scheduled or running ones; a job leaves the list once its dependency succeeds.
+pub fn list_waiting_only(factory: &Factory) {
+    let s = &*factory(ManualClock::new(T0));
+    let w = worker(s, "w");
+    let dep = submit1(s, spec("default", "dep"));
+    let waiting = submit1(s, after(spec("default", "waiting"), &[dep]));
+    let mut later = spec("default", "later");
+    later.run_at = Some(T0.plus(Duration::from_secs(3600)));
+    let later = submit1(s, later);
+    let other = submit1(s, after(spec("other", "waiting elsewhere"), &[dep]));
+    let waiting_in = |queue: Option<&str>| {
+        list_ids(
+            s,
+            &ListFilter {
+                waiting_only: true,
+                queue: queue.map(str::to_string),
+                ..Default::default()
+            },
+        )
+    };
+    assert_eq!(waiting_in(None), vec![other, waiting], "every waiting job");
+    assert_eq!(
+        waiting_in(Some("default")),
+        vec![waiting],
+        "waiting in default"
+    );
+    let both = ListFilter {
+        states: vec![JobState::Queued],
+        waiting_only: true,
+        ..Default::default()
+    };
+    assert_eq!(
+        list_ids(s, &both),
+        vec![other, waiting],
+        "with states [queued]"
+    );
+    let c = claim_one(s, w, &["default"]);
+    assert_eq!(c.id, dep, "the dependency runs first");
+    assert_eq!(
+        waiting_in(None),
+        vec![other, waiting],
+        "a running dependency"
+    );
+    finish(s, w, &c, Outcome::Succeeded);
+    assert_eq!(waiting_in(None), Vec::<JobId>::new(), "released by success");
+    assert_eq!(
+        state(s, later),
+        JobState::Queued,
+        "the scheduled job never showed"
     );
 }
 

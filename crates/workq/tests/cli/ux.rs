@@ -34,3 +34,25 @@ fn cancel_and_retry_of_an_unknown_job_say_so_like_show() {
     assert!(err.contains("jobs 9998, 9999 not found"), "{err}");
     assert!(err.contains("hint: `workq list`"), "{err}");
 }
+
+#[test]
+fn list_state_waiting_lists_only_jobs_waiting_on_a_dependency() {
+    let p = Project::new();
+    let dep = p.submit(&["--", "true"]);
+    let waiting = p.submit(&["--after", &dep.to_string(), "--", "true"]);
+    p.submit(&["--delay", "1h", "--", "true"]);
+    let listed = p.json(&["list", "--state", "waiting"]);
+    let ids: Vec<i64> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, vec![waiting], "{listed}");
+    assert_eq!(listed[0]["state"], "waiting");
+    let (_, err) = expect(&p, &["list", "--state", "bogus"], 2);
+    assert!(
+        err.contains("queued, waiting, scheduled, running"),
+        "every accepted state is named: {err}"
+    );
+}
