@@ -33,7 +33,7 @@ pub struct Args {
     /// First retry delay, doubling after each further failure (e.g. 10s, 5m) [default: config, else 10s]
     #[arg(long, value_name = "DUR", value_parser = flag_values::duration)]
     backoff: Option<Duration>,
-    /// Kill the job after this long (SIGTERM, then SIGKILL after --kill-grace)
+    /// Kill the job after this long (SIGTERM, then SIGKILL after --kill-grace); none for no limit [default: config, else none]
     #[arg(long, value_name = "DUR", value_parser = flag_values::job_timeout)]
     timeout: Option<JobTimeout>,
     /// Between SIGTERM and SIGKILL when the job is stopped [default: config, else 10s]

@@ -56,3 +56,33 @@ fn list_state_waiting_lists_only_jobs_waiting_on_a_dependency() {
         "every accepted state is named: {err}"
     );
 }
+
+#[test]
+fn a_zero_timeout_is_a_usage_error_on_the_command_line_and_in_config() {
+    let p = Project::new();
+    for zero in ["0", "0s"] {
+        let (_, err) = expect(&p, &["submit", "--timeout", zero, "--", "true"], 2);
+        assert!(
+            err.contains("--timeout 0 would stop the job at once; use --timeout none for no limit"),
+            "{err}"
+        );
+    }
+    let id = p.submit(&["--timeout", "none", "--", "true"]);
+    assert!(p.job(id)["timeout_secs"].is_null());
+    let config = p.path().join("workq.toml");
+    for text in [
+        "[defaults]\ntimeout = \"0\"\n",
+        "[queues.prep]\ntimeout = \"0s\"\n",
+    ] {
+        std::fs::write(&config, text).unwrap();
+        let (_, err) = expect(&p, &["submit", "--", "true"], 2);
+        assert!(
+            err.contains("would stop every job at once"),
+            "{text}: {err}"
+        );
+        assert!(err.contains("use \"none\" for no limit"), "{text}: {err}");
+        assert!(err.contains("workq.toml"), "names the file: {err}");
+    }
+    std::fs::write(&config, "[defaults]\ntimeout = \"none\"\n").unwrap();
+    p.submit(&["--", "true"]);
+}
