@@ -86,3 +86,30 @@ fn a_zero_timeout_is_a_usage_error_on_the_command_line_and_in_config() {
     std::fs::write(&config, "[defaults]\ntimeout = \"none\"\n").unwrap();
     p.submit(&["--", "true"]);
 }
+
+#[test]
+fn attempts_past_the_retry_budget_show_only_their_count() {
+    let p = Project::new();
+    let _w = p.worker("w", 1);
+    let id = p.submit(&["--", "false"]);
+    let sid = id.to_string();
+    expect(&p, &["wait", &sid], 1);
+    p.ok(&["retry", &sid]);
+    expect(&p, &["wait", &sid], 1);
+    let row = p.ok(&["list"]);
+    let cols: Vec<&str> = row.lines().next().unwrap_or("").split('\t').collect();
+    assert_eq!(cols.get(3), Some(&"2"), "list's ATTEMPT column: {row}");
+    let show = p.ok(&["show", &sid]);
+    assert!(
+        show.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>()
+                == ["attempts", "2", "(rescued", "0", "times)"]),
+        "{show}"
+    );
+    // JSON keeps both numbers as they are.
+    let j = p.job(id);
+    assert_eq!(
+        (j["attempt"].as_i64(), j["max_attempts"].as_i64()),
+        (Some(2), Some(1))
+    );
+}
