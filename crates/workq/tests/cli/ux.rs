@@ -113,3 +113,85 @@ fn attempts_past_the_retry_budget_show_only_their_count() {
         (Some(2), Some(1))
     );
 }
+
+#[test]
+fn logs_of_a_job_cancelled_before_it_started_says_so() {
+    let p = Project::new();
+    let id = p.submit(&["--", "echo", "never"]).to_string();
+    p.ok(&["cancel", &id]);
+    for args in [vec!["logs", &id], vec!["logs", "-f", &id]] {
+        let (out, err) = expect(&p, &args, 0);
+        assert_eq!(out, "");
+        assert_eq!(
+            err.trim(),
+            format!("workq: job {id} was cancelled before it started; it has no output"),
+            "{args:?}"
+        );
+    }
+}
+
+/// Collects a child's standard output on a thread, so the test can wait for some of it.
+fn collect_stdout(child: &mut Child) -> std::sync::mpsc::Receiver<Vec<u8>> {
+    use std::io::Read;
+    let mut out = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Reads from `rx` into `got` until it ends with `want` (a liveness bound, not a timing check).
+fn read_until(rx: &std::sync::mpsc::Receiver<Vec<u8>>, got: &mut Vec<u8>, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !String::from_utf8_lossy(got).ends_with(want) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(chunk) => got.extend(chunk),
+            Err(_) => panic!(
+                "never printed {want:?}; got {:?}",
+                String::from_utf8_lossy(got)
+            ),
+        }
+    }
+}
+
+#[test]
+fn logs_tail_prints_the_last_lines_and_follows_from_there() {
+    let p = Project::new();
+    let _w = p.worker("w", 1);
+    let go = p.path().join("go");
+    let script = format!(
+        "seq 1 5; while [ ! -e {} ]; do sleep 0.05; done; echo 6",
+        go.display()
+    );
+    let id = p.submit(&["--", "sh", "-c", &script]).to_string();
+    let log = p.state().join("logs/000").join(format!("{id}.1.log"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::read_to_string(&log).unwrap_or_default() != "1\n2\n3\n4\n5\n" {
+        assert!(Instant::now() < deadline, "job {id} never printed 1..5");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(p.ok(&["logs", &id, "--tail", "2"]), "4\n5\n");
+    assert_eq!(p.ok(&["logs", &id, "-n", "0"]), "");
+    let mut follow = p
+        .cmd()
+        .args(["logs", "-f", "--tail", "2", &id])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start logs -f");
+    let rx = collect_stdout(&mut follow);
+    let mut got = Vec::new();
+    read_until(&rx, &mut got, "4\n5\n");
+    std::fs::write(&go, "").unwrap();
+    read_until(&rx, &mut got, "6\n");
+    assert!(follow.wait().expect("logs -f ends").success());
+    assert_eq!(String::from_utf8_lossy(&got), "4\n5\n6\n");
+    assert_eq!(p.ok(&["logs", &id, "--tail", "10"]), "1\n2\n3\n4\n5\n6\n");
+}
