@@ -186,6 +186,13 @@ pub fn run(ctx: &Context, a: Args) -> CmdResult {
         return Err(CliError::usage("no command given")
             .with_hint("put the command after --, e.g. workq submit -- echo hello"));
     }
+    let raw: Vec<String> = std::env::args_os()
+        .map(|w| w.to_string_lossy().into_owned())
+        .collect();
+    let stray = stray_words(&a.command, &raw);
+    if !stray.is_empty() {
+        return Err(stray_words_error(&stray));
+    }
     let mut spec = base;
     spec.argv = if a.shell {
         vec!["sh".into(), "-c".into(), a.command.join(" ")]
@@ -229,6 +236,38 @@ pub fn run(ctx: &Context, a: Args) -> CmdResult {
     }
     let interrupts = interrupts.unwrap_or_else(Interrupts::install);
     wait_for_one(ctx, &client, id, &spec.queue, &interrupts)
+}
+
+/// The words clap took for the command that come before the first `--` of the raw command
+/// line `raw`: `submit --timeout 1h 30m -- echo hi` gives `30m`, which would otherwise be
+/// queued as the program. When `raw` has `--`, the command is exactly what follows it.
+fn stray_words(command: &[String], raw: &[String]) -> Vec<String> {
+    let Some(dashes) = raw.iter().position(|w| w == "--") else {
+        return Vec::new();
+    };
+    let after = &raw[dashes + 1..];
+    if command.len() < after.len() || !command.ends_with(after) {
+        return Vec::new();
+    }
+    let mut before = &command[..command.len() - after.len()];
+    // clap keeps the `--` that ended the options among the command's words.
+    if before.last().is_some_and(|w| w == "--") {
+        before = &before[..before.len() - 1];
+    }
+    before.to_vec()
+}
+
+/// The usage error for words before `--` that are neither options nor their values.
+fn stray_words_error(stray: &[String]) -> CliError {
+    let quoted: Vec<String> = stray.iter().map(|w| format!("{w:?}")).collect();
+    let what = if stray.len() == 1 {
+        "is neither an option nor an option's value"
+    } else {
+        "are neither options nor options' values"
+    };
+    CliError::usage(format!("{} before -- {what}", quoted.join(", "))).with_hint(
+        "quote a value with spaces (--timeout '1h 30m'); a command that itself contains -- goes after a leading --: workq submit -- git diff -- file",
+    )
 }
 
 /// `--lines`: one `sh -c` job per non-empty line, all in one transaction, like `base`.
@@ -435,6 +474,35 @@ fn job_exit_status(job: &workq::Job, signal: Option<i32>) -> u8 {
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
+
+    fn words(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn words_before_the_first_double_dash_are_strays() {
+        let stray = |command: &str, raw: &str| super::stray_words(&words(command), &words(raw));
+        assert_eq!(
+            stray("30m -- echo hi", "workq submit --timeout 1h 30m -- echo hi"),
+            ["30m"]
+        );
+        assert_eq!(
+            stray("a b -- echo hi", "workq submit a b -- echo hi"),
+            ["a", "b"]
+        );
+        let none: [&str; 0] = [];
+        assert_eq!(stray("echo hi", "workq submit echo hi"), none);
+        assert_eq!(stray("echo hi", "workq submit -- echo hi"), none);
+        assert_eq!(
+            stray("echo -- hi", "workq submit -- echo -- hi"),
+            none,
+            "a command that contains -- after a leading --"
+        );
+        assert_eq!(
+            stray("git diff -- file", "workq submit -Q x -- git diff -- file"),
+            none
+        );
+    }
 
     proptest! {
         #[test]

@@ -195,3 +195,33 @@ fn logs_tail_prints_the_last_lines_and_follows_from_there() {
     assert_eq!(String::from_utf8_lossy(&got), "4\n5\n6\n");
     assert_eq!(p.ok(&["logs", &id, "--tail", "10"]), "1\n2\n3\n4\n5\n6\n");
 }
+
+#[test]
+fn a_stray_word_before_double_dash_is_a_usage_error() {
+    let p = Project::new();
+    let (_, err) = expect(
+        &p,
+        &["submit", "--timeout", "1h", "30m", "--", "echo", "hi"],
+        2,
+    );
+    assert!(
+        err.contains("\"30m\" before -- is neither an option nor an option's value"),
+        "{err}"
+    );
+    assert!(err.contains("--timeout '1h 30m'"), "{err}");
+    assert!(err.contains("workq submit -- git diff -- file"), "{err}");
+    let (_, err) = expect(&p, &["submit", "a", "b", "--", "echo"], 2);
+    assert!(err.contains("\"a\", \"b\" before --"), "{err}");
+    assert_eq!(
+        p.json(&["list"]),
+        serde_json::json!([]),
+        "nothing was queued"
+    );
+    let plain = p.submit(&["echo", "hi"]);
+    assert_eq!(p.job(plain)["command"], serde_json::json!(["echo", "hi"]));
+    let inner = p.submit(&["--", "echo", "--", "hi"]);
+    assert_eq!(
+        p.job(inner)["command"],
+        serde_json::json!(["echo", "--", "hi"])
+    );
+}
