@@ -33,6 +33,11 @@ impl LogTail {
         }
     }
 
+    /// True once some of attempt `attempt`'s log has been printed.
+    pub fn has_shown(&self, attempt: u32) -> bool {
+        self.attempt == attempt && self.offset > 0
+    }
+
     /// Prints whatever the job's current attempt wrote since the last call.
     pub fn pump(&mut self, job: &Job, out: &mut dyn Write, announce: bool) {
         if job.attempt == 0 {

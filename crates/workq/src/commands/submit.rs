@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use workq::{JobSpec, Submitted};
-use workq_core::{JobState, Timestamp};
+use workq_core::{JobState, Outcome, Timestamp};
 use workq_runtime::ephemeral::EphemeralWorker;
 
 use crate::context::Context;
@@ -344,7 +344,7 @@ fn wait_for_one(
         }
         if job.state.is_terminal() {
             drop(ephemeral.take());
-            return report_finished(ctx, client, &job);
+            return report_finished(ctx, client, &job, tail.has_shown(job.attempt));
         }
         if interrupts.received().is_some() {
             let had_temp = ephemeral.is_some();
@@ -409,15 +409,22 @@ fn temporary_worker(
     Ok(None)
 }
 
-/// The end of a finished job: its attempts in JSON, or why it failed; exits with its status.
-fn report_finished(ctx: &Context, client: &workq::Client, job: &workq::Job) -> CmdResult {
+/// The end of a finished job: its attempts in JSON, or why it failed (unless its log, just
+/// shown, said it already: a spawn error is written there); exits with its status.
+fn report_finished(
+    ctx: &Context,
+    client: &workq::Client,
+    job: &workq::Job,
+    log_shown: bool,
+) -> CmdResult {
     let attempts = client.store().attempts(job.id)?;
-    let signal = attempts.last().and_then(|a| a.signal);
+    let last = attempts.last();
+    let spawn_error = last.is_some_and(|a| a.outcome == Some(Outcome::SpawnError));
     if ctx.json {
         let mut v = crate::render::json::job(job, Timestamp::now());
         v["attempts"] = attempts.iter().map(crate::render::json::attempt).collect();
         println!("{v}");
-    } else if job.state != JobState::Succeeded && !ctx.quiet {
+    } else if job.state != JobState::Succeeded && !ctx.quiet && !(spawn_error && log_shown) {
         eprintln!(
             "workq: job {} {}: {}",
             job.id,
@@ -425,7 +432,7 @@ fn report_finished(ctx: &Context, client: &workq::Client, job: &workq::Job) -> C
             job.last_error.as_deref().unwrap_or("no details")
         );
     }
-    Ok(job_exit_status(job, signal))
+    Ok(job_exit_status(job, last))
 }
 
 /// Ctrl-C while waiting: the rest of the output, and where the job stands (`had_temp`: the
@@ -458,13 +465,20 @@ fn report_interrupted(
     Ok(code::INTERRUPTED)
 }
 
-/// The exit status `submit --wait` reports for a finished job: its own code, 128+N for a signal.
-fn job_exit_status(job: &workq::Job, signal: Option<i32>) -> u8 {
+/// The exit status `submit --wait` reports for a finished job: its own code, 128+N for a
+/// signal, 127 or 126 for a program that could not start (as a shell gives them), else 1.
+fn job_exit_status(job: &workq::Job, last: Option<&workq::Attempt>) -> u8 {
+    let signal = last.and_then(|a| a.signal);
+    let spawn_error = last
+        .filter(|a| a.outcome == Some(Outcome::SpawnError))
+        .and_then(|a| a.error.as_deref())
+        .and_then(workq_runtime::spawn::spawn_error_status);
     match job.state {
         JobState::Succeeded => 0,
-        JobState::Failed => match (job.exit_code, signal) {
-            (Some(c), _) if (1..=255).contains(&c) => c as u8,
-            (_, Some(s)) if s > 0 => (128 + s).min(255) as u8,
+        JobState::Failed => match (job.exit_code, signal, spawn_error) {
+            (Some(c), _, _) if (1..=255).contains(&c) => c as u8,
+            (_, Some(s), _) if s > 0 => (128 + s).min(255) as u8,
+            (_, _, Some(status)) => status,
             _ => 1,
         },
         _ => 1,

@@ -225,3 +225,29 @@ fn a_stray_word_before_double_dash_is_a_usage_error() {
         serde_json::json!(["echo", "--", "hi"])
     );
 }
+
+#[test]
+fn submit_wait_of_a_program_that_cannot_start_exits_as_a_shell_would() {
+    let p = Project::new();
+    let (out, err) = expect(&p, &["submit", "--wait", "--", "nosuchprog-workq"], 127);
+    let said = format!("{out}{err}");
+    assert_eq!(
+        said.matches("command not found: nosuchprog-workq").count(),
+        1,
+        "said once: {said}"
+    );
+    let plain = p.path().join("plain.txt");
+    std::fs::write(&plain, "not a program\n").unwrap();
+    let (out, err) = expect(&p, &["submit", "--wait", "--", "./plain.txt"], 126);
+    let said = format!("{out}{err}");
+    assert_eq!(said.matches("permission denied").count(), 1, "{said}");
+    let (_, err) = expect(
+        &p,
+        &["--json", "submit", "--wait", "--", "nosuchprog-workq"],
+        127,
+    );
+    assert_eq!(err, "", "--json says it in the JSON");
+    // A program that starts and fails keeps its own status.
+    let (_, err) = expect(&p, &["submit", "--wait", "--", "sh", "-c", "exit 3"], 3);
+    assert!(err.contains("exited with status 3"), "{err}");
+}
