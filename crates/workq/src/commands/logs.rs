@@ -7,6 +7,7 @@ use crate::context::Context;
 use crate::error::{code, CliError, CmdResult};
 use crate::interrupts::Interrupts;
 use crate::log_tail::{last_lines_offset, LogTail};
+use crate::waiting::Unserved;
 
 /// Print a job's output (stdout and stderr, interleaved)
 #[derive(clap::Args, Debug)]
@@ -68,9 +69,11 @@ pub fn run(ctx: &Context, a: Args) -> CmdResult {
         _ => LogTail::new(&log_dir, a.attempt.unwrap_or(0)),
     };
     let mut stdout = std::io::stdout();
+    let mut unserved = Unserved::new(!ctx.quiet);
     loop {
         let job = client.get(a.id)?;
         tail.pump(&job, &mut stdout, !ctx.quiet);
+        unserved.warn(&client, std::slice::from_ref(&job), &mut || {})?;
         if job.state.is_terminal() {
             return Ok(0);
         }

@@ -251,3 +251,81 @@ fn submit_wait_of_a_program_that_cannot_start_exits_as_a_shell_would() {
     let (_, err) = expect(&p, &["submit", "--wait", "--", "sh", "-c", "exit 3"], 3);
     assert!(err.contains("exited with status 3"), "{err}");
 }
+
+/// Collects a child's standard error on a thread (as [`collect_stdout`]).
+fn collect_stderr(child: &mut Child) -> std::sync::mpsc::Receiver<Vec<u8>> {
+    use std::io::Read;
+    let mut err = child.stderr.take().expect("piped stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = err.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Reads from `rx` into `got` until it contains `want`.
+fn read_until_contains(rx: &std::sync::mpsc::Receiver<Vec<u8>>, got: &mut Vec<u8>, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !String::from_utf8_lossy(got).contains(want) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(chunk) => got.extend(chunk),
+            Err(_) => panic!(
+                "never printed {want:?}; got {:?}",
+                String::from_utf8_lossy(got)
+            ),
+        }
+    }
+}
+
+/// Starts `workq args` with stderr piped; waits for `want` on it, checks the command still
+/// waits, then stops it with SIGTERM (exit 130). Returns all it printed on stderr.
+fn warns_and_keeps_waiting(p: &Project, args: &[&str], want: &str) -> String {
+    let mut child = p
+        .cmd()
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start workq");
+    let rx = collect_stderr(&mut child);
+    let mut got = Vec::new();
+    read_until_contains(&rx, &mut got, want);
+    assert!(
+        child.try_wait().expect("try_wait").is_none(),
+        "workq {args:?} keeps waiting after the warning"
+    );
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(130), "{args:?}");
+    while let Ok(chunk) = rx.recv_timeout(Duration::from_secs(5)) {
+        got.extend(chunk);
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[test]
+fn wait_says_when_no_worker_serves_a_jobs_queue_and_keeps_waiting() {
+    let p = Project::new();
+    let lonely = p.submit(&["-Q", "lonely", "--", "true"]).to_string();
+    let line = "workq: no worker serves queue lonely; start one with: workq worker start -Q lonely";
+    let err = warns_and_keeps_waiting(&p, &["wait", &lonely], line);
+    assert_eq!(err.matches(line).count(), 1, "{err}");
+    warns_and_keeps_waiting(&p, &["logs", "-f", &lonely], line);
+    // A running job of a served queue does not hide a queue that nobody serves.
+    let _w = p.worker_with("a", &["-Q", "served", "--stop-timeout", "1s"]);
+    let go = p.path().join("go");
+    let script = format!("while [ ! -e {} ]; do sleep 0.05; done", go.display());
+    let running = p.submit(&["-Q", "served", "--", "sh", "-c", &script]);
+    p.wait_job(running, "running", |j| state_of(j) == "running");
+    let err = warns_and_keeps_waiting(&p, &["wait", "--all"], line);
+    assert!(!err.contains("queue served"), "{err}");
+    std::fs::write(&go, "").unwrap();
+}
