@@ -235,7 +235,7 @@ pub fn run(ctx: &Context, a: Args) -> CmdResult {
         return Ok(0);
     }
     let interrupts = interrupts.unwrap_or_else(Interrupts::install);
-    wait_for_one(ctx, &client, id, &spec.queue, &interrupts)
+    wait_for_one(ctx, &client, id, &spec, &interrupts)
 }
 
 /// The words clap took for the command that come before the first `--` of the raw command
@@ -329,10 +329,14 @@ fn wait_for_one(
     ctx: &Context,
     client: &workq::Client,
     id: i64,
-    queue: &str,
+    spec: &JobSpec,
     interrupts: &Interrupts,
 ) -> CmdResult {
-    let mut ephemeral = temporary_worker(ctx, client, queue)?;
+    let queue = spec.queue.as_str();
+    // The job, and the jobs it was told to run after: it cannot run before they do.
+    let mut only = vec![id];
+    only.extend(spec.after.iter().filter(|a| **a != id));
+    let mut ephemeral = temporary_worker(ctx, client, queue, &only)?;
     if !ctx.quiet && !ctx.json && ctx.err_tty {
         eprintln!("workq: job {id} queued; waiting (Ctrl-C to stop waiting)");
     }
@@ -367,11 +371,13 @@ fn wait_for_one(
     }
 }
 
-/// A worker for the length of this command when no live worker serves `queue`.
+/// A worker for the length of this command when no live worker serves `queue`; it runs the
+/// jobs `only`, not the others waiting in the queue (ARCHITECTURE.md §5.11).
 fn temporary_worker(
     ctx: &Context,
     client: &workq::Client,
     queue: &str,
+    only: &[i64],
 ) -> Result<Option<EphemeralWorker>, CliError> {
     client.clean_up_dead_workers()?;
     if client.live_workers_serving(queue)?.is_empty() {
@@ -396,6 +402,9 @@ fn temporary_worker(
             "--stop-timeout".to_string(),
             "0s".to_string(),
         ]);
+        for id in only {
+            args.extend(["--only-job".to_string(), id.to_string()]);
+        }
         let w = EphemeralWorker::start(&exe, &args)
             .map_err(|e| CliError::unavailable(format!("cannot start a temporary worker: {e}")))?;
         if ctx.verbose {

@@ -329,3 +329,47 @@ fn wait_says_when_no_worker_serves_a_jobs_queue_and_keeps_waiting() {
     assert!(!err.contains("queue served"), "{err}");
     std::fs::write(&go, "").unwrap();
 }
+
+#[test]
+fn submit_wait_runs_only_its_job_not_the_rest_of_the_queue() {
+    let p = Project::new();
+    let other = p.submit(&["--", "echo", "other"]);
+    let (out, _) = expect(&p, &["submit", "--wait", "--", "echo", "mine"], 0);
+    assert_eq!(out, "mine\n");
+    let j = p.job(other);
+    assert_eq!(
+        (state_of(&j), j["attempt"].as_i64()),
+        ("queued", Some(0)),
+        "{j}"
+    );
+    // The jobs it was told to run after are its own business, so they run too.
+    let first = p.submit(&["--", "echo", "first"]).to_string();
+    let (out, _) = expect(
+        &p,
+        &[
+            "submit", "--after", &first, "--wait", "--", "echo", "second",
+        ],
+        0,
+    );
+    assert_eq!(out, "second\n", "only its own output");
+    assert_eq!(state_of(&p.job(first.parse().unwrap())), "succeeded");
+    assert_eq!(state_of(&p.job(other)), "queued");
+    // A temporary worker limited to one job does not count as serving the queue: a second
+    // submit --wait meanwhile starts its own instead of waiting for nothing.
+    let go = p.path().join("go");
+    let script = format!("while [ ! -e {} ]; do sleep 0.05; done", go.display());
+    let mut held = p
+        .cmd()
+        .args(["submit", "--wait", "--", "sh", "-c", &script])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start submit --wait");
+    let held_id = other + 4;
+    p.wait_job(held_id, "running", |j| state_of(j) == "running");
+    let (out, _) = expect(&p, &["submit", "--wait", "--", "echo", "meanwhile"], 0);
+    assert_eq!(out, "meanwhile\n");
+    std::fs::write(&go, "").unwrap();
+    assert!(held.wait().expect("submit --wait ends").success());
+    assert_eq!(state_of(&p.job(other)), "queued", "never run by either");
+}
