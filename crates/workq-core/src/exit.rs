@@ -13,6 +13,11 @@ pub const NOT_FOUND: u8 = 3;
 pub const CONFLICT: u8 = 4;
 /// The store (or another resource the command needs) is unavailable or locked past its timeout.
 pub const UNAVAILABLE: u8 = 5;
+/// `submit --wait` of a job whose program was not found, as a shell reports it.
+pub const COMMAND_NOT_FOUND: u8 = 127;
+/// `submit --wait` of a job whose program was found but could not be executed, as a shell
+/// reports it.
+pub const NOT_EXECUTABLE: u8 = 126;
 /// `wait` timed out.
 pub const TIMEOUT: u8 = 124;
 /// Interrupted by Ctrl-C or SIGTERM.

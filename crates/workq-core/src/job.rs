@@ -73,7 +73,7 @@ impl FromStr for JobState {
             "failed" => Ok(JobState::Failed),
             "cancelled" | "canceled" => Ok(JobState::Cancelled),
             other => Err(format!(
-                "unknown job state {other:?}: use queued, scheduled, running, succeeded, failed or cancelled"
+                "unknown job state {other:?}: use queued, waiting, scheduled, running, succeeded, failed or cancelled"
             )),
         }
     }

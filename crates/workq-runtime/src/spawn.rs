@@ -48,6 +48,11 @@ fn open_log(path: &Path) -> io::Result<File> {
     }
 }
 
+/// How [`describe_spawn_error`] begins when the program was not found.
+const NOT_FOUND: &str = "cannot start: command not found: ";
+/// How [`describe_spawn_error`] ends when the program may not be executed.
+const NOT_EXECUTABLE: &str = ": permission denied (is it executable?)";
+
 /// Describes why a spawn failed, for the job's `last_error`.
 pub fn describe_spawn_error(job: &ClaimedJob, e: &io::Error) -> String {
     let program = job.spec.argv.first().map(String::as_str).unwrap_or("");
@@ -56,12 +61,23 @@ pub fn describe_spawn_error(job: &ClaimedJob, e: &io::Error) -> String {
             Some(cwd) if !Path::new(cwd).is_dir() => {
                 format!("cannot start: working directory {cwd} does not exist")
             }
-            _ => format!("cannot start: command not found: {program}"),
+            _ => format!("{NOT_FOUND}{program}"),
         },
-        io::ErrorKind::PermissionDenied => {
-            format!("cannot start {program}: permission denied (is it executable?)")
-        }
+        io::ErrorKind::PermissionDenied => format!("cannot start {program}{NOT_EXECUTABLE}"),
         _ => format!("cannot start {program}: {e}"),
+    }
+}
+
+/// The status a shell gives a command that failed to start as `error` (a spawn error's text,
+/// from [`describe_spawn_error`]) says: 127 not found, 126 not executable; `None` for the
+/// rest (a missing working directory, an unusable log), which a shell has no code for.
+pub fn spawn_error_status(error: &str) -> Option<u8> {
+    if error.starts_with(NOT_FOUND) {
+        Some(workq_core::exit::COMMAND_NOT_FOUND)
+    } else if error.starts_with("cannot start ") && error.ends_with(NOT_EXECUTABLE) {
+        Some(workq_core::exit::NOT_EXECUTABLE)
+    } else {
+        None
     }
 }
 
@@ -337,6 +353,29 @@ pub fn spawn_with_fd3(
 #[cfg(test)]
 mod tests {
     use super::plain_words;
+
+    #[test]
+    fn spawn_errors_get_the_status_a_shell_gives_them() {
+        use super::{describe_spawn_error, spawn_error_status};
+        use std::io::{Error, ErrorKind};
+        let job = |cwd: &str| workq_core::ClaimedJob {
+            id: 1,
+            lease: 1,
+            attempt: 1,
+            spec: workq_core::JobSpec {
+                cwd: Some(cwd.into()),
+                ..workq_core::JobSpec::new("q", vec!["prog".into()])
+            },
+        };
+        let status = |cwd: &str, kind: ErrorKind| {
+            spawn_error_status(&describe_spawn_error(&job(cwd), &Error::from(kind)))
+        };
+        assert_eq!(status("/", ErrorKind::NotFound), Some(127));
+        assert_eq!(status("/", ErrorKind::PermissionDenied), Some(126));
+        assert_eq!(status("/no/such/dir", ErrorKind::NotFound), None);
+        assert_eq!(status("/", ErrorKind::OutOfMemory), None);
+        assert_eq!(spawn_error_status("exited with status 127"), None);
+    }
 
     #[test]
     fn only_lines_the_shell_would_run_as_one_plain_command_skip_it() {

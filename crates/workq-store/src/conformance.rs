@@ -53,6 +53,7 @@ macro_rules! store_conformance {
             submitted_job_round_trips,
             claim_order,
             claim_limit_and_rest,
+            claim_ids_takes_only_the_given_ready_jobs,
             scheduled_jobs_wait_for_run_at,
             lease_fencing,
             finish_after_rescue_is_stale,
@@ -75,6 +76,7 @@ macro_rules! store_conformance {
             rescue_fails_job_after_max_rescues,
             queue_stats_counts,
             list_filters,
+            list_waiting_only,
             workers_registry,
             interrupted_rescue_costs_the_job_nothing,
             crash_looping_and_pruning,
@@ -134,6 +136,15 @@ impl<S: Store, G: Send> Store for Guarded<S, G> {
     }
     fn claim(&self, worker: WorkerId, queues: &[String], limit: u32) -> Result<Vec<ClaimedJob>> {
         self.store.claim(worker, queues, limit)
+    }
+    fn claim_ids(
+        &self,
+        worker: WorkerId,
+        queues: &[String],
+        ids: &[JobId],
+        limit: u32,
+    ) -> Result<Vec<ClaimedJob>> {
+        self.store.claim_ids(worker, queues, ids, limit)
     }
     fn record_spawn(&self, spawns: &[SpawnRecord]) -> Result<()> {
         self.store.record_spawn(spawns)
@@ -600,6 +611,71 @@ pub fn claim_limit_and_rest(factory: &Factory) {
         "claim(limit 2) with the queue listed twice must claim 2 distinct jobs"
     );
     assert_eq!(ids_of(&claim(s, w1, &["default"], 5)), more[2..].to_vec());
+}
+
+/// `claim_ids` takes only the given jobs, and only those a claim could take: ready (no pending
+/// dependency, `run_at` reached), queued, in one of the worker's queues; in queue order, up to
+/// the limit, each with a fresh lease that fences its finish as any claim's does.
+pub fn claim_ids_takes_only_the_given_ready_jobs(factory: &Factory) {
+    let clock = ManualClock::new(T0);
+    let s = &*factory(clock.clone());
+    let w = worker(s, "w");
+    let ids = |s: &dyn Store, qs: &[&str], want: &[JobId], limit: u32| {
+        ids_of(&ok("claim_ids", s.claim_ids(w, &queues(qs), want, limit)))
+    };
+    let before = submit1(s, spec("default", "older, not asked for"));
+    let low = submit1(s, spec("default", "low"));
+    let mut high = spec("default", "high");
+    high.priority = 5;
+    let high = submit1(s, high);
+    let elsewhere = submit1(s, spec("other", "other queue"));
+    let waiting = submit1(s, after(spec("default", "waiting"), &[before]));
+    let mut later = spec("default", "later");
+    later.run_at = Some(T0.plus(SEC * 60));
+    let later = submit1(s, later);
+    let nobody: &[JobId] = &[];
+    assert_eq!(ids(s, &["default"], &[], 4), nobody, "no ids, no jobs");
+    assert_eq!(ids(s, &["default"], &[low, high], 0), nobody, "limit 0");
+    assert_eq!(
+        ids(s, &["default"], &[elsewhere, waiting, later, 9999], 4),
+        nobody,
+        "another queue, a pending dependency, a future run_at, an unknown id"
+    );
+    let got = ok(
+        "claim_ids",
+        s.claim_ids(w, &queues(&["default"]), &[low, high, high], 1),
+    );
+    assert_eq!(
+        ids_of(&got),
+        vec![high],
+        "queue order, the limit, an id given twice once"
+    );
+    assert_eq!(got[0].attempt, 1);
+    assert_eq!(
+        ids(s, &["default"], &[high], 4),
+        nobody,
+        "a running job is not claimed again"
+    );
+    assert_eq!(
+        state(s, before),
+        JobState::Queued,
+        "a job not asked for stays queued"
+    );
+    assert_eq!(
+        finish_lease(s, w, high, got[0].lease ^ 1, Outcome::Succeeded),
+        FinishOutcome::Stale,
+        "another lease is fenced off"
+    );
+    assert_eq!(
+        finish(s, w, &got[0], Outcome::Succeeded),
+        FinishOutcome::Done(JobState::Succeeded)
+    );
+    advance_to(&clock, s, T0.plus(SEC * 60));
+    assert_eq!(
+        ids(s, &["default", "other"], &[later, elsewhere, low], 8),
+        vec![low, elsewhere, later]
+    );
+    assert_eq!(outcomes(s, later), vec![None], "its attempt row is open");
 }
 
 /// A job whose `run_at` is in the future waits until the clock reaches it, and `next_run_at`
@@ -1946,6 +2022,59 @@ pub fn list_filters(factory: &Factory) {
             ..Default::default()
         },
         vec![],
+    );
+}
+
+/// `waiting_only` lists the queued jobs whose dependency has not succeeded yet, and only them:
+/// not ready, scheduled or running ones; a job leaves the list once its dependency succeeds.
+pub fn list_waiting_only(factory: &Factory) {
+    let s = &*factory(ManualClock::new(T0));
+    let w = worker(s, "w");
+    let dep = submit1(s, spec("default", "dep"));
+    let waiting = submit1(s, after(spec("default", "waiting"), &[dep]));
+    let mut later = spec("default", "later");
+    later.run_at = Some(T0.plus(Duration::from_secs(3600)));
+    let later = submit1(s, later);
+    let other = submit1(s, after(spec("other", "waiting elsewhere"), &[dep]));
+    let waiting_in = |queue: Option<&str>| {
+        list_ids(
+            s,
+            &ListFilter {
+                waiting_only: true,
+                queue: queue.map(str::to_string),
+                ..Default::default()
+            },
+        )
+    };
+    assert_eq!(waiting_in(None), vec![other, waiting], "every waiting job");
+    assert_eq!(
+        waiting_in(Some("default")),
+        vec![waiting],
+        "waiting in default"
+    );
+    let both = ListFilter {
+        states: vec![JobState::Queued],
+        waiting_only: true,
+        ..Default::default()
+    };
+    assert_eq!(
+        list_ids(s, &both),
+        vec![other, waiting],
+        "with states [queued]"
+    );
+    let c = claim_one(s, w, &["default"]);
+    assert_eq!(c.id, dep, "the dependency runs first");
+    assert_eq!(
+        waiting_in(None),
+        vec![other, waiting],
+        "a running dependency"
+    );
+    finish(s, w, &c, Outcome::Succeeded);
+    assert_eq!(waiting_in(None), Vec::<JobId>::new(), "released by success");
+    assert_eq!(
+        state(s, later),
+        JobState::Queued,
+        "the scheduled job never showed"
     );
 }
 

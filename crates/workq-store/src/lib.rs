@@ -40,6 +40,17 @@ pub trait Store: Send {
     /// Claims up to `limit` ready jobs from `queues` for `worker`, each with a fresh lease.
     fn claim(&self, worker: WorkerId, queues: &[String], limit: u32) -> Result<Vec<ClaimedJob>>;
 
+    /// Claims up to `limit` of the jobs `ids` that are ready in `queues` for `worker`, each with
+    /// a fresh lease, under the same rules as [`Store::claim`] (a paused queue gives nothing):
+    /// for a worker that runs only given jobs (`submit --wait`'s temporary worker).
+    fn claim_ids(
+        &self,
+        worker: WorkerId,
+        queues: &[String],
+        ids: &[JobId],
+        limit: u32,
+    ) -> Result<Vec<ClaimedJob>>;
+
     /// Records the processes started for claimed attempts; stale leases are ignored.
     fn record_spawn(&self, spawns: &[SpawnRecord]) -> Result<()>;
 

@@ -119,6 +119,9 @@ pub struct ListFilter {
     pub states: Vec<JobState>,
     /// Only scheduled (queued, run_at in the future) when listing queued jobs by that name.
     pub scheduled_only: bool,
+    /// Only waiting (queued with a dependency that has not succeeded, `deps_pending > 0`) when
+    /// listing queued jobs by that name.
+    pub waiting_only: bool,
     /// Only this queue.
     pub queue: Option<String>,
     /// Only jobs with all these labels.

@@ -161,3 +161,40 @@ fn unreadable_rows_are_errors_naming_table_and_column() {
         "{error}"
     );
 }
+
+/// A paused queue gives nothing to `claim_ids`, as to `claim` (no command pauses a queue yet,
+/// so the row is written by hand).
+#[test]
+fn claim_ids_skips_a_paused_queue() {
+    if skip() {
+        return;
+    }
+    let url = fresh_url();
+    let s = open(&url, ManualClock::new(workq_core::Timestamp(1_000)));
+    let id = s
+        .submit(&[workq_core::JobSpec::new("default", vec!["true".into()])])
+        .expect("submit")[0]
+        .id();
+    let w = s
+        .register_worker(&workq_store::WorkerRegistration {
+            name: "w".into(),
+            host: "host-1".into(),
+            boot_id: "b".into(),
+            pid: 1,
+            pid_start_time: 1,
+            queues: vec!["default".into()],
+            slots: 1,
+            version: "t".into(),
+            settings: None,
+        })
+        .expect("register");
+    let mut c = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+    c.batch_execute("INSERT INTO workq.queues (name, paused) VALUES ('default', TRUE)")
+        .expect("pause");
+    let q = vec!["default".to_string()];
+    assert!(s.claim(w, &q, 1).expect("claim").is_empty());
+    assert!(s.claim_ids(w, &q, &[id], 1).expect("claim_ids").is_empty());
+    c.batch_execute("UPDATE workq.queues SET paused = FALSE")
+        .expect("resume");
+    assert_eq!(s.claim_ids(w, &q, &[id], 1).expect("claim_ids")[0].id, id);
+}

@@ -295,3 +295,40 @@ fn unreadable_rows_are_errors_naming_table_and_column() {
         "{error}"
     );
 }
+
+/// A paused queue gives nothing to `claim_ids`, as to `claim` (no command pauses a queue yet,
+/// so the row is written by hand).
+#[test]
+fn claim_ids_skips_a_paused_queue() {
+    let dir = temp_dir();
+    let path = dir.path().join("workq.db");
+    let s = open_in(&dir, ManualClock::new(workq_core::Timestamp(1_000)));
+    let id = s
+        .submit(&[JobSpec::new("default", vec!["true".into()])])
+        .unwrap()[0]
+        .id();
+    let w = s
+        .register_worker(&WorkerRegistration {
+            name: "w".into(),
+            host: "h".into(),
+            boot_id: "b".into(),
+            pid: 1,
+            pid_start_time: 1,
+            queues: vec!["default".into()],
+            slots: 1,
+            version: "t".into(),
+            settings: None,
+        })
+        .unwrap();
+    let c = rusqlite::Connection::open(&path).unwrap();
+    c.execute(
+        "INSERT INTO queues (name, paused) VALUES ('default', 1)",
+        [],
+    )
+    .unwrap();
+    let q = vec!["default".to_string()];
+    assert!(s.claim(w, &q, 1).unwrap().is_empty());
+    assert!(s.claim_ids(w, &q, &[id], 1).unwrap().is_empty());
+    c.execute("UPDATE queues SET paused = 0", []).unwrap();
+    assert_eq!(s.claim_ids(w, &q, &[id], 1).unwrap()[0].id, id);
+}

@@ -109,6 +109,19 @@ impl CliError {
             .with_hint("`workq list` shows the jobs that exist")
     }
 
+    /// Some of the jobs a command was given do not exist (at least one id); worded as
+    /// [`CliError::job_not_found`] for one.
+    pub fn jobs_not_found(ids: &[JobId]) -> Self {
+        match ids {
+            [one] => CliError::job_not_found(*one),
+            _ => {
+                let list: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
+                CliError::not_found(format!("jobs {} not found", list.join(", ")))
+                    .with_hint("`workq list` shows the jobs that exist")
+            }
+        }
+    }
+
     /// A file given on the command line cannot be read; `what` names the flag and the file, as in
     /// `--lines jobs.txt`. A missing file is "not found", anything else (a directory, no
     /// permission) is the user's to fix.
@@ -359,6 +372,11 @@ mod tests {
             (a.kind(), a.message(), a.hint()),
             (b.kind(), b.message(), b.hint())
         );
+        let one = CliError::jobs_not_found(&[9]);
+        assert_eq!((one.message(), one.hint()), (a.message(), a.hint()));
+        let two = CliError::jobs_not_found(&[9, 10]);
+        assert_eq!(two.message(), "jobs 9, 10 not found");
+        assert_eq!((two.kind(), two.hint()), (a.kind(), a.hint()));
         assert_eq!(
             CliError::worker_running("gpu", Some(1)).kind(),
             ErrorKind::Conflict

@@ -29,13 +29,22 @@ pub fn seconds(s: &str) -> Result<Duration, String> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JobTimeout(pub Option<Duration>);
 
-/// A job's `--timeout`: a duration, or `none` (also `0`) for no limit.
+/// A job's `--timeout`: a duration, or `none` for no limit. Zero is refused: it used to mean
+/// no limit, which surprised people who meant "stop at once" or expected an error.
 pub fn job_timeout(s: &str) -> Result<JobTimeout, String> {
-    if matches!(s, "none" | "0") {
+    if s == "none" {
         return Ok(JobTimeout(None));
     }
-    duration(s).map(|d| JobTimeout(Some(d)))
+    match duration(s)? {
+        // Below a millisecond is zero too: the store keeps milliseconds.
+        d if d.as_millis() == 0 => Err(ZERO_TIMEOUT.to_string()),
+        d => Ok(JobTimeout(Some(d))),
+    }
 }
+
+/// Why a zero job timeout is refused, on the command line and in the config alike.
+pub const ZERO_TIMEOUT: &str =
+    "--timeout 0 would stop the job at once; use --timeout none for no limit";
 
 /// A size in bytes such as `10MiB`, `512k`, `1G` or `4096`.
 pub fn size(s: &str) -> Result<u64, String> {
@@ -73,13 +82,15 @@ mod tests {
     }
 
     #[test]
-    fn a_job_timeout_of_none_or_zero_means_no_limit() {
+    fn a_job_timeout_is_a_duration_or_none_never_zero() {
         assert_eq!(job_timeout("none"), Ok(JobTimeout(None)));
-        assert_eq!(job_timeout("0"), Ok(JobTimeout(None)));
         assert_eq!(
-            job_timeout("0s"),
-            Ok(JobTimeout(Some(Duration::from_secs(0))))
+            job_timeout("90s"),
+            Ok(JobTimeout(Some(Duration::from_secs(90))))
         );
+        for zero in ["0", "0s", "0ms", "0h0m"] {
+            assert_eq!(job_timeout(zero), Err(ZERO_TIMEOUT.to_string()), "{zero}");
+        }
         assert!(job_timeout("never").is_err());
     }
 

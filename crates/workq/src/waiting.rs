@@ -34,8 +34,7 @@ pub fn wait_jobs(
     let mut w = Watched::read(client, ids)?;
     let deadline = timeout.map(|t| Instant::now() + t);
     let mut bar = Progress::new(ctx.err_tty && !ctx.quiet && !ctx.json);
-    let mut warned = false;
-    let started = Instant::now();
+    let mut unserved = Unserved::new(!ctx.quiet);
     let mut last_full_read = Instant::now();
     loop {
         let counts = w.counts();
@@ -62,12 +61,7 @@ pub fn wait_jobs(
             bar.finish();
             return Ok(WaitEnd::Interrupted);
         }
-        if !warned && started.elapsed() > Duration::from_secs(2) && counts.running == 0 {
-            warned = true;
-            if !ctx.quiet {
-                warn_unserved(client, &w.jobs, &mut bar)?;
-            }
-        }
+        unserved.warn(client, &w.jobs, &mut || bar.finish())?;
         std::thread::sleep(Duration::from_millis(20));
         if last_full_read.elapsed() > Duration::from_secs(1) {
             if let Err(e) = w.reread(client) {
@@ -183,30 +177,63 @@ impl Watched {
     }
 }
 
-/// Warns about each queue of the queued jobs that no live worker serves.
-fn warn_unserved(
-    client: &workq::Client,
-    jobs: &[workq::Job],
-    bar: &mut Progress,
-) -> Result<(), CliError> {
-    let queues: BTreeSet<&str> = jobs
-        .iter()
-        .filter(|j| j.state == JobState::Queued)
-        .map(|j| j.spec.queue.as_str())
-        .collect();
-    if queues.is_empty() {
-        return Ok(());
-    }
-    // Only for a warning: a store this command may read but not write (another user's) is
-    // still worth waiting on, so a failed clean-up is no reason to stop.
-    let _ = client.clean_up_dead_workers();
-    for q in queues {
-        if client.live_workers_serving(q)?.is_empty() {
-            bar.finish();
-            eprintln!(
-                "workq: no worker serves queue {q}; start one with: workq worker start -Q {q}"
-            );
+/// Warns, once per queue, about queued jobs whose queue no live worker serves, so a wait
+/// does not hang without a word: for `wait` and `logs -f`.
+pub struct Unserved {
+    enabled: bool,
+    /// When to look next: after a grace (a worker may be starting), then now and then.
+    next_look: Instant,
+    warned: BTreeSet<String>,
+}
+
+/// How long a job may wait before its queue's lack of a worker is worth a line.
+const GRACE: Duration = Duration::from_secs(2);
+/// How often to look again (a worker that served the queue may stop).
+const LOOK_EVERY: Duration = Duration::from_secs(5);
+
+impl Unserved {
+    /// Warnings on stderr, unless not `enabled` (`-q`).
+    pub fn new(enabled: bool) -> Self {
+        Unserved {
+            enabled,
+            next_look: Instant::now() + GRACE,
+            warned: BTreeSet::new(),
         }
     }
-    Ok(())
+
+    /// If it is time, prints one line per queue of the queued `jobs` that no live worker
+    /// serves and that was not warned about yet, naming the command that starts one;
+    /// `before_print` clears the way (ends a progress bar).
+    pub fn warn(
+        &mut self,
+        client: &workq::Client,
+        jobs: &[workq::Job],
+        before_print: &mut dyn FnMut(),
+    ) -> Result<(), CliError> {
+        if !self.enabled || Instant::now() < self.next_look {
+            return Ok(());
+        }
+        self.next_look = Instant::now() + LOOK_EVERY;
+        let queues: BTreeSet<&str> = jobs
+            .iter()
+            .filter(|j| j.state == JobState::Queued && !self.warned.contains(&j.spec.queue))
+            .map(|j| j.spec.queue.as_str())
+            .collect();
+        if queues.is_empty() {
+            return Ok(());
+        }
+        // Only for a warning: a store this command may read but not write (another user's) is
+        // still worth waiting on, so a failed clean-up is no reason to stop.
+        let _ = client.clean_up_dead_workers();
+        for q in queues {
+            if client.live_workers_serving(q)?.is_empty() {
+                before_print();
+                eprintln!(
+                    "workq: no worker serves queue {q}; start one with: workq worker start -Q {q}"
+                );
+                self.warned.insert(q.to_string());
+            }
+        }
+        Ok(())
+    }
 }

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use workq_core::{format_duration, WorkerId};
+use workq_core::{format_duration, JobId, WorkerId};
 use workq_store::{Store, WorkerRegistration};
 
 use crate::logger::Logger;
@@ -49,6 +49,9 @@ pub struct WorkerOptions {
     pub registry_retention: Duration,
     /// Finished jobs older than this are purged hourly, with their logs.
     pub job_retention: Option<Duration>,
+    /// Only these jobs are claimed (empty: any job of its queues): `submit --wait`'s temporary
+    /// worker must not run other jobs waiting in the queue.
+    pub only_jobs: Vec<JobId>,
 }
 
 impl WorkerOptions {
@@ -66,6 +69,7 @@ impl WorkerOptions {
             settings: None,
             registry_retention: REGISTRY_RETENTION,
             job_retention: None,
+            only_jobs: Vec::new(),
         }
     }
 
@@ -82,6 +86,22 @@ impl WorkerOptions {
         o.settings = Some(settings.clone());
         o.job_retention = settings.retention_ms.map(Duration::from_millis);
         o
+    }
+}
+
+impl WorkerOptions {
+    /// The queues as the registry shows them. A worker limited to some jobs does not serve its
+    /// queues, so it must not count as their worker (for `wait`, `submit --wait`, `status`);
+    /// its entry says what it runs instead.
+    fn registered_queues(&self) -> Vec<String> {
+        if self.only_jobs.is_empty() {
+            return self.queues.clone();
+        }
+        let ids: Vec<String> = self.only_jobs.iter().map(JobId::to_string).collect();
+        self.queues
+            .iter()
+            .map(|q| format!("{q} (only job {})", ids.join(",")))
+            .collect()
     }
 }
 
@@ -192,7 +212,7 @@ fn register(store: &dyn Store, opts: &WorkerOptions) -> Result<Registered, Runti
         boot_id: procinfo::boot_id(),
         pid,
         pid_start_time: procinfo::start_time(pid),
-        queues: opts.queues.clone(),
+        queues: opts.registered_queues(),
         slots: opts.slots,
         version: env!("CARGO_PKG_VERSION").to_string(),
         settings: opts.settings.as_ref().map(|s| s.to_json()),

@@ -79,7 +79,14 @@ impl Loop<'_> {
         if limit == 0 {
             return Ok(0);
         }
-        let claimed = match self.store.claim(self.id, &self.opts.queues, limit) {
+        let claimed = if self.opts.only_jobs.is_empty() {
+            self.store.claim(self.id, &self.opts.queues, limit)
+        } else {
+            let only = &self.opts.only_jobs;
+            self.store
+                .claim_ids(self.id, &self.opts.queues, only, limit)
+        };
+        let claimed = match claimed {
             Ok(c) => c,
             Err(e) => return Err(self.store_failed("could not claim jobs", &e)),
         };

@@ -12,10 +12,17 @@ use crate::{FinishOutcome, FinishRequest, Result, SpawnRecord};
 /// The claim's statement: [`SPEC_COLUMNS`] qualified with the table, after id, lease, attempt.
 fn claim_sql() -> &'static str {
     static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    SQL.get_or_init(build_claim_sql)
+    SQL.get_or_init(|| build_claim_sql(""))
 }
 
-fn build_claim_sql() -> String {
+/// The claim of given jobs: the claim's statement, limited to the ids in `$5`.
+fn claim_ids_sql() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| build_claim_sql("AND id = ANY($5)"))
+}
+
+/// The claim with `only` (more conditions on the ready jobs) added.
+fn build_claim_sql(only: &str) -> String {
     let spec = SPEC_COLUMNS
         .split(", ")
         .map(|c| format!("jobs.{}", c.trim()))
@@ -25,7 +32,7 @@ fn build_claim_sql() -> String {
         "WITH next AS MATERIALIZED (
              SELECT id FROM jobs
              WHERE state = 'queued' AND deps_pending = 0 AND queue = ANY($1)
-               AND run_at <= $2
+               AND run_at <= $2 {only}
                AND queue NOT IN (SELECT name FROM queues WHERE paused)
              ORDER BY priority DESC, run_at, id
              LIMIT $3 FOR UPDATE SKIP LOCKED)
@@ -53,6 +60,43 @@ pub(super) fn claim_tx(
         claim_sql(),
         &[&queues, &now, &i64::from(limit), &worker],
     )?;
+    taken(s, tx, rows, worker, now)
+}
+
+/// Claims up to `limit` of the jobs `ids` that are ready in `queues` (not paused), with the
+/// leases and attempt rows of any claim (ARCHITECTURE.md §4.2): a worker limited to given jobs.
+pub(super) fn claim_ids(
+    s: &PgStore,
+    worker: WorkerId,
+    queues: &[String],
+    ids: &[JobId],
+    limit: u32,
+) -> Result<Vec<ClaimedJob>> {
+    if limit == 0 || queues.is_empty() || ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let now = s.now_ms();
+    let qs = unique_queues(queues);
+    s.write(false, |tx| {
+        let rows = qy(
+            &s.stmts,
+            tx,
+            claim_ids_sql(),
+            &[&qs, &now, &i64::from(limit), &worker, &ids],
+        )?;
+        taken(s, tx, rows, worker, now)
+    })
+}
+
+/// The claimed `rows` as jobs, each with its attempt row, in queue order; a row that cannot
+/// be read fails its job at once instead of failing every claim.
+fn taken(
+    s: &PgStore,
+    tx: Tx<'_, '_>,
+    rows: Vec<postgres::Row>,
+    worker: WorkerId,
+    now: i64,
+) -> std::result::Result<Vec<ClaimedJob>, TxErr> {
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
         let id: i64 = r.col("jobs", 0)?;

@@ -243,6 +243,10 @@ fn list_query(f: &ListFilter, now: i64) -> Query {
         q.sql.push_str(" AND j.state = 'queued' AND j.run_at > ");
         q.int(now);
     }
+    if f.waiting_only {
+        q.sql
+            .push_str(" AND j.state = 'queued' AND j.deps_pending > 0");
+    }
     if let Some(queue) = &f.queue {
         q.sql.push_str(" AND j.queue = ");
         q.text(queue.clone());

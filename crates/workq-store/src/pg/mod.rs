@@ -482,6 +482,15 @@ impl crate::Store for PgStore {
         claim::claim(self, worker, queues, limit)
     }
 
+    fn claim_ids(
+        &self,
+        worker: workq_core::WorkerId,
+        queues: &[String],
+        ids: &[workq_core::JobId],
+        limit: u32,
+    ) -> Result<Vec<workq_core::ClaimedJob>> {
+        claim::claim_ids(self, worker, queues, ids, limit)
+    }
     fn record_spawn(&self, spawns: &[crate::SpawnRecord]) -> Result<()> {
         claim::record_spawn(self, spawns)
     }

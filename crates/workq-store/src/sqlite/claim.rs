@@ -36,11 +36,10 @@ pub(super) fn claim_tx(
     if limit == 0 || queues.is_empty() {
         return Ok(Vec::new());
     }
-    let host = &s.opts.host;
+    // One indexed probe per queue keeps the cost independent of how many rows exist;
+    // merging in Rust avoids a sort over every ready job of every queue.
+    let mut candidates: Vec<Candidate> = Vec::new();
     {
-        // One indexed probe per queue keeps the cost independent of how many rows exist;
-        // merging in Rust avoids a sort over every ready job of every queue.
-        let mut candidates: Vec<(i32, i64, JobId)> = Vec::new();
         let mut paused =
             tx.prepare_cached("SELECT 1 FROM queues WHERE name = ?1 AND paused = 1")?;
         let mut probe = tx.prepare_cached(
@@ -59,47 +58,103 @@ pub(super) fn claim_tx(
                 candidates.push(row?);
             }
         }
-        candidates.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
-        // A queue named twice yields the same rows twice; they must not take two slots.
-        candidates.dedup();
-        candidates.truncate(limit as usize);
-        let mut take = tx.prepare_cached(&format!(
-            "UPDATE jobs SET state = 'running', lease = ?2, worker_id = ?3, attempt = attempt + 1,
-                 started_at = ?4, cancel_requested = 0, exit_code = NULL
-             WHERE id = ?1 AND state = 'queued'
-             RETURNING attempt, {SPEC_COLUMNS}"
-        ))?;
-        let mut record = tx.prepare_cached(
-            "INSERT OR REPLACE INTO attempts (job_id, attempt, worker_id, host, lease, started_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )?;
-        let mut out = Vec::with_capacity(candidates.len());
-        for (_, _, id) in candidates {
-            let lease = s.new_lease();
-            // A row that cannot be read fails alone instead of failing every claim.
-            let row = take
-                .query_row(params![id, lease, worker, now], |r| {
-                    Ok((r.get::<_, u32>(0)?, spec_from_row(r, 1)))
-                })
-                .optional()?;
-            if let Some((attempt, spec)) = row {
-                record.execute(params![id, attempt, worker, host, lease, now])?;
-                match spec {
-                    Ok(spec) => out.push(ClaimedJob {
-                        id,
-                        lease,
-                        attempt,
-                        spec,
-                    }),
-                    Err(e) => {
-                        let reason = bad_row("jobs", id, &e).to_string();
-                        transitions::fail_unreadable(tx, id, attempt, &reason, worker, now)?;
+    }
+    take(s, tx, worker, candidates, limit, now)
+}
+
+/// A ready job that may be claimed: priority, `run_at`, id.
+type Candidate = (i32, i64, JobId);
+
+/// Claims up to `limit` of the jobs `ids` that are ready in `queues` (not paused), with the
+/// leases and attempt rows of any claim (ARCHITECTURE.md §4.2): a worker limited to given jobs.
+pub(super) fn claim_ids(
+    s: &SqliteStore,
+    worker: WorkerId,
+    queues: &[String],
+    ids: &[JobId],
+    limit: u32,
+) -> Result<Vec<ClaimedJob>> {
+    if limit == 0 || queues.is_empty() || ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let now = s.now();
+    s.write(Durability::Normal, |tx| {
+        let mut candidates: Vec<Candidate> = Vec::new();
+        {
+            let mut paused =
+                tx.prepare_cached("SELECT 1 FROM queues WHERE name = ?1 AND paused = 1")?;
+            // A primary-key probe per id: the ids are few (one job for `submit --wait`).
+            let mut probe = tx.prepare_cached(
+                "SELECT priority, run_at, id, queue FROM jobs
+                 WHERE id = ?1 AND state = 'queued' AND deps_pending = 0 AND run_at <= ?2",
+            )?;
+            for id in ids {
+                let row = probe
+                    .query_row(params![id, now], |r| {
+                        Ok(((r.get(0)?, r.get(1)?, r.get(2)?), r.get::<_, String>(3)?))
+                    })
+                    .optional()?;
+                if let Some((candidate, queue)) = row {
+                    if queues.contains(&queue) && !paused.exists([&queue])? {
+                        candidates.push(candidate);
                     }
                 }
             }
         }
-        Ok(out)
+        take(s, tx, worker, candidates, limit, now)
+    })
+}
+
+/// Takes the best `limit` of `candidates` in queue order (priority, then `run_at`, then id),
+/// each with a fresh lease and its attempt row; a row that cannot be read fails alone.
+fn take(
+    s: &SqliteStore,
+    tx: &rusqlite::Transaction<'_>,
+    worker: WorkerId,
+    mut candidates: Vec<Candidate>,
+    limit: u32,
+    now: i64,
+) -> std::result::Result<Vec<ClaimedJob>, TxErr> {
+    candidates.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+    // A queue (or id) named twice yields the same rows twice; they must not take two slots.
+    candidates.dedup();
+    candidates.truncate(limit as usize);
+    let host = &s.opts.host;
+    let mut take = tx.prepare_cached(&format!(
+        "UPDATE jobs SET state = 'running', lease = ?2, worker_id = ?3, attempt = attempt + 1,
+             started_at = ?4, cancel_requested = 0, exit_code = NULL
+         WHERE id = ?1 AND state = 'queued'
+         RETURNING attempt, {SPEC_COLUMNS}"
+    ))?;
+    let mut record = tx.prepare_cached(
+        "INSERT OR REPLACE INTO attempts (job_id, attempt, worker_id, host, lease, started_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    let mut out = Vec::with_capacity(candidates.len());
+    for (_, _, id) in candidates {
+        let lease = s.new_lease();
+        let row = take
+            .query_row(params![id, lease, worker, now], |r| {
+                Ok((r.get::<_, u32>(0)?, spec_from_row(r, 1)))
+            })
+            .optional()?;
+        if let Some((attempt, spec)) = row {
+            record.execute(params![id, attempt, worker, host, lease, now])?;
+            match spec {
+                Ok(spec) => out.push(ClaimedJob {
+                    id,
+                    lease,
+                    attempt,
+                    spec,
+                }),
+                Err(e) => {
+                    let reason = bad_row("jobs", id, &e).to_string();
+                    transitions::fail_unreadable(tx, id, attempt, &reason, worker, now)?;
+                }
+            }
+        }
     }
+    Ok(out)
 }
 
 pub(super) fn record_spawn(s: &SqliteStore, spawns: &[SpawnRecord]) -> Result<()> {

@@ -128,6 +128,9 @@ pub(super) fn list(s: &SqliteStore, f: &ListFilter) -> Result<Vec<Job>> {
             args.len()
         ));
     }
+    if f.waiting_only {
+        sql.push_str(" AND j.state = 'queued' AND j.deps_pending > 0");
+    }
     if let Some(q) = &f.queue {
         args.push(q.clone().into());
         sql.push_str(&format!(" AND j.queue = ?{}", args.len()));

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use workq::CancelOutcome;
 
 use crate::context::Context;
-use crate::error::{code, CliError, CmdResult};
+use crate::error::{CliError, CmdResult};
 
 /// Stop jobs: queued ones at once, running ones by stopping their whole process group
 #[derive(clap::Args, Debug)]
@@ -24,7 +24,7 @@ pub fn run(ctx: &Context, a: Args) -> CmdResult {
         return Err(CliError::job_not_found(a.ids[0]));
     };
     let out = client.cancel(&a.ids)?;
-    let mut exit = 0;
+    let mut missing = Vec::new();
     let mut results = Vec::new();
     let mut pending = Vec::new();
     for o in &out {
@@ -39,8 +39,11 @@ pub fn run(ctx: &Context, a: Args) -> CmdResult {
                 results.push((id, st.to_string(), format!("it had already {st}")));
             }
             CancelOutcome::NotFound(id) => {
-                exit = code::NOT_FOUND;
-                results.push((id, "not_found".into(), "no such job".into()));
+                missing.push(id);
+                // JSON keeps its row (the documented shape); people get the error below.
+                if ctx.json {
+                    results.push((id, "not_found".into(), "no such job".into()));
+                }
             }
         }
     }
@@ -74,7 +77,12 @@ pub fn run(ctx: &Context, a: Args) -> CmdResult {
             println!("job {id}: {st} ({d})");
         }
     }
-    Ok(exit)
+    if missing.is_empty() {
+        Ok(0)
+    } else {
+        // Worded as `show` and `logs` word it, after the jobs that were found.
+        Err(CliError::jobs_not_found(&missing))
+    }
 }
 
 /// Waits until the running jobs `pending` have stopped, for at most the longest kill grace

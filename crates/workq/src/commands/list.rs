@@ -11,7 +11,7 @@ use crate::render;
 /// List jobs, newest first
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Only these states (queued, scheduled, running, succeeded, failed, cancelled; comma-separated)
+    /// Only these states (queued, waiting, scheduled, running, succeeded, failed, cancelled; comma-separated)
     #[arg(short, long, value_delimiter = ',')]
     state: Vec<String>,
     /// Only this queue
@@ -34,8 +34,10 @@ pub fn run(ctx: &Context, a: Args) -> CmdResult {
     };
     for s in &a.state {
         let st: JobState = s.trim().parse().map_err(CliError::usage)?;
-        if s.trim() == "scheduled" && a.state.len() == 1 {
-            filter.scheduled_only = true;
+        // Kinds of queued (ARCHITECTURE.md §3.1) narrow the listing when asked for alone.
+        if a.state.len() == 1 {
+            filter.scheduled_only = s.trim() == "scheduled";
+            filter.waiting_only = s.trim() == "waiting";
         }
         if !filter.states.contains(&st) {
             filter.states.push(st);

@@ -43,6 +43,7 @@ pub fn run(ctx: &Context, a: Args) -> CmdResult {
     }
     let out = client.retry(&ids)?;
     let mut exit = 0;
+    let mut missing = Vec::new();
     let mut rows = Vec::new();
     for o in out {
         match o {
@@ -59,8 +60,11 @@ pub fn run(ctx: &Context, a: Args) -> CmdResult {
                 ));
             }
             RetryOutcome::NotFound(id) => {
-                exit = code::NOT_FOUND;
-                rows.push((id, "not found".into()));
+                missing.push(id);
+                // JSON keeps its row (the documented shape); people get the error below.
+                if ctx.json {
+                    rows.push((id, "not found".into()));
+                }
             }
         }
     }
@@ -74,6 +78,10 @@ pub fn run(ctx: &Context, a: Args) -> CmdResult {
         for (id, s) in rows {
             println!("job {id}: {s}");
         }
+    }
+    if !missing.is_empty() {
+        // Worded as `show` and `logs` word it, after the jobs that were found.
+        return Err(CliError::jobs_not_found(&missing));
     }
     Ok(exit)
 }

@@ -50,9 +50,8 @@ fn job_lines(ctx: &Context, job: &workq::Job, now: Timestamp) -> Vec<(&'static s
         (
             "attempts",
             format!(
-                "{} of {} (rescued {} times)",
-                job.attempt,
-                job.max_attempts(),
+                "{} (rescued {} times)",
+                render::attempts(job.attempt, job.max_attempts(), " of "),
                 job.rescues
             ),
         ),

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use workq::{JobSpec, Submitted};
-use workq_core::{JobState, Timestamp};
+use workq_core::{JobState, Outcome, Timestamp};
 use workq_runtime::ephemeral::EphemeralWorker;
 
 use crate::context::Context;
@@ -33,7 +33,7 @@ pub struct Args {
     /// First retry delay, doubling after each further failure (e.g. 10s, 5m) [default: config, else 10s]
     #[arg(long, value_name = "DUR", value_parser = flag_values::duration)]
     backoff: Option<Duration>,
-    /// Kill the job after this long (SIGTERM, then SIGKILL after --kill-grace)
+    /// Kill the job after this long (SIGTERM, then SIGKILL after --kill-grace); none for no limit [default: config, else none]
     #[arg(long, value_name = "DUR", value_parser = flag_values::job_timeout)]
     timeout: Option<JobTimeout>,
     /// Between SIGTERM and SIGKILL when the job is stopped [default: config, else 10s]
@@ -188,6 +188,13 @@ pub fn run(ctx: &Context, a: Args) -> CmdResult {
         return Err(CliError::usage("no command given")
             .with_hint("put the command after --, e.g. workq submit -- echo hello"));
     }
+    let raw: Vec<String> = std::env::args_os()
+        .map(|w| w.to_string_lossy().into_owned())
+        .collect();
+    let stray = stray_words(&a.command, &raw);
+    if !stray.is_empty() {
+        return Err(stray_words_error(&stray));
+    }
     let mut spec = base;
     spec.argv = if a.shell {
         vec!["sh".into(), "-c".into(), a.command.join(" ")]
@@ -230,7 +237,39 @@ pub fn run(ctx: &Context, a: Args) -> CmdResult {
         return Ok(0);
     }
     let interrupts = interrupts.unwrap_or_else(Interrupts::install);
-    wait_for_one(ctx, &client, id, &spec.queue, &interrupts)
+    wait_for_one(ctx, &client, id, &spec, &interrupts)
+}
+
+/// The words clap took for the command that come before the first `--` of the raw command
+/// line `raw`: `submit --timeout 1h 30m -- echo hi` gives `30m`, which would otherwise be
+/// queued as the program. When `raw` has `--`, the command is exactly what follows it.
+fn stray_words(command: &[String], raw: &[String]) -> Vec<String> {
+    let Some(dashes) = raw.iter().position(|w| w == "--") else {
+        return Vec::new();
+    };
+    let after = &raw[dashes + 1..];
+    if command.len() < after.len() || !command.ends_with(after) {
+        return Vec::new();
+    }
+    let mut before = &command[..command.len() - after.len()];
+    // clap keeps the `--` that ended the options among the command's words.
+    if before.last().is_some_and(|w| w == "--") {
+        before = &before[..before.len() - 1];
+    }
+    before.to_vec()
+}
+
+/// The usage error for words before `--` that are neither options nor their values.
+fn stray_words_error(stray: &[String]) -> CliError {
+    let quoted: Vec<String> = stray.iter().map(|w| format!("{w:?}")).collect();
+    let what = if stray.len() == 1 {
+        "is neither an option nor an option's value"
+    } else {
+        "are neither options nor options' values"
+    };
+    CliError::usage(format!("{} before -- {what}", quoted.join(", "))).with_hint(
+        "quote a value with spaces (--timeout '1h 30m'); a command that itself contains -- goes after a leading --: workq submit -- git diff -- file",
+    )
 }
 
 /// `--lines`: one `sh -c` job per non-empty line, all in one transaction, like `base`.
@@ -292,10 +331,14 @@ fn wait_for_one(
     ctx: &Context,
     client: &workq::Client,
     id: i64,
-    queue: &str,
+    spec: &JobSpec,
     interrupts: &Interrupts,
 ) -> CmdResult {
-    let mut ephemeral = temporary_worker(ctx, client, queue)?;
+    let queue = spec.queue.as_str();
+    // The job, and the jobs it was told to run after: it cannot run before they do.
+    let mut only = vec![id];
+    only.extend(spec.after.iter().filter(|a| **a != id));
+    let mut ephemeral = temporary_worker(ctx, client, queue, &only)?;
     if !ctx.quiet && !ctx.json && ctx.err_tty {
         eprintln!("workq: job {id} queued; waiting (Ctrl-C to stop waiting)");
     }
@@ -307,7 +350,7 @@ fn wait_for_one(
         }
         if job.state.is_terminal() {
             drop(ephemeral.take());
-            return report_finished(ctx, client, &job);
+            return report_finished(ctx, client, &job, tail.has_shown(job.attempt));
         }
         if interrupts.received().is_some() {
             let had_temp = ephemeral.is_some();
@@ -330,11 +373,13 @@ fn wait_for_one(
     }
 }
 
-/// A worker for the length of this command when no live worker serves `queue`.
+/// A worker for the length of this command when no live worker serves `queue`; it runs the
+/// jobs `only`, not the others waiting in the queue (ARCHITECTURE.md §5.11).
 fn temporary_worker(
     ctx: &Context,
     client: &workq::Client,
     queue: &str,
+    only: &[i64],
 ) -> Result<Option<EphemeralWorker>, CliError> {
     client.clean_up_dead_workers()?;
     if client.live_workers_serving(queue)?.is_empty() {
@@ -359,6 +404,9 @@ fn temporary_worker(
             "--stop-timeout".to_string(),
             "0s".to_string(),
         ]);
+        for id in only {
+            args.extend(["--only-job".to_string(), id.to_string()]);
+        }
         let w = EphemeralWorker::start(&exe, &args)
             .map_err(|e| CliError::unavailable(format!("cannot start a temporary worker: {e}")))?;
         if ctx.verbose {
@@ -372,15 +420,22 @@ fn temporary_worker(
     Ok(None)
 }
 
-/// The end of a finished job: its attempts in JSON, or why it failed; exits with its status.
-fn report_finished(ctx: &Context, client: &workq::Client, job: &workq::Job) -> CmdResult {
+/// The end of a finished job: its attempts in JSON, or why it failed (unless its log, just
+/// shown, said it already: a spawn error is written there); exits with its status.
+fn report_finished(
+    ctx: &Context,
+    client: &workq::Client,
+    job: &workq::Job,
+    log_shown: bool,
+) -> CmdResult {
     let attempts = client.store().attempts(job.id)?;
-    let signal = attempts.last().and_then(|a| a.signal);
+    let last = attempts.last();
+    let spawn_error = last.is_some_and(|a| a.outcome == Some(Outcome::SpawnError));
     if ctx.json {
         let mut v = crate::render::json::job(job, Timestamp::now());
         v["attempts"] = attempts.iter().map(crate::render::json::attempt).collect();
         println!("{v}");
-    } else if job.state != JobState::Succeeded && !ctx.quiet {
+    } else if job.state != JobState::Succeeded && !ctx.quiet && !(spawn_error && log_shown) {
         eprintln!(
             "workq: job {} {}: {}",
             job.id,
@@ -388,7 +443,7 @@ fn report_finished(ctx: &Context, client: &workq::Client, job: &workq::Job) -> C
             job.last_error.as_deref().unwrap_or("no details")
         );
     }
-    Ok(job_exit_status(job, signal))
+    Ok(job_exit_status(job, last))
 }
 
 /// Ctrl-C while waiting: the rest of the output, and where the job stands (`had_temp`: the
@@ -421,13 +476,20 @@ fn report_interrupted(
     Ok(code::INTERRUPTED)
 }
 
-/// The exit status `submit --wait` reports for a finished job: its own code, 128+N for a signal.
-fn job_exit_status(job: &workq::Job, signal: Option<i32>) -> u8 {
+/// The exit status `submit --wait` reports for a finished job: its own code, 128+N for a
+/// signal, 127 or 126 for a program that could not start (as a shell gives them), else 1.
+fn job_exit_status(job: &workq::Job, last: Option<&workq::Attempt>) -> u8 {
+    let signal = last.and_then(|a| a.signal);
+    let spawn_error = last
+        .filter(|a| a.outcome == Some(Outcome::SpawnError))
+        .and_then(|a| a.error.as_deref())
+        .and_then(workq_runtime::spawn::spawn_error_status);
     match job.state {
         JobState::Succeeded => 0,
-        JobState::Failed => match (job.exit_code, signal) {
-            (Some(c), _) if (1..=255).contains(&c) => c as u8,
-            (_, Some(s)) if s > 0 => (128 + s).min(255) as u8,
+        JobState::Failed => match (job.exit_code, signal, spawn_error) {
+            (Some(c), _, _) if (1..=255).contains(&c) => c as u8,
+            (_, Some(s), _) if s > 0 => (128 + s).min(255) as u8,
+            (_, _, Some(status)) => status,
             _ => 1,
         },
         _ => 1,
@@ -437,6 +499,35 @@ fn job_exit_status(job: &workq::Job, signal: Option<i32>) -> u8 {
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
+
+    fn words(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn words_before_the_first_double_dash_are_strays() {
+        let stray = |command: &str, raw: &str| super::stray_words(&words(command), &words(raw));
+        assert_eq!(
+            stray("30m -- echo hi", "workq submit --timeout 1h 30m -- echo hi"),
+            ["30m"]
+        );
+        assert_eq!(
+            stray("a b -- echo hi", "workq submit a b -- echo hi"),
+            ["a", "b"]
+        );
+        let none: [&str; 0] = [];
+        assert_eq!(stray("echo hi", "workq submit echo hi"), none);
+        assert_eq!(stray("echo hi", "workq submit -- echo hi"), none);
+        assert_eq!(
+            stray("echo -- hi", "workq submit -- echo -- hi"),
+            none,
+            "a command that contains -- after a leading --"
+        );
+        assert_eq!(
+            stray("git diff -- file", "workq submit -Q x -- git diff -- file"),
+            none
+        );
+    }
 
     proptest! {
         #[test]

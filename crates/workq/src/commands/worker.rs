@@ -95,6 +95,9 @@ pub struct StartArgs {
     /// not managed by `worker stop --all` or `pause --all`
     #[arg(long, hide = true, conflicts_with = "daemon")]
     temporary: bool,
+    /// With --temporary: claim only this job (repeatable), not the rest of the queue
+    #[arg(long, hide = true, value_name = "ID", requires = "temporary")]
+    only_job: Vec<i64>,
 }
 
 /// Runs `workq worker …`.
@@ -207,6 +210,7 @@ fn start(ctx: &Context, a: StartArgs) -> CmdResult {
     if a.temporary {
         let mut opts = WorkerOptions::from_settings(&settings, client.state_dir());
         opts.settings = None;
+        opts.only_jobs = a.only_job.clone();
         let log = Logger::stderr(settings.log_level());
         workq_runtime::run_worker(client.store(), opts, &log, &mut |_| {})?;
         return Ok(0);

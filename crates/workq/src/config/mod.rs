@@ -176,6 +176,9 @@ fn offset_to_line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
+/// The keys that set a job's time limit.
+const JOB_TIMEOUTS: [&str; 2] = ["defaults.timeout", "queues.*.timeout"];
+
 /// Checks `value` against the kind of `key`.
 fn check(key: &str, value: &toml::Value) -> Result<(), String> {
     let Some(k) = schema::lookup(key) else {
@@ -199,9 +202,14 @@ fn check(key: &str, value: &toml::Value) -> Result<(), String> {
             parse_duration(s).map(|_| ()).map_err(|e| e.to_string())
         }
         (Kind::DurOrNone, toml::Value::String(s)) if s == "none" => Ok(()),
-        (Kind::DurOrNone, toml::Value::String(s)) => parse_duration(s)
-            .map(|_| ())
-            .map_err(|e| format!("{e} (or \"none\")")),
+        (Kind::DurOrNone, toml::Value::String(s)) => match parse_duration(s) {
+            // As `--timeout 0` (flag_values::ZERO_TIMEOUT): zero is not a way to say no limit.
+            Ok(d) if d.as_millis() == 0 && JOB_TIMEOUTS.contains(&k.name) => Err(format!(
+                "{s:?} would stop every job at once; use \"none\" for no limit"
+            )),
+            Ok(_) => Ok(()),
+            Err(e) => Err(format!("{e} (or \"none\")")),
+        },
         (Kind::Size, toml::Value::Integer(n)) if *n >= 0 => Ok(()),
         (Kind::Size, toml::Value::String(s)) => parse_size(s).map(|_| ()),
         (Kind::Enum(words), toml::Value::String(s)) if words.contains(&s.as_str()) => Ok(()),

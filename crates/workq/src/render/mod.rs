@@ -30,6 +30,17 @@ pub fn job_duration(job: &Job, now: Timestamp) -> String {
     }
 }
 
+/// Attempts so far against the budget (`2/3`, or `2 of 3` with `sep` " of "); only the count
+/// once it is past the budget, since `retry` starts a fresh budget while the count goes on
+/// (ARCHITECTURE.md §3.3) and interrupted attempts cost nothing: `3/1` would be untrue.
+pub fn attempts(attempt: u32, max: u32, sep: &str) -> String {
+    if attempt > max {
+        attempt.to_string()
+    } else {
+        format!("{attempt}{sep}{max}")
+    }
+}
+
 /// Prints a job listing as a table (terminal) or tab-separated lines (pipe).
 pub fn print_jobs(ctx: &Context, jobs: &[Job]) {
     let now = Timestamp::now();
@@ -42,7 +53,7 @@ pub fn print_jobs(ctx: &Context, jobs: &[Job]) {
             j.id.to_string(),
             ctx.paint(state, state_color(state)),
             j.spec.queue.clone(),
-            format!("{}/{}", j.attempt, j.max_attempts()),
+            attempts(j.attempt, j.max_attempts(), "/"),
             j.exit_code
                 .map(|c| c.to_string())
                 .unwrap_or_else(|| "-".into()),
@@ -52,4 +63,18 @@ pub fn print_jobs(ctx: &Context, jobs: &[Job]) {
         ]);
     }
     t.print(ctx.tty);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::attempts;
+
+    #[test]
+    fn attempts_past_the_budget_show_only_the_count() {
+        assert_eq!(attempts(0, 1, "/"), "0/1");
+        assert_eq!(attempts(2, 3, " of "), "2 of 3");
+        assert_eq!(attempts(1, 1, "/"), "1/1");
+        assert_eq!(attempts(3, 1, "/"), "3");
+        assert_eq!(attempts(3, 1, " of "), "3");
+    }
 }

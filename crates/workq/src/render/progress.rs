@@ -21,6 +21,9 @@ pub struct Counts {
 pub struct Progress {
     enabled: bool,
     started: Instant,
+    /// Jobs already done at the first draw: they finished before the wait and say nothing
+    /// about its speed (counting them gave 755857.9/s for one job).
+    done_at_start: Option<usize>,
     /// The bar on screen; `finish` ends it, and a later `draw` starts a new line.
     bar: Option<ProgressBar>,
 }
@@ -36,6 +39,7 @@ impl Progress {
         Progress {
             enabled,
             started: Instant::now(),
+            done_at_start: None,
             bar: None,
         }
     }
@@ -51,27 +55,13 @@ impl Progress {
             s.set_len(c.total as u64);
             s.set_pos(done as u64);
         });
-        // Rate and eta are ours, not indicatif's, to keep workq's duration format (1m30s).
-        let elapsed = self.started.elapsed().as_secs_f64();
-        let rate = if elapsed > 0.0 {
-            done as f64 / elapsed
-        } else {
-            0.0
-        };
-        let eta = if rate > 0.0 && c.total > done {
-            format!(
-                " eta {}",
-                workq_core::format_duration(Duration::from_secs_f64(
-                    (c.total - done) as f64 / rate
-                ))
-            )
-        } else {
-            String::new()
-        };
-        bar.set_message(format!(
-            "{} failed, {} running, {rate:.1}/s{eta}",
-            c.failed, c.running
-        ));
+        let base = *self.done_at_start.get_or_insert(done);
+        let speed = rate_and_eta(
+            done.saturating_sub(base),
+            c.total.saturating_sub(done),
+            self.started.elapsed(),
+        );
+        bar.set_message(format!("{} failed, {} running{speed}", c.failed, c.running));
     }
 
     /// Ends the bar's line.
@@ -84,10 +74,43 @@ impl Progress {
     }
 }
 
+/// `, 2.5/s eta 4s` for `finished` jobs done during `elapsed` with `remaining` to go; nothing
+/// until it means something (a second gone and two jobs done). Ours, not indicatif's, to keep
+/// workq's duration format (1m30s).
+fn rate_and_eta(finished: usize, remaining: usize, elapsed: Duration) -> String {
+    if elapsed < Duration::from_secs(1) || finished < 2 {
+        return String::new();
+    }
+    let rate = finished as f64 / elapsed.as_secs_f64();
+    let eta = if remaining > 0 {
+        let left = Duration::from_secs_f64(remaining as f64 / rate);
+        format!(" eta {}", workq_core::format_duration(left))
+    } else {
+        String::new()
+    };
+    format!(", {rate:.1}/s{eta}")
+}
+
 fn new_bar() -> ProgressBar {
     // The template is a constant; a mistake in it would show as a plain bar, not a crash.
     let style = ProgressStyle::with_template("[{bar:30}] {pos}/{len} done, {msg}")
         .map(|s| s.progress_chars("#-"))
         .unwrap_or_else(|_| ProgressStyle::default_bar());
     ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()).with_style(style)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_rate_until_a_second_has_passed_and_two_jobs_finished() {
+        let secs = Duration::from_secs;
+        assert_eq!(rate_and_eta(1, 0, Duration::from_micros(2)), "");
+        assert_eq!(rate_and_eta(1, 5, secs(10)), "");
+        assert_eq!(rate_and_eta(50, 5, Duration::from_millis(999)), "");
+        assert_eq!(rate_and_eta(0, 5, secs(10)), "");
+        assert_eq!(rate_and_eta(2, 0, secs(1)), ", 2.0/s");
+        assert_eq!(rate_and_eta(4, 6, secs(2)), ", 2.0/s eta 3.0s");
+    }
 }

@@ -13,6 +13,7 @@ mod lifecycle;
 mod pg;
 mod readme;
 mod ux;
+mod ux_jobs;
 
 fn bin() -> PathBuf {
     assert_cmd::cargo::cargo_bin("workq")
