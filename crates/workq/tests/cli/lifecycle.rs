@@ -1,7 +1,8 @@
 //! Worker lifecycle end to end: real daemons, monitors, PID files and signals.
 
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -286,18 +287,43 @@ fn damaged_pid_files_are_reported_and_replaced_with_the_reason_logged() {
         );
         assert_eq!(p.status(&name).0, Some(0));
     }
-    // A process that exits in the middle of the check: the lock is held while we look, then
-    // released; the file must end up reported stale, not live.
+    // A lock held by a process the file does not name: nothing is signalled on the file's
+    // word; once that process is gone, the file is stale. (A holder that exits in the middle
+    // of the check is pidfile's unit test `a_holder_that_exits_in_the_middle_of_the_check…`.)
     let path = p.pid_path("vanishing");
-    std::fs::write(&path, "{\"pid\":2147483001,\"start_time\":5,\"boot_id\":\"x\",\"worker_id\":3,\"started_at\":\"\",\"name\":\"v\"}").unwrap();
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    let content = serde_json::json!({
+        "pid": 2147483001i64, "start_time": 5, "boot_id": boot.trim(), "worker_id": 3,
+        "started_at": "", "name": "vanishing",
+    });
+    std::fs::write(&path, content.to_string()).unwrap();
+    // It says so once it holds the lock, and holds it until its stdin closes.
     let mut holder = Command::new("flock")
         .arg(&path)
-        .args(["sleep", "0.1"])
+        .args(["sh", "-c", "echo locked; cat >/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
         .spawn()
         .expect("flock");
-    std::thread::sleep(Duration::from_millis(30));
+    let mut said = String::new();
+    BufReader::new(holder.stdout.take().expect("stdout"))
+        .read_line(&mut said)
+        .expect("read from flock");
+    assert_eq!(said, "locked\n");
     let (code, s) = p.status("vanishing");
-    let _ = holder.wait();
+    assert_eq!(
+        (code, s["state"].as_str()),
+        (Some(1), Some("unknown")),
+        "{s}"
+    );
+    let note = s["note"].as_str().unwrap_or("");
+    assert!(
+        note.contains("lock is held") && note.contains("are gone"),
+        "{s}"
+    );
+    drop(holder.stdin.take());
+    assert!(holder.wait().expect("flock exits").success());
+    let (code, s) = p.status("vanishing");
     assert_eq!(code, Some(1), "{s}");
     assert!(s["note"].as_str().unwrap_or("").contains("stale"), "{s}");
     p.ok(&["worker", "stop", "--all", "-t", "5"]);
