@@ -193,9 +193,7 @@ fn worker_stop_kills_a_job_that_ignores_sigterm_and_requeues_it() {
     wait_until("the job's sleep is running", || {
         marked_processes(p.path(), id, 1).len() >= 2
     });
-    let started = Instant::now();
     let out = p.ok(&["worker", "stop", "w", "-t", "2"]);
-    assert!(started.elapsed() < Duration::from_secs(25));
     assert!(out.contains("sent SIGTERM to its monitor"), "{out}");
     assert!(
         out.contains("still running after 2.0s: sending SIGKILL"),
@@ -205,10 +203,13 @@ fn worker_stop_kills_a_job_that_ignores_sigterm_and_requeues_it() {
         out.contains(&format!("job {id}: back in the queue")),
         "{out}"
     );
+    // The same line whether the stop removed the file or the monitor, asked to stop first, saw
+    // its worker die and removed it before its own SIGKILL landed.
     assert!(
-        out.contains("removed ") && !p.pid_path("w").exists(),
+        out.contains(&format!("removed {}", p.pid_path("w").display())),
         "{out}"
     );
+    assert!(!p.pid_path("w").exists(), "{out}");
     assert!(
         marked_processes(p.path(), id, 1).is_empty(),
         "no process of the job survives"
