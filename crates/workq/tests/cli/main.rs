@@ -25,8 +25,24 @@ struct Project {
 
 impl Project {
     fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // Commands use the nearest `.workq/` at or above their directory: one above the temp
+        // dir would take every test's commands to one shared store.
+        if let Some(above) = dir
+            .path()
+            .ancestors()
+            .skip(1)
+            .map(|d| d.join(".workq"))
+            .find(|d| d.is_dir())
+        {
+            panic!(
+                "{} is above the tests' temporary directories, so commands would use its store \
+                 instead of their own: remove it, or run the tests with TMPDIR set elsewhere",
+                above.display()
+            );
+        }
         Project {
-            dir: tempfile::tempdir().expect("temp dir"),
+            dir,
             env: Vec::new(),
         }
     }
