@@ -13,8 +13,9 @@ mod lifecycle;
 mod pg;
 mod readme;
 
+/// The binary under test, built by cargo for this test target.
 fn bin() -> PathBuf {
-    assert_cmd::cargo::cargo_bin("workq")
+    PathBuf::from(env!("CARGO_BIN_EXE_workq"))
 }
 
 /// A temp project with its own state dir.
