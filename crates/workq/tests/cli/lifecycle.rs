@@ -396,12 +396,16 @@ fn a_hung_worker_is_killed_and_restarted() {
 fn pause_holds_new_jobs_survives_a_restart_and_resume_releases_them() {
     let p = Project::new();
     p.daemon("w", &["-w", "2"]);
-    let long = p.submit(&["--", "sleep", "1"]);
+    // It runs until `go` exists, which is made only after `held` is queued.
+    let long = p.submit(&["--shell", "--", "until [ -e go ]; do sleep 0.01; done"]);
     p.wait_job(long, "running", |j| state_of(j) == "running");
     let out = p.ok(&["worker", "pause", "w"]);
     assert!(out.contains("worker w paused"), "{out}");
     assert_eq!(p.status("w").1["state"], "paused");
     let held = p.submit(&["--", "true"]);
+    std::fs::write(p.path().join("go"), "").unwrap();
+    // The step that records `long`'s end claims first (with a free slot, `held` would be
+    // claimed right there): once it shows, the worker had its chance at `held`.
     p.wait_job(long, "succeeded while paused", |j| {
         state_of(j) == "succeeded"
     });
@@ -410,6 +414,7 @@ fn pause_holds_new_jobs_survives_a_restart_and_resume_releases_them() {
         "queued",
         "a paused worker claims nothing"
     );
+    // `restart` returns once the new worker is ready, which is after its first claim.
     let out = p.ok(&["worker", "restart", "w"]);
     assert!(out.contains("worker w started"), "{out}");
     let (_, s) = p.status("w");
@@ -418,8 +423,11 @@ fn pause_holds_new_jobs_survives_a_restart_and_resume_releases_them() {
         (Some("paused"), Some(2)),
         "{s}"
     );
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(state_of(&p.job(held)), "queued");
+    assert_eq!(
+        state_of(&p.job(held)),
+        "queued",
+        "the restarted worker is still paused"
+    );
     p.ok(&["worker", "resume", "w"]);
     p.wait_job(held, "succeeded after resume", |j| {
         state_of(j) == "succeeded"
