@@ -464,8 +464,13 @@ fn cleanup_health_and_doctor_after_a_dead_worker() {
     let p = Project::new();
     assert_eq!(p.run(&["doctor"]).status.code(), Some(0));
     let mut w = p.worker("w1", 1);
-    // Leaves a process outside its group (setsid) that outlives the job: an orphan.
-    let escaped = p.submit(&["--shell", "--", "setsid sleep 60 & sleep 0.5"]);
+    // Leaves a process outside its group (setsid) that outlives the job: an orphan. The job
+    // ends once that process is in its own session (else it would die with the job's group).
+    let escaped = p.submit(&[
+        "--shell",
+        "--",
+        "setsid sh -c 'touch escaped; exec sleep 60' & until [ -e escaped ]; do sleep 0.01; done",
+    ]);
     p.wait_job(escaped, "succeeded", |j| state_of(j) == "succeeded");
     let stuck = p.submit(&["--", "sleep", "60"]);
     p.wait_job(stuck, "running", |j| state_of(j) == "running");
