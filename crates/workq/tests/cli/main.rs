@@ -585,14 +585,31 @@ fn retries_with_backoff_then_succeeds() {
 #[test]
 fn sigterm_drains_then_requeues_running_jobs_as_interrupted() {
     let p = Project::new();
-    let mut w = p.worker("default", 2);
-    let quick = p.submit(&["--shell", "--", "sleep 0.3; echo quick"]);
-    let slow = p.submit(&["--shell", "--", "trap '' TERM; sleep 30"]);
+    let mut w = p.worker_with("default", &["-w", "2", "--stop-timeout", "5s"]);
+    // The quick job ends only once the drain has begun: it finishes during the drain.
+    let quick = p.submit(&[
+        "--shell",
+        "--",
+        "until [ -e go ]; do sleep 0.01; done; echo quick",
+    ]);
+    let slow = p.submit(&[
+        "--kill-grace",
+        "1s",
+        "--shell",
+        "--",
+        "trap '' TERM; sleep 30",
+    ]);
     p.wait_job(slow, "running", |j| {
         state_of(j) == "running" && j["attempts"][0]["pid"].is_i64()
     });
     p.wait_job(quick, "running", |j| state_of(j) == "running");
     w.signal(libc::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !w.log_text().contains("SIGTERM: stopping; 2 running job(s)") {
+        assert!(Instant::now() < deadline, "no drain: {}", w.log_text());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::fs::write(p.path().join("go"), "").unwrap();
     let st = w.wait_exit();
     assert_eq!(st.code(), Some(0), "{}", w.log_text());
     assert_eq!(
