@@ -23,6 +23,16 @@ fn integrity_ok(p: &Project) {
     assert_eq!(v, "ok");
 }
 
+/// Bytes process `pid` has written so far (`wchar` in /proc/PID/io).
+fn bytes_written(pid: i32) -> Option<u64> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    io.lines()
+        .find_map(|l| l.strip_prefix("wchar:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
 #[test]
 fn kill_9_of_submit_lines_is_all_or_nothing() {
     let p = Project::new();
@@ -30,7 +40,11 @@ fn kill_9_of_submit_lines_is_all_or_nothing() {
     let file = p.path().join("many.txt");
     std::fs::write(&file, lines).unwrap();
     p.submit(&["--", "true"]); // the store exists, so the kill lands in the big submit
-    for delay_ms in [30u64, 120, 400] {
+    let lock = p.state().join("workq.db.lock");
+    // Each kill lands inside the submit's one write transaction, seen from outside: it holds
+    // the store's write lock and has written this much under it (its 100,000 jobs take some
+    // 20 MB, all written before the lock is let go).
+    for past in [0u64, 1 << 20, 10 << 20] {
         let before = count(&p, "queued");
         let mut child = p
             .cmd()
@@ -40,16 +54,38 @@ fn kill_9_of_submit_lines_is_all_or_nothing() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(delay_ms));
+        let pid = child.id() as i32;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut locked_at: Option<u64> = None;
+        loop {
+            if workq_store::lock_holder(&lock) == Some(pid) {
+                let now = bytes_written(pid).expect("the submit's /proc/PID/io");
+                if now - *locked_at.get_or_insert(now) >= past {
+                    break;
+                }
+            } else {
+                assert!(
+                    locked_at.is_none(),
+                    "the submit let go of the write lock before writing {past} bytes under it"
+                );
+            }
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "the submit ended before it was seen in its transaction"
+            );
+            assert!(Instant::now() < deadline, "the submit never took the lock");
+            std::thread::sleep(Duration::from_millis(1));
+        }
         unsafe {
-            libc::kill(child.id() as i32, libc::SIGKILL);
+            libc::kill(pid, libc::SIGKILL);
         }
         let status = child.wait().unwrap();
         let added = count(&p, "queued") - before;
         assert!(
             added == 0 || added == 100_000,
-            "killed after {delay_ms} ms ({status}): {added} of 100000 jobs stored"
+            "killed {past} bytes into its transaction ({status}): {added} of 100000 jobs stored"
         );
+        eprintln!("killed {past} bytes into its transaction: {added} jobs stored");
         integrity_ok(&p);
     }
 }
