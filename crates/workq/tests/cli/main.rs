@@ -824,17 +824,12 @@ fn spawn_errors_are_outcomes_not_crashes() {
             .contains("command not found"),
         "{j}"
     );
+    // A directory that is gone by the time the job runs: queued where no worker looks yet.
     let gone = p.path().join("gone");
     std::fs::create_dir(&gone).unwrap();
-    let id = p.submit(&[
-        "-C",
-        gone.to_str().unwrap(),
-        "--delay",
-        "300ms",
-        "--",
-        "true",
-    ]);
+    let id = p.submit(&["-C", gone.to_str().unwrap(), "-Q", "later", "--", "true"]);
     std::fs::remove_dir(&gone).unwrap();
+    let _later = p.worker_with("later", &["-Q", "later"]);
     let j = p.wait_job(id, "failed", |j| state_of(j) == "failed");
     assert!(
         j["last_error"].as_str().unwrap().contains("does not exist"),
