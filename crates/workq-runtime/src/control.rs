@@ -271,7 +271,7 @@ pub fn stop(
     if let Some(id) = worker_id {
         requeue_jobs(store, run_dir, id, timeout, say)?;
     }
-    remove_pid_file(&path, say);
+    remove_killed_pid_file(&path, say);
     Ok(Stopped::Killed)
 }
 
@@ -392,6 +392,25 @@ fn requeue_jobs(
     Ok(())
 }
 
+/// After a kill, the PID file goes, and the same line says so whoever removed it: this stop, or
+/// the monitor itself, which was asked to stop first and so may see its worker die and remove
+/// its file before its own SIGKILL lands.
+fn remove_killed_pid_file(path: &Path, say: &mut dyn FnMut(String)) {
+    match pidfile::remove_if_unlocked(path) {
+        Ok(true) => say(format!("removed {}", path.display())),
+        Ok(false) => match std::fs::symlink_metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                say(format!("removed {}", path.display()));
+            }
+            _ => say(format!(
+                "left {}: another process holds it now (was the worker started again?)",
+                path.display()
+            )),
+        },
+        Err(e) => say(format!("could not remove {}: {e}", path.display())),
+    }
+}
+
 fn remove_pid_file(path: &Path, say: &mut dyn FnMut(String)) {
     match pidfile::remove_if_unlocked(path) {
         Ok(true) => say(format!("removed {}", path.display())),
@@ -412,4 +431,35 @@ pub fn local_names(store: &dyn Store, run_dir: &Path) -> Result<Vec<String>, Sto
     }
     names.sort();
     Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn said_after_kill(path: &Path) -> Vec<String> {
+        let mut lines = Vec::new();
+        remove_killed_pid_file(path, &mut |l| lines.push(l));
+        lines
+    }
+
+    #[test]
+    fn after_a_kill_the_pid_file_is_reported_removed_whoever_removed_it() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("w.pid");
+        let removed = vec![format!("removed {}", path.display())];
+        // Left behind by the killed monitor: this stop removes it.
+        std::fs::write(&path, "{}").unwrap();
+        assert_eq!(said_after_kill(&path), removed);
+        assert!(!path.exists());
+        // Already removed by the monitor on its way out: the same line.
+        assert_eq!(said_after_kill(&path), removed);
+        // Held by a process that took it meanwhile: left alone, and said so.
+        let mut owned = pidfile::PidFile::acquire(&path, &mut |_| {}).unwrap();
+        owned.write(&pidfile::info_for_self("w", Some(1))).unwrap();
+        let said = said_after_kill(&path);
+        assert!(said.len() == 1 && said[0].starts_with("left "), "{said:?}");
+        assert!(path.exists());
+        owned.release();
+    }
 }

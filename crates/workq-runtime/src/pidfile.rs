@@ -150,6 +150,12 @@ fn parse(text: &str) -> Result<PidInfo, String> {
 
 /// Looks at the PID file at `path` without changing it.
 pub fn probe(path: &Path) -> Probe {
+    probe_looking_again(path, &mut || {})
+}
+
+/// [`probe`], calling `before_looking_again` whenever a look was inconsistent and another
+/// follows (so a test can end the lock holder exactly there).
+fn probe_looking_again(path: &Path, before_looking_again: &mut dyn FnMut()) -> Probe {
     // A process that exits while we look can make one pass inconsistent (lock held, pid gone):
     // look again a few times before reporting what we saw.
     let mut last = Probe::Missing;
@@ -171,6 +177,7 @@ pub fn probe(path: &Path) -> Probe {
             return last;
         }
         if round < 4 {
+            before_looking_again();
             std::thread::sleep(std::time::Duration::from_millis(40));
         }
     }
@@ -617,6 +624,66 @@ mod tests {
         assert!(!remove_if_unlocked(&p).unwrap());
         owned.release();
         assert!(!p.exists());
+    }
+
+    /// An open file description of `path` holding its exclusive lock (as another process
+    /// would: flock locks of two descriptions conflict even within one process).
+    fn hold_lock(path: &Path) -> File {
+        let f = File::open(path).unwrap();
+        assert!(try_lock(&f).unwrap(), "the lock is free to take");
+        f
+    }
+
+    /// Well-formed content naming a worker (and no monitor) that is gone.
+    fn naming_a_gone_process(path: &Path) {
+        let mut info = info_for_self("x", Some(3));
+        info.pid = i32::MAX - 11;
+        write(path, &serde_json::to_string(&info).unwrap());
+    }
+
+    #[test]
+    fn a_held_lock_over_gone_processes_is_live_with_the_problem_named() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("x.pid");
+        naming_a_gone_process(&p);
+        let _holder = hold_lock(&p);
+        let mut looks = 0;
+        match probe_looking_again(&p, &mut || looks += 1) {
+            Probe::Live {
+                info: Some(i),
+                problem: Some(why),
+            } => {
+                assert_eq!(i.pid, i32::MAX - 11);
+                assert!(
+                    why.contains("lock is held") && why.contains("are gone"),
+                    "{why}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(looks, 4, "it looked again before giving that verdict");
+    }
+
+    #[test]
+    fn a_holder_that_exits_in_the_middle_of_the_check_leaves_a_stale_file() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("x.pid");
+        naming_a_gone_process(&p);
+        let mut holder = Some(hold_lock(&p));
+        let mut looks = 0;
+        // The lock is held during the first look and let go right after it.
+        let got = probe_looking_again(&p, &mut || {
+            looks += 1;
+            holder = None;
+        });
+        assert_eq!(looks, 1, "the first look saw the lock held");
+        match got {
+            Probe::Stale { reason, info } => {
+                assert!(reason.contains("is gone"), "{reason}");
+                assert_eq!(info.map(|i| i.pid), Some(i32::MAX - 11));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -1340,6 +1340,7 @@ pub fn batch_submit_is_atomic(factory: &Factory) {
     assert!(ok("submit", s.submit(&[])).is_empty());
     let specs: Vec<JobSpec> = (0..3).map(|i| spec("default", &format!("b{i}"))).collect();
     let got = ok("submit", s.submit(&specs));
+    assert_eq!(got.len(), specs.len(), "one result per job: {got:?}");
     let ids: Vec<JobId> = got
         .iter()
         .map(|r| match r {

@@ -45,7 +45,9 @@ workq_store::store_conformance!(fresh_store, store_pair);
 // Several processes claiming from one file
 // ---------------------------------------------------------------------------------------------
 
-/// The database a `child_claimer` process drains; without it, `child_claimer` does nothing.
+/// Set by [`processes_never_claim_a_job_twice`] in the environment of the processes it starts
+/// (this test binary again, running that same test): the database to drain. Its presence turns
+/// the test into one claiming process, [`child_claimer`].
 const CHILD_DB: &str = "WORKQ_TEST_CLAIMER_DB";
 /// Where a `child_claimer` process writes the ids it claimed, one per line.
 const CHILD_OUT: &str = "WORKQ_TEST_CLAIMER_OUT";
@@ -62,15 +64,11 @@ fn open_shared(path: &Path) -> SqliteStore {
     SqliteStore::open(path, opts).unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
 }
 
-/// Not a test on its own: the body of one claiming process, started by
-/// [`processes_never_claim_a_job_twice`] re-running this test binary.
-#[test]
-fn child_claimer() {
-    let Some(db) = std::env::var_os(CHILD_DB) else {
-        return;
-    };
+/// The body of one claiming process: not a test (so it can never pass by doing nothing), but
+/// what [`processes_never_claim_a_job_twice`] runs when this binary starts it as a child.
+fn child_claimer(db: &std::ffi::OsStr) {
     let out = PathBuf::from(std::env::var_os(CHILD_OUT).expect("CHILD_OUT is set with CHILD_DB"));
-    let store = open_shared(Path::new(&db));
+    let store = open_shared(Path::new(db));
     let worker = store
         .register_worker(&WorkerRegistration {
             name: format!("claimer-{}", std::process::id()),
@@ -129,6 +127,11 @@ fn child_claimer() {
 
 #[test]
 fn processes_never_claim_a_job_twice() {
+    if let Some(db) = std::env::var_os(CHILD_DB) {
+        // Started by this test as one of its claiming processes: claim, then report.
+        child_claimer(&db);
+        return;
+    }
     let dir = TempDir::new().expect("create a temporary directory");
     let db = dir.path().join("workq.db");
     let store = open_shared(&db);
@@ -153,7 +156,7 @@ fn processes_never_claim_a_job_twice() {
             let child = Command::new(&exe)
                 .args([
                     "--exact",
-                    "child_claimer",
+                    "processes_never_claim_a_job_twice",
                     "--nocapture",
                     "--test-threads",
                     "1",
@@ -182,7 +185,7 @@ fn processes_never_claim_a_job_twice() {
         );
         let text = std::fs::read_to_string(&out).unwrap_or_else(|e| {
             panic!(
-                "claimer {n} left no list at {} ({e}); did it run child_claimer?\n--- stdout\n{}",
+                "claimer {n} left no list at {} ({e}); did it run as a claimer?\n--- stdout\n{}",
                 out.display(),
                 String::from_utf8_lossy(&output.stdout)
             )

@@ -85,7 +85,17 @@ pub fn lock_holder(path: &Path) -> Option<i32> {
     let dev = meta.dev();
     let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
     let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
-    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    // The kernel hands /proc/locks out a page per read, restarting its walk by position: while
+    // other processes take and drop locks, a line can be skipped. Look a few times.
+    (0..3).find_map(|_| {
+        let locks = std::fs::read_to_string("/proc/locks").ok()?;
+        holder_in(&locks, major, minor, ino)
+    })
+}
+
+/// The pid (not this process) holding a lock on the file `major:minor:ino` in a copy of
+/// /proc/locks.
+fn holder_in(locks: &str, major: u64, minor: u64, ino: u64) -> Option<i32> {
     let me = std::process::id() as i32;
     for line in locks.lines() {
         // "1: POSIX  ADVISORY  WRITE 1234 08:01:5678 0 EOF"

@@ -15,8 +15,9 @@ mod readme;
 mod ux;
 mod ux_jobs;
 
+/// The binary under test, built by cargo for this test target.
 fn bin() -> PathBuf {
-    assert_cmd::cargo::cargo_bin("workq")
+    PathBuf::from(env!("CARGO_BIN_EXE_workq"))
 }
 
 /// A temp project with its own state dir.
@@ -27,8 +28,24 @@ struct Project {
 
 impl Project {
     fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // Commands use the nearest `.workq/` at or above their directory: one above the temp
+        // dir would take every test's commands to one shared store.
+        if let Some(above) = dir
+            .path()
+            .ancestors()
+            .skip(1)
+            .map(|d| d.join(".workq"))
+            .find(|d| d.is_dir())
+        {
+            panic!(
+                "{} is above the tests' temporary directories, so commands would use its store \
+                 instead of their own: remove it, or run the tests with TMPDIR set elsewhere",
+                above.display()
+            );
+        }
         Project {
-            dir: tempfile::tempdir().expect("temp dir"),
+            dir,
             env: Vec::new(),
         }
     }
@@ -570,14 +587,31 @@ fn retries_with_backoff_then_succeeds() {
 #[test]
 fn sigterm_drains_then_requeues_running_jobs_as_interrupted() {
     let p = Project::new();
-    let mut w = p.worker("default", 2);
-    let quick = p.submit(&["--shell", "--", "sleep 0.3; echo quick"]);
-    let slow = p.submit(&["--shell", "--", "trap '' TERM; sleep 30"]);
+    let mut w = p.worker_with("default", &["-w", "2", "--stop-timeout", "5s"]);
+    // The quick job ends only once the drain has begun: it finishes during the drain.
+    let quick = p.submit(&[
+        "--shell",
+        "--",
+        "until [ -e go ]; do sleep 0.01; done; echo quick",
+    ]);
+    let slow = p.submit(&[
+        "--kill-grace",
+        "1s",
+        "--shell",
+        "--",
+        "trap '' TERM; sleep 30",
+    ]);
     p.wait_job(slow, "running", |j| {
         state_of(j) == "running" && j["attempts"][0]["pid"].is_i64()
     });
     p.wait_job(quick, "running", |j| state_of(j) == "running");
     w.signal(libc::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !w.log_text().contains("SIGTERM: stopping; 2 running job(s)") {
+        assert!(Instant::now() < deadline, "no drain: {}", w.log_text());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::fs::write(p.path().join("go"), "").unwrap();
     let st = w.wait_exit();
     assert_eq!(st.code(), Some(0), "{}", w.log_text());
     assert_eq!(
@@ -792,17 +826,12 @@ fn spawn_errors_are_outcomes_not_crashes() {
             .contains("command not found"),
         "{j}"
     );
+    // A directory that is gone by the time the job runs: queued where no worker looks yet.
     let gone = p.path().join("gone");
     std::fs::create_dir(&gone).unwrap();
-    let id = p.submit(&[
-        "-C",
-        gone.to_str().unwrap(),
-        "--delay",
-        "300ms",
-        "--",
-        "true",
-    ]);
+    let id = p.submit(&["-C", gone.to_str().unwrap(), "-Q", "later", "--", "true"]);
     std::fs::remove_dir(&gone).unwrap();
+    let _later = p.worker_with("later", &["-Q", "later"]);
     let j = p.wait_job(id, "failed", |j| state_of(j) == "failed");
     assert!(
         j["last_error"].as_str().unwrap().contains("does not exist"),
@@ -998,23 +1027,16 @@ fn chaos_kill_9_workers_at_random() {
     const JOBS: usize = 240;
     let p = Project::new();
     let log = p.path().join("events.log");
-    let lines: String = (0..JOBS)
-        .map(|_| {
-            format!(
-                "echo start $WORKQ_JOB_ID $WORKQ_ATTEMPT $(date +%s%N) >> {l}; sleep 0.0$(( $WORKQ_JOB_ID % 9 + 1 )); echo end $WORKQ_JOB_ID $WORKQ_ATTEMPT $(date +%s%N) >> {l}\n",
-                l = log.display()
-            )
-        })
-        .collect();
     let file = p.path().join("jobs.txt");
-    std::fs::write(&file, lines).unwrap();
+    std::fs::write(&file, chaos_jobs(&log, JOBS)).unwrap();
     let ids: Vec<i64> = p
         .ok(&["submit", "--lines", file.to_str().unwrap()])
         .lines()
         .map(|l| l.trim().parse().unwrap())
         .collect();
     assert_eq!(ids.len(), JOBS);
-    let mut workers: Vec<Worker> = (0..3).map(|i| p.worker(&format!("c{i}"), 2)).collect();
+    let mut names: Vec<String> = (0..3).map(|i| format!("c{i}")).collect();
+    let mut workers: Vec<Worker> = names.iter().map(|n| p.worker(n, 2)).collect();
     let mut seed: u64 = 0x2545_F491_4F6C_DD1D ^ u64::from(std::process::id());
     let mut rand = move || {
         seed ^= seed << 13;
@@ -1024,25 +1046,120 @@ fn chaos_kill_9_workers_at_random() {
     };
     let mut kills = 0;
     let deadline = Instant::now() + Duration::from_secs(120);
+    // The first kill is of the worker running the first job, which runs until then.
+    let mut victim = chaos_runner_of(&p, ids[0], &names);
     loop {
-        let unfinished = p.json(&["list", "--state", "queued,running", "--limit", "0"]);
-        if unfinished.as_array().unwrap().is_empty() {
+        workers[victim].signal(libc::SIGKILL);
+        workers[victim].wait_exit();
+        kills += 1;
+        names[victim] = format!("c{victim}-{kills}");
+        workers[victim] = p.worker(&names[victim], 2);
+        if kills == 12 {
             break;
         }
-        assert!(Instant::now() < deadline, "chaos run did not finish");
-        std::thread::sleep(Duration::from_millis(150 + rand() % 250));
-        if kills < 12 {
-            let i = (rand() % 3) as usize;
-            workers[i].signal(libc::SIGKILL);
-            workers[i].wait_exit();
-            workers[i] = p.worker(&format!("c{i}-{kills}"), 2);
-            kills += 1;
+        // The next once a few more jobs have started, of a worker running one if any does.
+        let more = 1 + (rand() % 6) as usize;
+        if !chaos_progress(&p, &log, more, deadline) {
+            break;
         }
+        victim = chaos_pick(&chaos_busy(&p, &names), names.len(), rand());
     }
+    p.wait_all_done();
     let lost_total = check_chaos_run(&p, &ids, &log);
+    assert!(
+        lost_total >= 1,
+        "the first kill cost the first job an attempt"
+    );
     eprintln!(
         "chaos: {kills} kills, {lost_total} lost attempts re-run, {JOBS} jobs each succeeded once"
     );
+}
+
+/// The lines of a chaos run of `jobs` jobs: each appends its start and end to `log`. The first
+/// runs until its worker is killed (on its first attempt), so a run always loses an attempt.
+fn chaos_jobs(log: &Path, jobs: usize) -> String {
+    (0..jobs)
+        .map(|i| {
+            let work = if i == 0 {
+                "[ $WORKQ_ATTEMPT -gt 1 ] || sleep 600"
+            } else {
+                "sleep 0.0$(( $WORKQ_JOB_ID % 9 + 1 ))"
+            };
+            format!(
+                "echo start $WORKQ_JOB_ID $WORKQ_ATTEMPT $(date +%s%N) >> {l}; {work}; echo end $WORKQ_JOB_ID $WORKQ_ATTEMPT $(date +%s%N) >> {l}\n",
+                l = log.display()
+            )
+        })
+        .collect()
+}
+
+/// Which of the workers `names` runs job `id`, once it runs.
+fn chaos_runner_of(p: &Project, id: i64, names: &[String]) -> usize {
+    let j = p.wait_job(id, "running", |j| {
+        state_of(j) == "running" && j["attempts"][0]["pid"].is_i64()
+    });
+    names
+        .iter()
+        .position(|n| j["worker"] == n.as_str())
+        .unwrap_or_else(|| panic!("job {id} runs on none of {names:?}: {j}"))
+}
+
+/// Which of the workers `names` run a job now (as far as the store can tell: it may be
+/// restarting).
+fn chaos_busy(p: &Project, names: &[String]) -> Vec<usize> {
+    let out = p.run(&["--json", "list", "--state", "running", "--limit", "0"]);
+    let running: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    let running = running.as_array().cloned().unwrap_or_default();
+    (0..names.len())
+        .filter(|&i| running.iter().any(|j| j["worker"] == names[i].as_str()))
+        .collect()
+}
+
+/// One of the workers `busy` if any, else any of `all`, by the random number `r`.
+fn chaos_pick(busy: &[usize], all: usize, r: u64) -> usize {
+    if busy.is_empty() {
+        (r % all as u64) as usize
+    } else {
+        busy[(r % busy.len() as u64) as usize]
+    }
+}
+
+/// Waits until `more` more jobs have started (by the log): true, or false once nothing is left
+/// to run.
+fn chaos_progress(p: &Project, log: &Path, more: usize, deadline: Instant) -> bool {
+    let starts = || {
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with("start "))
+            .count()
+    };
+    let from = starts();
+    loop {
+        if starts() >= from + more {
+            return true;
+        }
+        // The store may be restarting: a failed look is not a verdict.
+        let out = p.run(&[
+            "--json",
+            "list",
+            "--state",
+            "queued,running",
+            "--limit",
+            "0",
+        ]);
+        if out.status.success() {
+            let v: Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
+            if v.as_array().is_some_and(Vec::is_empty) {
+                return false;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the chaos run stopped making progress"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Checks a chaos run from the start/end log its jobs appended to and from the store: every

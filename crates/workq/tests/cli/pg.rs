@@ -101,16 +101,8 @@ fn pg_chaos_two_hosts_server_restart_and_terminated_sessions() {
     let url = own.create_db("chaos").expect("database");
     let p = Project::with_store(&url);
     let log = p.path().join("events.log");
-    let lines: String = (0..JOBS)
-        .map(|_| {
-            format!(
-                "echo start $WORKQ_JOB_ID $WORKQ_ATTEMPT $(date +%s%N) >> {l}; sleep 0.0$(( $WORKQ_JOB_ID % 9 + 1 )); echo end $WORKQ_JOB_ID $WORKQ_ATTEMPT $(date +%s%N) >> {l}\n",
-                l = log.display()
-            )
-        })
-        .collect();
     let file = p.path().join("jobs.txt");
-    std::fs::write(&file, lines).unwrap();
+    std::fs::write(&file, super::chaos_jobs(&log, JOBS)).unwrap();
     let ids: Vec<i64> = p
         .ok(&["submit", "--lines", file.to_str().unwrap()])
         .lines()
@@ -124,14 +116,15 @@ fn pg_chaos_two_hosts_server_restart_and_terminated_sessions() {
             "host-b"
         }
     };
-    let start = |i: usize, n: usize| -> Worker {
+    let start = |name: &str, i: usize| -> Worker {
         p.worker_env(
-            &format!("c{i}-{n}"),
+            name,
             &["-w", "2", "--stop-timeout", "2s"],
             &[("WORKQ_HOST", host(i))],
         )
     };
-    let mut workers: Vec<Worker> = (0..3).map(|i| start(i, 0)).collect();
+    let mut names: Vec<String> = (0..3).map(|i| format!("c{i}-0")).collect();
+    let mut workers: Vec<Worker> = (0..3).map(|i| start(&names[i], i)).collect();
     let mut seed: u64 = 0x9E37_79B9_7F4A_7C15 ^ u64::from(std::process::id());
     let mut rand = move || {
         seed ^= seed << 13;
@@ -141,26 +134,9 @@ fn pg_chaos_two_hosts_server_restart_and_terminated_sessions() {
     };
     let (mut kills, mut restarts, mut terminated) = (0, 0, 0);
     let deadline = Instant::now() + Duration::from_secs(180);
-    let mut round = 0;
-    loop {
-        round += 1;
-        // The server may be restarting: a failed look is not a verdict.
-        let out = p.run(&[
-            "--json",
-            "list",
-            "--state",
-            "queued,running",
-            "--limit",
-            "0",
-        ]);
-        if out.status.success() {
-            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-            if v.as_array().unwrap().is_empty() {
-                break;
-            }
-        }
-        assert!(Instant::now() < deadline, "the chaos run did not finish");
-        std::thread::sleep(Duration::from_millis(150 + rand() % 250));
+    // The first round kills the worker running the first job, which runs until then.
+    let mut victim = super::chaos_runner_of(&p, ids[0], &names);
+    for round in 1.. {
         match round % 6 {
             2 if restarts < 2 => {
                 own.restart_immediate().expect("restart");
@@ -181,15 +157,31 @@ fn pg_chaos_two_hosts_server_restart_and_terminated_sessions() {
                 terminated += n;
             }
             _ if kills < 8 => {
-                let i = (rand() % 3) as usize;
-                workers[i].signal(libc::SIGKILL);
-                workers[i].wait_exit();
+                workers[victim].signal(libc::SIGKILL);
+                workers[victim].wait_exit();
                 kills += 1;
-                workers[i] = start(i, kills);
+                names[victim] = format!("c{victim}-{kills}");
+                workers[victim] = start(&names[victim], victim);
             }
             _ => {}
         }
+        if kills == 8 && restarts == 2 && terminated >= 3 {
+            break;
+        }
+        // The next round once a few more jobs have started; a kill is of a worker running one
+        // if any does.
+        let more = 1 + (rand() % 6) as usize;
+        if !super::chaos_progress(&p, &log, more, deadline) {
+            break;
+        }
+        victim = super::chaos_pick(&super::chaos_busy(&p, &names), names.len(), rand());
     }
+    let out = p.run(&["wait", "--all", "--timeout", "120s"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let lost_total = super::check_chaos_run(&p, &ids, &log);
     eprintln!(
         "pg chaos: {kills} kills, {restarts} server restarts, {terminated} sessions terminated, {lost_total} lost attempts re-run, {JOBS} jobs each succeeded once"
