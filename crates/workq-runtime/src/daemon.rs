@@ -50,7 +50,7 @@ pub struct Launched {
 /// Why a daemon did not start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LaunchError {
-    /// Exit code category (ARCHITECTURE.md §7).
+    /// Exit code category (ARCHITECTURE.md §7.1).
     pub code: u8,
     /// The reason, in one sentence.
     pub reason: String,

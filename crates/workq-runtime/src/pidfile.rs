@@ -1,4 +1,4 @@
-//! PID files that cannot lie (ARCHITECTURE.md §5).
+//! PID files that cannot lie (ARCHITECTURE.md §5.8).
 //!
 //! `run/<name>.pid` holds JSON naming the worker process and, for a daemon, its monitor. The
 //! process that owns the file (the monitor, or a foreground worker) holds an exclusive `flock`

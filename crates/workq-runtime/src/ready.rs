@@ -23,7 +23,7 @@ pub enum Report {
     },
     /// It failed, with the exit code it uses and the reason.
     Error {
-        /// Exit code category (ARCHITECTURE.md §7).
+        /// Exit code category (ARCHITECTURE.md §7.1).
         code: u8,
         /// What went wrong.
         message: String,

@@ -1,5 +1,5 @@
 //! The one error type of the binary: every failure maps to a documented exit code
-//! (ARCHITECTURE.md §7).
+//! (ARCHITECTURE.md §7.1, §7.2).
 
 use std::fmt;
 use std::path::Path;

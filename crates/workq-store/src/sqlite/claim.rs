@@ -66,7 +66,7 @@ pub(super) fn claim_tx(
 type Candidate = (i32, i64, JobId);
 
 /// Claims up to `limit` of the jobs `ids` that are ready in `queues` (not paused), with the
-/// leases and attempt rows of any claim (ARCHITECTURE.md §4.2): a worker limited to given jobs.
+/// leases and attempt rows of any claim (ARCHITECTURE.md §4.2, §4.3): a worker limited to given jobs.
 pub(super) fn claim_ids(
     s: &SqliteStore,
     worker: WorkerId,

@@ -58,7 +58,7 @@ impl Default for SqliteOptions {
     }
 }
 
-/// Durability of one write transaction (ARCHITECTURE.md §4).
+/// Durability of one write transaction (ARCHITECTURE.md §4.6).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Durability {
     /// fsync on commit: submit, cancel, finish, rescue.
