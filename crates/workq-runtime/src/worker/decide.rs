@@ -41,7 +41,10 @@ pub(super) fn exit_outcome(
                 timeout.map(format_duration).unwrap_or_default()
             )),
         ),
-        Some(StopReason::Cancel) => (Outcome::Cancelled, Some("cancelled while running".into())),
+        Some(StopReason::Cancel) => (
+            Outcome::Cancelled,
+            Some(workq_core::lifecycle::CANCELLED_WHILE_RUNNING.into()),
+        ),
         Some(StopReason::Drain | StopReason::Fence) => (
             Outcome::Interrupted,
             Some("interrupted: its worker stopped; queued again".into()),

@@ -44,15 +44,14 @@ fn existing(
 fn pending_deps(s: &PgStore, tx: Tx<'_, '_>, deps: &[JobId]) -> std::result::Result<i64, TxErr> {
     let mut pending = 0i64;
     for dep in deps {
-        let state: Option<String> = qo(
+        let state = qo(
             &s.stmts,
             tx,
             "SELECT state FROM jobs WHERE id = $1 FOR SHARE",
             &[dep],
         )?
-        .map(|r| r.col("jobs", 0))
+        .map(|r| state_of(&r, 0))
         .transpose()?;
-        let state = state.and_then(|st| st.parse::<JobState>().ok());
         if lifecycle::check_dependency(*dep, state).map_err(StoreError::from)? {
             pending += 1;
         }

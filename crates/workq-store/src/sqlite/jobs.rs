@@ -49,7 +49,7 @@ pub(super) fn submit(s: &SqliteStore, jobs: &[JobSpec]) -> Result<Vec<Submitted>
             let mut pending = 0u32;
             for dep in &deps {
                 let state: Option<String> = dep_state.query_row([dep], |r| r.get(0)).optional()?;
-                let state = state.and_then(|st| st.parse::<JobState>().ok());
+                let state = state.map(|st| rows::parse_state(&st)).transpose()?;
                 // One refused job rolls back the whole batch: all or nothing.
                 if lifecycle::check_dependency(*dep, state).map_err(StoreError::from)? {
                     pending += 1;

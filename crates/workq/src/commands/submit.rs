@@ -326,6 +326,22 @@ fn with_after_hint(e: CliError, after: &[i64]) -> CliError {
     )
 }
 
+/// The jobs a temporary worker for job `id` may run: the job and the jobs it was told to run
+/// after, since it cannot run before they do. When one of those waits on further jobs, the list
+/// would have to follow the whole chain: the worker then serves the queue as a whole (empty
+/// list), as a worker started by hand would.
+fn jobs_to_run(client: &workq::Client, id: i64, after: &[i64]) -> Result<Vec<i64>, CliError> {
+    let mut only = vec![id];
+    for &dep in after.iter().filter(|a| **a != id) {
+        let job = client.get(dep)?;
+        if job.state == JobState::Queued && job.deps_pending > 0 {
+            return Ok(Vec::new());
+        }
+        only.push(dep);
+    }
+    Ok(only)
+}
+
 /// Waits for job `id`, streaming its output; starts a temporary worker if none serves `queue`.
 fn wait_for_one(
     ctx: &Context,
@@ -335,9 +351,7 @@ fn wait_for_one(
     interrupts: &Interrupts,
 ) -> CmdResult {
     let queue = spec.queue.as_str();
-    // The job, and the jobs it was told to run after: it cannot run before they do.
-    let mut only = vec![id];
-    only.extend(spec.after.iter().filter(|a| **a != id));
+    let only = jobs_to_run(client, id, &spec.after)?;
     let mut ephemeral = temporary_worker(ctx, client, queue, &only)?;
     if !ctx.quiet && !ctx.json && ctx.err_tty {
         eprintln!("workq: job {id} queued; waiting (Ctrl-C to stop waiting)");

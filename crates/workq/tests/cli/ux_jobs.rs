@@ -373,3 +373,47 @@ fn submit_wait_runs_only_its_job_not_the_rest_of_the_queue() {
     assert!(held.wait().expect("submit --wait ends").success());
     assert_eq!(state_of(&p.job(other)), "queued", "never run by either");
 }
+
+/// `submit --wait --after A`, where A itself waits on another queued job, runs the whole chain:
+/// a temporary worker limited to the job and A could never run A's own dependency, so it serves
+/// the queue as a whole, as a worker started by hand would.
+#[test]
+fn submit_wait_after_a_job_that_waits_runs_the_whole_chain() {
+    let p = Project::new();
+    let first = p.submit(&["--", "echo", "first"]).to_string();
+    let middle = p
+        .submit(&["--after", &first, "--", "echo", "middle"])
+        .to_string();
+    let mut child = p
+        .cmd()
+        .args(["submit", "--after", &middle, "--wait", "--", "echo", "last"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start submit --wait");
+    // A hang is the failure this test is about: give it a deadline, then kill it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("submit --wait after a waiting job did not finish in 60s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut out = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut().expect("stdout"), &mut out)
+        .expect("read stdout");
+    assert!(status.success(), "{status:?}");
+    assert_eq!(out, "last\n");
+    for id in [&first, &middle] {
+        assert_eq!(
+            state_of(&p.job(id.parse().unwrap())),
+            "succeeded",
+            "job {id}"
+        );
+    }
+}
