@@ -130,14 +130,13 @@ fn logs_of_a_job_cancelled_before_it_started_says_so() {
     }
 }
 
-/// Collects a child's standard output on a thread, so the test can wait for some of it.
-fn collect_stdout(child: &mut Child) -> std::sync::mpsc::Receiver<Vec<u8>> {
-    use std::io::Read;
-    let mut out = child.stdout.take().expect("piped stdout");
+/// Collects what a child writes to `pipe` (its stdout or stderr) on a thread, so the test can
+/// wait for some of it.
+fn collect(mut pipe: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<Vec<u8>> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut buf = [0u8; 4096];
-        while let Ok(n) = out.read(&mut buf) {
+        while let Ok(n) = pipe.read(&mut buf) {
             if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
                 break;
             }
@@ -146,10 +145,16 @@ fn collect_stdout(child: &mut Child) -> std::sync::mpsc::Receiver<Vec<u8>> {
     rx
 }
 
-/// Reads from `rx` into `got` until it ends with `want` (a liveness bound, not a timing check).
-fn read_until(rx: &std::sync::mpsc::Receiver<Vec<u8>>, got: &mut Vec<u8>, want: &str) {
+/// Reads from `rx` into `got` until `done` holds of what it got, naming `want` if it never does
+/// (a liveness bound, not a timing check).
+fn read_until(
+    rx: &std::sync::mpsc::Receiver<Vec<u8>>,
+    got: &mut Vec<u8>,
+    want: &str,
+    done: impl Fn(&str) -> bool,
+) {
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !String::from_utf8_lossy(got).ends_with(want) {
+    while !done(&String::from_utf8_lossy(got)) {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
             Ok(chunk) => got.extend(chunk),
@@ -186,11 +191,11 @@ fn logs_tail_prints_the_last_lines_and_follows_from_there() {
         .stderr(Stdio::null())
         .spawn()
         .expect("start logs -f");
-    let rx = collect_stdout(&mut follow);
+    let rx = collect(follow.stdout.take().expect("piped stdout"));
     let mut got = Vec::new();
-    read_until(&rx, &mut got, "4\n5\n");
+    read_until(&rx, &mut got, "4\n5\n", |g| g.ends_with("4\n5\n"));
     std::fs::write(&go, "").unwrap();
-    read_until(&rx, &mut got, "6\n");
+    read_until(&rx, &mut got, "6\n", |g| g.ends_with("6\n"));
     assert!(follow.wait().expect("logs -f ends").success());
     assert_eq!(String::from_utf8_lossy(&got), "4\n5\n6\n");
     assert_eq!(p.ok(&["logs", &id, "--tail", "10"]), "1\n2\n3\n4\n5\n6\n");
@@ -252,37 +257,6 @@ fn submit_wait_of_a_program_that_cannot_start_exits_as_a_shell_would() {
     assert!(err.contains("exited with status 3"), "{err}");
 }
 
-/// Collects a child's standard error on a thread (as [`collect_stdout`]).
-fn collect_stderr(child: &mut Child) -> std::sync::mpsc::Receiver<Vec<u8>> {
-    use std::io::Read;
-    let mut err = child.stderr.take().expect("piped stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = err.read(&mut buf) {
-            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-/// Reads from `rx` into `got` until it contains `want`.
-fn read_until_contains(rx: &std::sync::mpsc::Receiver<Vec<u8>>, got: &mut Vec<u8>, want: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !String::from_utf8_lossy(got).contains(want) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(chunk) => got.extend(chunk),
-            Err(_) => panic!(
-                "never printed {want:?}; got {:?}",
-                String::from_utf8_lossy(got)
-            ),
-        }
-    }
-}
-
 /// Starts `workq args` with stderr piped; waits for `want` on it, checks the command still
 /// waits, then stops it with SIGTERM (exit 130). Returns all it printed on stderr.
 fn warns_and_keeps_waiting(p: &Project, args: &[&str], want: &str) -> String {
@@ -293,9 +267,9 @@ fn warns_and_keeps_waiting(p: &Project, args: &[&str], want: &str) -> String {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start workq");
-    let rx = collect_stderr(&mut child);
+    let rx = collect(child.stderr.take().expect("piped stderr"));
     let mut got = Vec::new();
-    read_until_contains(&rx, &mut got, want);
+    read_until(&rx, &mut got, want, |g| g.contains(want));
     assert!(
         child.try_wait().expect("try_wait").is_none(),
         "workq {args:?} keeps waiting after the warning"
