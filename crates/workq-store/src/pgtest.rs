@@ -1,6 +1,7 @@
 //! A throwaway PostgreSQL cluster for tests and benchmarks: `initdb` into a temporary
-//! directory, `postgres` listening on 127.0.0.1 and a unix socket in that directory only, and
-//! everything stopped (by its pid) and removed on drop.
+//! directory, `postgres` listening on 127.0.0.1 and a unix socket in that directory only (plus
+//! any addresses a test asks for, see [`Cluster::start_listening`]), and everything stopped (by
+//! its pid) and removed on drop.
 //!
 //! PostgreSQL refuses to run as root, so when the caller is root the cluster runs as the
 //! unprivileged `postgres` user. The server binaries are found in `WORKQ_PG_BIN`, the newest
@@ -18,6 +19,8 @@ pub struct Cluster {
     server: Option<Child>,
     owner: Option<(u32, u32)>,
     die_with_thread: bool,
+    /// Addresses listened on besides 127.0.0.1.
+    extra: Vec<std::net::Ipv4Addr>,
 }
 
 /// The one cluster shared by every test of this process, or why there is none. The server dies
@@ -32,7 +35,7 @@ pub fn shared() -> Result<&'static std::sync::Mutex<Cluster>, String> {
             let spawned = std::thread::Builder::new()
                 .name("pg-keeper".into())
                 .spawn(move || {
-                    let _ = tx.send(Cluster::start_with(true));
+                    let _ = tx.send(Cluster::start_with(true, &[]));
                     // This thread is the server's parent for the parent-death signal: it must
                     // live as long as the process.
                     loop {
@@ -127,10 +130,22 @@ fn chown_tree(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
 impl Cluster {
     /// Creates and starts a cluster with a trusted superuser `workq`, stopped on drop.
     pub fn start() -> Result<Cluster, String> {
-        Cluster::start_with(false)
+        Cluster::start_with(false, &[])
     }
 
-    fn start_with(die_with_thread: bool) -> Result<Cluster, String> {
+    /// Like [`Cluster::start`], and also listening on each address of `nets` (`(address,
+    /// prefix length)`, e.g. the root-namespace end of a test's veth link), trusting connections
+    /// from the network each is on: tests put "hosts" in network namespaces that reach the
+    /// server only through such links. The addresses must be configured before the call, since
+    /// the server binds them at start.
+    pub fn start_listening(nets: &[(std::net::Ipv4Addr, u8)]) -> Result<Cluster, String> {
+        Cluster::start_with(false, nets)
+    }
+
+    fn start_with(
+        die_with_thread: bool,
+        nets: &[(std::net::Ipv4Addr, u8)],
+    ) -> Result<Cluster, String> {
         remove_stale_dirs();
         let bin = find_bin().ok_or("no PostgreSQL server binaries (initdb) found")?;
         // SAFETY: geteuid has no preconditions.
@@ -164,6 +179,7 @@ impl Cluster {
             server: None,
             owner,
             die_with_thread,
+            extra: nets.iter().map(|(a, _)| *a).collect(),
         };
         let data = c.dir.join("data");
         let out = c
@@ -189,8 +205,31 @@ impl Cluster {
                 String::from_utf8_lossy(&out.stderr).trim()
             ));
         }
+        if !nets.is_empty() {
+            c.trust_networks(&data, nets)?;
+        }
         c.launch()?;
         Ok(c)
+    }
+
+    /// Adds a `trust` line to `pg_hba.conf` for the network of each of `nets`.
+    fn trust_networks(&self, data: &Path, nets: &[(std::net::Ipv4Addr, u8)]) -> Result<(), String> {
+        use std::io::Write;
+        let hba = data.join("pg_hba.conf");
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&hba)
+            .map_err(|e| format!("cannot open {}: {e}", hba.display()))?;
+        for &(addr, prefix) in nets {
+            if prefix > 32 {
+                return Err(format!("bad prefix length /{prefix} for {addr}"));
+            }
+            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            let network = std::net::Ipv4Addr::from(u32::from(addr) & mask);
+            writeln!(f, "host all all {network}/{prefix} trust")
+                .map_err(|e| format!("cannot write {}: {e}", hba.display()))?;
+        }
+        Ok(())
     }
 
     fn command(&self, program: &str) -> Command {
@@ -230,15 +269,15 @@ impl Cluster {
                 });
             }
         }
+        let listen = std::iter::once("127.0.0.1".to_string())
+            .chain(self.extra.iter().map(|a| a.to_string()))
+            .collect::<Vec<_>>()
+            .join(",");
         let child = cmd
             .arg("-D")
             .arg(&data)
-            .args([
-                "-p",
-                &self.port.to_string(),
-                "-c",
-                "listen_addresses=127.0.0.1",
-            ])
+            .args(["-p", &self.port.to_string(), "-c"])
+            .arg(format!("listen_addresses={listen}"))
             .arg("-c")
             .arg(format!("unix_socket_directories={}", self.dir.display()))
             .args([
@@ -289,6 +328,17 @@ impl Cluster {
     /// A URL for database `db` on this cluster.
     pub fn url(&self, db: &str) -> String {
         format!("postgres://workq@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// A URL for database `db` on this cluster through `addr`, one of the addresses given to
+    /// [`Cluster::start_listening`].
+    pub fn url_via(&self, addr: std::net::Ipv4Addr, db: &str) -> String {
+        format!("postgres://workq@{addr}:{}/{db}", self.port)
+    }
+
+    /// The TCP port the server listens on.
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// The server's pid.

@@ -10,6 +10,7 @@ use serde_json::Value;
 mod config;
 mod faults;
 mod lifecycle;
+mod partition;
 mod pg;
 mod readme;
 mod ux;
@@ -67,7 +68,20 @@ impl Project {
 
     /// `workq` run in the project directory, isolated from the caller's environment.
     fn cmd(&self) -> Command {
-        let mut c = Command::new(bin());
+        self.cmd_via(&[])
+    }
+
+    /// Like [`Project::cmd`], with `workq` run by the command `prefix` (such as `ip netns exec
+    /// NS`, to run it on another "host"); the prefix must exec it, so its pid is workq's.
+    fn cmd_via(&self, prefix: &[&str]) -> Command {
+        let mut c = match prefix.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(bin());
+                c
+            }
+            None => Command::new(bin()),
+        };
         c.current_dir(self.path())
             .env_remove("WORKQ_STATE_DIR")
             .env_remove("WORKQ_STORE")
@@ -155,9 +169,21 @@ impl Project {
 
     /// A foreground worker with `args` and extra environment, once it is registered.
     fn worker_env(&self, name: &str, args: &[&str], env: &[(&str, &str)]) -> Worker {
+        self.worker_in(&[], name, args, env)
+    }
+
+    /// Like [`Project::worker_env`], with the worker started through `prefix` (see
+    /// [`Project::cmd_via`]).
+    fn worker_in(
+        &self,
+        prefix: &[&str],
+        name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Worker {
         let log = self.path().join(format!("worker-{name}.log"));
         let child = self
-            .cmd()
+            .cmd_via(prefix)
             .envs(env.iter().copied())
             .args(["worker", "start", name])
             .args(args)
