@@ -98,6 +98,17 @@ pub fn fence_after() -> std::time::Duration {
     ttl.saturating_sub(std::time::Duration::from_secs(20).min(ttl / 3))
 }
 
+/// How long a call to a store shared across hosts may go unanswered before its connection is
+/// given up: half the margin between the fence point and the TTL (at most 10 s, at least
+/// 500 ms), so a worker blocked in a call on a dropped network still fences before the TTL.
+pub fn store_io_timeout() -> std::time::Duration {
+    let margin = heartbeat_ttl().saturating_sub(fence_after());
+    (margin / 2).clamp(
+        std::time::Duration::from_millis(500),
+        std::time::Duration::from_secs(10),
+    )
+}
+
 /// Why a registered worker is dead, or `None` if it is alive: on this host, its process is gone
 /// (or the host rebooted); on another host, its heartbeat is older than [`HEARTBEAT_TTL`].
 pub fn worker_death(

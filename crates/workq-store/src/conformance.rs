@@ -57,6 +57,7 @@ macro_rules! store_conformance {
             scheduled_jobs_wait_for_run_at,
             lease_fencing,
             finish_after_rescue_is_stale,
+            a_worker_declared_dead_claims_nothing_and_learns_it,
             retries_back_off_exponentially,
             timeout_and_spawn_error_count_as_failures,
             interrupted_requeues_without_counting_a_failure,
@@ -195,7 +196,7 @@ impl<S: Store, G: Send> Store for Guarded<S, G> {
     fn register_worker(&self, reg: &WorkerRegistration) -> Result<WorkerId> {
         self.store.register_worker(reg)
     }
-    fn heartbeat(&self, worker: WorkerId, state: WorkerState) -> Result<()> {
+    fn heartbeat(&self, worker: WorkerId, state: WorkerState) -> Result<crate::Heartbeat> {
         self.store.heartbeat(worker, state)
     }
     fn worker_stopped(&self, worker: WorkerId, reason: &str) -> Result<()> {
@@ -812,6 +813,62 @@ pub fn lease_fencing(factory: &Factory) {
 
 /// Once a dead worker's job was rescued, that worker's finish is stale, even after the job was
 /// claimed again by someone else.
+/// A worker another host declared dead (cut off from the store past the TTL) learns it from its
+/// next heartbeat, and claims nothing under that id in the meantime: no sweep would ever rescue
+/// what it took, since sweeps skip ended rows. Under a new registration it claims again.
+pub fn a_worker_declared_dead_claims_nothing_and_learns_it(factory: &Factory) {
+    let s = factory(ManualClock::new(T0));
+    let s = &*s;
+    let first = submit1(s, spec("default", "first"));
+    let w1 = worker(s, "cut-off");
+    assert_eq!(
+        ok("heartbeat", s.heartbeat(w1, WorkerState::Running)),
+        crate::Heartbeat::Alive
+    );
+    claim_one(s, w1, &["default"]);
+    ok(
+        "rescue_worker",
+        s.rescue_worker(w1, "no heartbeat from host-1 for 61s", RescueKind::Lost),
+    );
+    let second = submit1(s, spec("default", "second"));
+    assert!(
+        claim(s, w1, &["default"], 5).is_empty(),
+        "a dead worker's claim must take nothing"
+    );
+    let (_, taken) = ok("step", s.step(w1, &[], &[], &queues(&["default"]), 5));
+    assert!(taken.is_empty(), "nor may its step claim");
+    assert!(
+        ok(
+            "claim_ids",
+            s.claim_ids(w1, &queues(&["default"]), &[first, second], 5)
+        )
+        .is_empty(),
+        "nor its claim of given jobs"
+    );
+    assert_eq!(
+        ok("heartbeat", s.heartbeat(w1, WorkerState::Running)),
+        crate::Heartbeat::Ended,
+        "the heartbeat tells the worker it was declared dead"
+    );
+    assert_eq!(
+        worker_record(s, w1).state,
+        WorkerState::Dead,
+        "and does not revive the row"
+    );
+    let again = worker(s, "cut-off");
+    assert_ne!(again, w1);
+    assert_eq!(
+        ids_of(&claim(s, again, &["default"], 5)),
+        vec![first, second],
+        "re-registered, it claims both (the rescued one and the new one)"
+    );
+    ok("worker_stopped", s.worker_stopped(again, "drained"));
+    assert_eq!(
+        ok("heartbeat", s.heartbeat(again, WorkerState::Draining)),
+        crate::Heartbeat::Ended
+    );
+}
+
 pub fn finish_after_rescue_is_stale(factory: &Factory) {
     let s = factory(ManualClock::new(T0));
     let s = &*s;

@@ -103,8 +103,9 @@ pub trait Store: Send {
     /// Adds a worker to the registry.
     fn register_worker(&self, reg: &WorkerRegistration) -> Result<WorkerId>;
 
-    /// Marks `worker` alive now, in `state`.
-    fn heartbeat(&self, worker: WorkerId, state: workq_core::WorkerState) -> Result<()>;
+    /// Marks `worker` alive now, in `state`; [`Heartbeat::Ended`] if its row has ended (another
+    /// host declared it dead, or it was stopped), which no heartbeat revives.
+    fn heartbeat(&self, worker: WorkerId, state: workq_core::WorkerState) -> Result<Heartbeat>;
 
     /// Marks `worker` stopped with a reason.
     fn worker_stopped(&self, worker: WorkerId, reason: &str) -> Result<()>;

@@ -244,3 +244,14 @@ pub struct Purged {
     /// Their attempts' log files.
     pub log_files: Vec<String>,
 }
+
+/// What a heartbeat found of the worker's registry row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heartbeat {
+    /// The row is live and carries the new heartbeat.
+    Alive,
+    /// The row has ended or is gone (declared dead by another host while this worker could not
+    /// reach the store, stopped, crash-looping, or pruned): its jobs were taken from it, and it
+    /// may claim nothing more under this id (ARCHITECTURE.md §4.6).
+    Ended,
+}

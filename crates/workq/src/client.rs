@@ -63,8 +63,11 @@ impl Client {
 
     /// Opens the PostgreSQL store at `url`, with `state_dir` holding this host's logs and sockets.
     pub fn open_postgres(state_dir: &Path, url: &str) -> Result<Client, Error> {
+        let io = procinfo::store_io_timeout();
         let opts = workq_store::PgOptions {
             host: procinfo::hostname(),
+            connect_timeout: io,
+            io_timeout: io,
             ..workq_store::PgOptions::default()
         };
         // The server first: a URL that does not work must not leave a state dir behind.

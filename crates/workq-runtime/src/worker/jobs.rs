@@ -302,6 +302,12 @@ impl Loop<'_> {
             format_duration(silent_for),
             self.running.len()
         ));
+        self.kill_taken_over(now);
+    }
+
+    /// SIGKILLs every running job (and its container) at once: another host may run them now
+    /// or soon, so no grace (self-fencing, and a worker that learns it was declared dead).
+    pub(super) fn kill_taken_over(&mut self, now: Instant) {
         for r in self.running.values_mut() {
             r.stopping = Some((StopReason::Fence, now + KILL_AGAIN));
             r.kill();

@@ -159,6 +159,8 @@ pub fn run_worker(
     let mut lp = Loop::new(store, opts, log, me, tx);
     let reason = lp.run(&rx, bell.as_ref(), on_ready);
     let uptime = started.elapsed();
+    // The loop may have registered again under a new id (ARCHITECTURE.md §4.4).
+    let id = lp.id;
     if let Err(e) = store.worker_stopped(id, &reason) {
         log.error(format_args!("could not record the stop in the store: {e}"));
     }

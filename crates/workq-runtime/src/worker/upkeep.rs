@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use workq_core::{format_duration, JobId, JobState, Outcome, Timestamp};
-use workq_store::FinishRequest;
+use workq_store::{FinishRequest, Heartbeat};
 
 use super::decide;
 use super::event_loop::Loop;
@@ -47,13 +47,17 @@ impl Loop<'_> {
         }
         let state = decide::heartbeat_state(draining, self.standing.paused);
         match self.store.heartbeat(self.id, state) {
-            Ok(()) => {
+            Ok(Heartbeat::Alive) => {
                 self.standing.last_heartbeat_ok = now;
                 if self.standing.fenced {
                     self.standing.fenced = false;
                     self.log
                         .info(format_args!("the store answers again: claiming again"));
                 }
+            }
+            Ok(Heartbeat::Ended) => {
+                self.standing.last_heartbeat_ok = now;
+                self.rejoin(now);
             }
             Err(e) => {
                 self.log.error(format_args!("heartbeat failed: {e}"));
@@ -64,6 +68,37 @@ impl Loop<'_> {
         // A wake-up may have been lost (a notification during a reconnect): look again.
         self.agenda.outside_change();
         self.agenda.next_heartbeat = now + self.opts.heartbeat;
+    }
+
+    /// Our registry row has ended: another host declared us dead (we could not reach the store
+    /// past the TTL) and took our jobs, or someone marked us stopped. Whatever still runs here
+    /// was taken over, so it is killed (its results would be stale); then the worker registers
+    /// again under a new id and carries on (ARCHITECTURE.md §4.4).
+    fn rejoin(&mut self, now: Instant) {
+        let old = self.id;
+        self.log.error(format_args!(
+            "the store says worker id {old} has ended (declared dead by another host while the \
+             store was out of reach, or stopped): its jobs were taken over; stopping the {} job(s) \
+             still running here and registering again",
+            self.running.len()
+        ));
+        self.kill_taken_over(now);
+        match super::register(self.store, &self.opts) {
+            Ok(me) => {
+                self.id = me.id;
+                self.standing.fenced = false;
+                self.log.info(format_args!(
+                    "rejoined as worker id {} (was {old}): claiming again",
+                    me.id
+                ));
+            }
+            Err(e) => {
+                // Claims under the ended id take nothing; the next heartbeat tries again.
+                self.log.error(format_args!(
+                    "could not register again: {e}; retrying at the next heartbeat"
+                ));
+            }
+        }
     }
 
     /// Follows `workq worker pause/resume`: the flag lives in the store under our name.
@@ -89,6 +124,7 @@ impl Loop<'_> {
             }
         ));
         let state = decide::heartbeat_state(false, paused);
+        // An ended row is dealt with by the periodic heartbeat.
         if let Err(e) = self.store.heartbeat(self.id, state) {
             self.log.error(format_args!("heartbeat failed: {e}"));
         }

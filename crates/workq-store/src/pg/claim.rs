@@ -34,6 +34,8 @@ fn build_claim_sql(only: &str) -> String {
              WHERE state = 'queued' AND deps_pending = 0 AND queue = ANY($1)
                AND run_at <= $2 {only}
                AND queue NOT IN (SELECT name FROM queues WHERE paused)
+               AND EXISTS (SELECT 1 FROM workers WHERE id = $4
+                   AND state NOT IN ('stopped', 'dead', 'crash-looping') FOR SHARE)
              ORDER BY priority DESC, run_at, id
              LIMIT $3 FOR UPDATE SKIP LOCKED)
          UPDATE jobs SET state = 'running', worker_id = $4, attempt = attempt + 1,

@@ -33,6 +33,11 @@ pub struct PgOptions {
     pub host: String,
     /// How long to wait for a connection.
     pub connect_timeout: Duration,
+    /// How long sent data may stay unacknowledged, and an idle connection unanswered, before
+    /// the connection counts as broken (TCP user timeout and keepalives). Why: when the network
+    /// drops packets instead of refusing them, a call would otherwise block for the kernel's
+    /// retransmission limit (about 15 minutes), and a worker could not fence itself in time.
+    pub io_timeout: Duration,
 }
 
 impl Default for PgOptions {
@@ -41,6 +46,7 @@ impl Default for PgOptions {
             clock: Arc::new(SystemClock),
             host: "localhost".into(),
             connect_timeout: Duration::from_secs(10),
+            io_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -159,6 +165,7 @@ impl PgStore {
                     ),
                 })?;
         cfg.connect_timeout(self.opts.connect_timeout);
+        bound_io(&mut cfg, self.opts.io_timeout);
         cfg.application_name("workq");
         // The session's search path is set at connect time, saving a round trip.
         cfg.options("-c search_path=workq");
@@ -397,6 +404,18 @@ fn is_connection_error(e: &postgres::Error) -> bool {
     true
 }
 
+/// Makes a connection that stops answering fail after about `io`: unacknowledged data after
+/// `io` (TCP user timeout), and keepalive probes from `io` of silence on.
+fn bound_io(cfg: &mut postgres::Config, io: Duration) {
+    // Keepalive times are whole seconds.
+    let idle = io.max(Duration::from_secs(1));
+    cfg.tcp_user_timeout(io)
+        .keepalives(true)
+        .keepalives_idle(idle)
+        .keepalives_interval(Duration::from_secs(1))
+        .keepalives_retries(3);
+}
+
 /// A thread that LISTENs on its own connection and calls `on_change` for each notification,
 /// until dropped. Reconnects after errors (with a pause), so a server restart is survived.
 pub struct Listener {
@@ -416,6 +435,7 @@ impl PgStore {
         let flag = stop.clone();
         let url = self.url.clone();
         let timeout = self.opts.connect_timeout;
+        let io_timeout = self.opts.io_timeout;
         let _ = std::thread::Builder::new()
             .name("workq-listen".into())
             .stack_size(256 * 1024)
@@ -425,6 +445,9 @@ impl PgStore {
                         return;
                     };
                     cfg.connect_timeout(timeout);
+                    // A listener only reads: without keepalives it would wait on a connection
+                    // that a partition broke until the kernel gave up on it.
+                    bound_io(&mut cfg, io_timeout);
                     let Ok(mut c) = cfg.connect(NoTls) else {
                         std::thread::sleep(Duration::from_secs(1));
                         continue;
@@ -565,7 +588,7 @@ impl crate::Store for PgStore {
         &self,
         worker: workq_core::WorkerId,
         state: workq_core::WorkerState,
-    ) -> Result<()> {
+    ) -> Result<crate::Heartbeat> {
         workers::heartbeat(self, worker, state)
     }
 

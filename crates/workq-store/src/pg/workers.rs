@@ -8,7 +8,8 @@ use super::stmt::{ex, q1, qo, qy, Cols};
 use super::transitions::{self, event};
 use super::PgStore;
 use crate::{
-    Diagnosis, OutcomeCounts, RescueKind, Rescued, Result, RunningJob, WorkerRegistration,
+    Diagnosis, Heartbeat, OutcomeCounts, RescueKind, Rescued, Result, RunningJob,
+    WorkerRegistration,
 };
 
 pub(super) fn register(s: &PgStore, reg: &WorkerRegistration) -> Result<WorkerId> {
@@ -48,17 +49,21 @@ pub(super) fn register(s: &PgStore, reg: &WorkerRegistration) -> Result<WorkerId
     })
 }
 
-pub(super) fn heartbeat(s: &PgStore, worker: WorkerId, state: WorkerState) -> Result<()> {
+pub(super) fn heartbeat(s: &PgStore, worker: WorkerId, state: WorkerState) -> Result<Heartbeat> {
     let now = s.now_ms();
     s.with(|c| {
-        ex(
+        let changed = ex(
             &s.stmts,
             c,
             "UPDATE workers SET heartbeat_at = $2, state = $3
              WHERE id = $1 AND state NOT IN ('stopped', 'dead', 'crash-looping')",
             &[&worker, &now, &state.as_str()],
         )?;
-        Ok(())
+        Ok(if changed == 0 {
+            Heartbeat::Ended
+        } else {
+            Heartbeat::Alive
+        })
     })
 }
 
@@ -120,6 +125,14 @@ pub(super) fn rescue(
 ) -> Result<Vec<Rescued>> {
     let now = s.now_ms();
     s.write(true, |tx| {
+        // The row first: a claim by this worker holds it FOR SHARE (pg/claim.rs), so no claim
+        // can slip in between the read of its running jobs and the end of the row.
+        qo(
+            &s.stmts,
+            tx,
+            "SELECT 1 FROM workers WHERE id = $1 FOR UPDATE",
+            &[&worker],
+        )?;
         let running = transitions::running_on(&s.stmts, tx, worker)?;
         let mut out = Vec::with_capacity(running.len());
         for (id, attempt, facts) in running {

@@ -33,7 +33,7 @@ pub(super) fn claim_tx(
     limit: u32,
     now: i64,
 ) -> std::result::Result<Vec<ClaimedJob>, TxErr> {
-    if limit == 0 || queues.is_empty() {
+    if limit == 0 || queues.is_empty() || !worker_live(tx, worker)? {
         return Ok(Vec::new());
     }
     // One indexed probe per queue keeps the cost independent of how many rows exist;
@@ -79,6 +79,9 @@ pub(super) fn claim_ids(
     }
     let now = s.now();
     s.write(Durability::Normal, |tx| {
+        if !worker_live(tx, worker)? {
+            return Ok(Vec::new());
+        }
         let mut candidates: Vec<Candidate> = Vec::new();
         {
             let mut paused =
@@ -330,4 +333,13 @@ pub(super) fn changed(s: &SqliteStore) -> Result<bool> {
         .map_err(|e| s.err(e))?;
     let before = s.data_version.replace(dv);
     Ok(dv != before)
+}
+
+/// True if `worker`'s registry row is live: a worker declared dead (or stopped) claims nothing
+/// under that id (ARCHITECTURE.md §4.4), since no sweep would ever rescue what it took.
+fn worker_live(tx: &rusqlite::Transaction<'_>, worker: WorkerId) -> rusqlite::Result<bool> {
+    tx.prepare_cached(
+        "SELECT 1 FROM workers WHERE id = ?1 AND state NOT IN ('stopped', 'dead', 'crash-looping')",
+    )?
+    .exists([worker])
 }

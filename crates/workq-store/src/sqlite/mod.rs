@@ -514,7 +514,7 @@ impl crate::Store for SqliteStore {
         &self,
         worker: workq_core::WorkerId,
         state: workq_core::WorkerState,
-    ) -> Result<()> {
+    ) -> Result<crate::Heartbeat> {
         workers::heartbeat(self, worker, state)
     }
     fn worker_stopped(&self, worker: workq_core::WorkerId, reason: &str) -> Result<()> {

@@ -38,15 +38,24 @@ pub(super) fn register(s: &SqliteStore, reg: &WorkerRegistration) -> Result<Work
     })
 }
 
-pub(super) fn heartbeat(s: &SqliteStore, worker: WorkerId, state: WorkerState) -> Result<()> {
+pub(super) fn heartbeat(
+    s: &SqliteStore,
+    worker: WorkerId,
+    state: WorkerState,
+) -> Result<crate::Heartbeat> {
     let now = s.now();
     s.write(Durability::Normal, |tx| {
-        tx.prepare_cached(
-            "UPDATE workers SET heartbeat_at = ?2, state = ?3
-             WHERE id = ?1 AND state NOT IN ('stopped', 'dead', 'crash-looping')",
-        )?
-        .execute(params![worker, now, state.as_str()])?;
-        Ok(())
+        let changed = tx
+            .prepare_cached(
+                "UPDATE workers SET heartbeat_at = ?2, state = ?3
+                 WHERE id = ?1 AND state NOT IN ('stopped', 'dead', 'crash-looping')",
+            )?
+            .execute(params![worker, now, state.as_str()])?;
+        Ok(if changed == 0 {
+            crate::Heartbeat::Ended
+        } else {
+            crate::Heartbeat::Alive
+        })
     })
 }
 

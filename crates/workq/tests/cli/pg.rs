@@ -332,3 +332,60 @@ fn pg_worker_survives_an_unreadable_row_and_reports_it() {
     w.signal(libc::SIGTERM);
     assert!(w.wait_exit().success());
 }
+
+/// A worker that was frozen past the TTL (SIGSTOP, as a long GC pause or a suspended VM would)
+/// is declared dead by another host, which re-runs its job. Thawed, it learns from its next
+/// heartbeat that its row has ended, stops what it still runs, registers again under a new id
+/// and takes new work; nothing more runs under the old id.
+#[test]
+fn a_worker_declared_dead_while_frozen_rejoins_under_a_new_id() {
+    let Some(url) = fresh_db("rejoin") else {
+        return;
+    };
+    let p = Project::with_store(&url);
+    let host = |h: &'static str| [("WORKQ_HOST", h), ("WORKQ_HEARTBEAT_TTL", "3s")];
+    let a = p.worker_env("frozen", &["--heartbeat", "200ms"], &host("host-a"));
+    let id = p.submit(&["--shell", "--", "sleep 300 & wait"]);
+    let j = p.wait_job(id, "running on the first worker", |j| {
+        state_of(j) == "running" && j["attempts"][0]["pid"].is_i64()
+    });
+    assert_eq!(j["worker"], "frozen", "{j}");
+    let old_id = p.json(&["workers", "list"])[0]["id"].as_i64().expect("worker id");
+    a.signal(libc::SIGSTOP);
+    let _b = p.worker_env("other", &["--heartbeat", "200ms"], &host("host-b"));
+    let j = p.wait_job(id, "rescued and running on the other host", |j| {
+        j["attempt"] == 2 && state_of(j) == "running" && j["worker"] == "other"
+    });
+    assert_eq!(j["attempts"][0]["outcome"], "lost", "{j}");
+    // (Its copy is already gone here: the rescuer's sweep kills leftovers it can see in /proc,
+    // and both "hosts" share this machine's. On separate machines the thawed worker kills it.)
+    a.signal(libc::SIGCONT);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !a.log_text().contains("rejoined as worker id") {
+        assert!(Instant::now() < deadline, "{}", a.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    wait_gone(p.path(), id, 1);
+    let log = a.log_text();
+    assert!(
+        log.contains(&format!("worker id {old_id} has ended")),
+        "{log}"
+    );
+    let ws = p.json(&["workers", "list"]);
+    let frozen: Vec<&serde_json::Value> = ws
+        .as_array()
+        .expect("workers array")
+        .iter()
+        .filter(|w| w["name"] == "frozen")
+        .collect();
+    assert_eq!(frozen.len(), 1, "{ws}");
+    assert_ne!(frozen[0]["id"].as_i64(), Some(old_id), "{ws}");
+    // Attempt 2 is untouched, and new work goes to the rejoined worker too.
+    assert_eq!(state_of(&p.job(id)), "running");
+    p.ok(&["worker", "pause", "other"]);
+    let next = p.submit(&["--", "true"]);
+    let j = p.wait_job(next, "succeeded", |j| state_of(j) == "succeeded");
+    assert_eq!(j["worker"], "frozen", "{j}");
+    assert_eq!(j["attempts"].as_array().map(Vec::len), Some(1), "{j}");
+    p.ok(&["cancel", &id.to_string()]);
+}
