@@ -386,6 +386,10 @@ fn worker_rows(p: &Project, name: &str, host: &str) -> Vec<Value> {
     rows
 }
 
+fn rfc3339_ns(ns: u128) -> String {
+    Timestamp((ns / 1_000_000) as i64).to_rfc3339()
+}
+
 fn rfc3339(v: &Value) -> Timestamp {
     Timestamp::parse_at(v.as_str().unwrap_or_default())
         .unwrap_or_else(|e| panic!("not a time: {v}: {e}"))
@@ -532,10 +536,17 @@ fn partition_cut_off_host_fences_others_rescue_and_it_rejoins() {
     let rescue_allowed = last_beat + TTL.as_nanos();
     assert!(
         gone_at < rescue_allowed,
-        "A's jobs were still running {:.2}s after its last heartbeat, past the TTL ({TTL:?}): \
-         they were not fenced in time, A's log:\n{}",
+        "A's jobs were still running {:.2}s after its last heartbeat ({}, {:.2}s before the \
+         cut at {}), past the TTL ({TTL:?}): they were not fenced in time; A's log {}",
         secs(gone_at - last_beat),
-        a.log_text()
+        rfc3339_ns(last_beat),
+        secs(cut_at.saturating_sub(last_beat)),
+        rfc3339_ns(cut_at),
+        {
+            // What A did next, for the diagnosis.
+            std::thread::sleep(TTL / 2);
+            a.log_text()
+        }
     );
 
     // And A says so, with a silence under the TTL.
