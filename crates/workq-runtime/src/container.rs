@@ -102,12 +102,15 @@ pub fn probe(runtime: &str) -> Result<(), String> {
     }
 }
 
+/// The exit status of `RUNTIME run` when the engine itself failed and the container never ran.
+pub const ENGINE_FAILED: i32 = 125;
+
 /// What an exit status of `RUNTIME run` says when it is the engine's rather than the command's:
 /// 125 the engine itself failed (no such image, a bad option, no daemon), 126 and 127 the
 /// command inside the container could not be run or was not found (docker and podman alike).
 pub fn engine_failure(code: i32) -> Option<&'static str> {
     match code {
-        125 => Some("the container engine failed"),
+        ENGINE_FAILED => Some("the container engine failed"),
         126 => Some("the command in the container could not run"),
         127 => Some("the command in the container was not found"),
         _ => None,
@@ -149,9 +152,10 @@ fn last_error_line(text: &str) -> Option<&str> {
     })
 }
 
-/// Docker's "See 'docker run --help'." after an error.
+/// Docker's "See 'docker run --help'." after an error (clients since 28 say "Run 'docker run
+/// --help' for more information").
 fn is_help_pointer(line: &str) -> bool {
-    line.starts_with("See '") && line.contains("--help")
+    (line.starts_with("See '") || line.starts_with("Run '")) && line.contains("--help")
 }
 
 #[cfg(test)]
@@ -181,6 +185,13 @@ mod tests {
         assert_eq!(
             last_error_line(podman),
             Some("Error: initializing source: reading manifest 1: manifest unknown")
+        );
+        // Docker 28 and later, with no daemon: no line says "error".
+        let down = "docker: Cannot connect to the Docker daemon at unix:///x.sock. Is the docker daemon running?\n\n\
+                    Run 'docker run --help' for more information\n";
+        assert_eq!(
+            last_error_line(down),
+            Some("docker: Cannot connect to the Docker daemon at unix:///x.sock. Is the docker daemon running?")
         );
         // Without a line that says "error", the last line is the best there is.
         assert_eq!(
