@@ -418,12 +418,33 @@ mod tests {
         assert_eq!(
             c.argv("n", "/p", &env, &strings(&["echo", "hi"])),
             strings(&[
-                "docker", "run", "--rm", "--init", "--name", "n", "-v", "/p:/p", "-w", "/p",
-                "--user", "1000:1000", "-e", "A=b c", "--gpus", "all", "img:1", "echo", "hi"
+                "docker",
+                "run",
+                "--rm",
+                "--init",
+                "--name",
+                "n",
+                "-v",
+                "/p:/p",
+                "-w",
+                "/p",
+                "--user",
+                "1000:1000",
+                "-e",
+                "A=b c",
+                "--gpus",
+                "all",
+                "img:1",
+                "echo",
+                "hi"
             ])
         );
         // No user: the image's own.
-        let c = Container { user: None, args: Vec::new(), ..c };
+        let c = Container {
+            user: None,
+            args: Vec::new(),
+            ..c
+        };
         assert_eq!(
             c.argv("n", "/p", &BTreeMap::new(), &strings(&["true"])),
             strings(&[
@@ -435,8 +456,7 @@ mod tests {
 
     #[test]
     fn a_container_spec_written_before_user_and_args_existed_still_loads() {
-        let old: Container =
-            serde_json::from_str(r#"{"runtime":"podman","image":"x:1"}"#).unwrap();
+        let old: Container = serde_json::from_str(r#"{"runtime":"podman","image":"x:1"}"#).unwrap();
         assert_eq!((old.user, old.args), (None, Vec::new()));
         // And one without them is written as before, for older readers.
         let plain = Container {

@@ -341,11 +341,7 @@ impl Config {
                     "set environment tables in a config file, not a variable".into(),
                 ))
             }
-            Kind::StrList => {
-                return Err(err(
-                    "set lists in a config file, not a variable".into(),
-                ))
-            }
+            Kind::StrList => return Err(err("set lists in a config file, not a variable".into())),
             _ => toml::Value::String(raw.to_string()),
         };
         check(&key, &value).map_err(err)?;
