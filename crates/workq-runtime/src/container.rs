@@ -12,25 +12,39 @@ pub enum Action {
     Stop(Duration),
     /// `kill`: SIGKILL now.
     Kill,
-    /// `rm -f`: kill and remove (for a dead worker's leftovers).
+    /// `kill`, then `rm -f`: kill and remove (for a dead worker's leftovers). Podman's `rm -f`
+    /// alone stops the container first, and waits out its stop timeout (10s) if the command
+    /// ignores SIGTERM; docker's kills at once. `kill` first makes both immediate.
     Remove,
 }
 
 /// Tells the engine to `action` the container `name`, without waiting (a thread reaps the
 /// runtime client). Never fails: a container that is already gone is fine.
 pub fn signal(runtime: &str, name: &str, action: Action) {
-    let mut cmd = Command::new(runtime);
-    match action {
+    let mut cmd = match action {
         Action::Stop(grace) => {
-            cmd.args(["stop", "--time", &grace.as_secs().max(1).to_string(), name]);
+            let mut c = Command::new(runtime);
+            c.args(["stop", "--time", &grace.as_secs().max(1).to_string(), name]);
+            c
         }
         Action::Kill => {
-            cmd.args(["kill", name]);
+            let mut c = Command::new(runtime);
+            c.args(["kill", name]);
+            c
         }
+        // One process for both steps: the caller may be a command that exits at once (`worker
+        // stop`, `workers cleanup`), and the second step must not depend on it still running.
         Action::Remove => {
-            cmd.args(["rm", "-f", name]);
+            let mut c = Command::new("sh");
+            c.args([
+                "-c",
+                "\"$0\" kill \"$1\" >/dev/null 2>&1; exec \"$0\" rm -f \"$1\"",
+                runtime,
+                name,
+            ]);
+            c
         }
-    }
+    };
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -203,6 +217,39 @@ mod tests {
             last_error_line(&"é".repeat(1000)).map(|l| l.chars().count()),
             Some(300)
         );
+    }
+
+    #[test]
+    fn remove_kills_then_removes_and_stop_gives_the_grace() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let log = d.path().join("calls");
+        let engine = d.path().join("engine");
+        std::fs::write(
+            &engine,
+            format!("#!/bin/sh\necho \"$*\" >> '{}'\n", log.display()),
+        )
+        .unwrap();
+        std::fs::set_permissions(&engine, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let engine = engine.display().to_string();
+        let calls = |n: usize| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                if text.lines().count() >= n || Instant::now() > deadline {
+                    return text;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        };
+        signal(&engine, "workq-x-1-1", Action::Remove);
+        assert_eq!(calls(2), "kill workq-x-1-1\nrm -f workq-x-1-1\n");
+        signal(
+            &engine,
+            "workq-x-1-1",
+            Action::Stop(Duration::from_millis(300)),
+        );
+        assert_eq!(calls(3).lines().last(), Some("stop --time 1 workq-x-1-1"));
     }
 
     #[test]

@@ -601,7 +601,16 @@ fn timeout_cancel_and_worker_stop_stop_the_container_and_remove_it() {
         wait_started(&p, s);
         p.wait_container(s, 2, true);
         p.ok(&["worker", "stop", "slow", "-t", "1"]);
+        let stopped = Instant::now();
         p.wait_container(s, 2, false);
+        // Killed, not stopped: the command ignores SIGTERM, and podman's `rm -f` alone would
+        // wait out its 10s stop timeout first.
+        assert!(
+            stopped.elapsed() < Duration::from_secs(8),
+            "{}: removing the container took {:.1}s",
+            engine.name,
+            stopped.elapsed().as_secs_f64()
+        );
         let j = p.wait_job(s, "queued again", |j| state_of(j) == "queued");
         assert_eq!(j["attempts"][1]["outcome"], "interrupted", "{j}");
         assert!(p.containers().is_empty(), "{:?}", p.containers());
