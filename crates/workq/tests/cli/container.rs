@@ -422,6 +422,16 @@ fn a_job_runs_in_its_container_with_the_projects_dir_env_user_and_exit_status() 
                 "args": ["--env", "EXTRA=from container_args", "--network", "none"]}),
             "{j}"
         );
+        let show = p.ok(&["show", "1"]);
+        assert!(
+            show.contains(&format!(
+                "{} ({}, user {}), --env 'EXTRA=from container_args' --network none",
+                engine.image,
+                engine.name,
+                me()
+            )),
+            "{show}"
+        );
         assert_eq!(owner(&p.path().join("written-by-1")), me());
         p.wait_container(1, 1, false);
 
