@@ -350,7 +350,9 @@ fn a_worker_declared_dead_while_frozen_rejoins_under_a_new_id() {
         state_of(j) == "running" && j["attempts"][0]["pid"].is_i64()
     });
     assert_eq!(j["worker"], "frozen", "{j}");
-    let old_id = p.json(&["workers", "list"])[0]["id"].as_i64().expect("worker id");
+    let old_id = p.json(&["workers", "list"])[0]["id"]
+        .as_i64()
+        .expect("worker id");
     a.signal(libc::SIGSTOP);
     let _b = p.worker_env("other", &["--heartbeat", "200ms"], &host("host-b"));
     let j = p.wait_job(id, "rescued and running on the other host", |j| {
