@@ -193,6 +193,13 @@ pub struct Container {
     pub runtime: String,
     /// The image.
     pub image: String,
+    /// `--user` of the container (`uid:gid` or a name); `None` keeps the image's own user.
+    /// Jobs written before it existed have none, and ran as the image's user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Extra `run` flags (the queue's `container_args`), after workq's own and before the image.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
 }
 
 impl Container {
@@ -222,10 +229,17 @@ impl Container {
             "-w".into(),
             cwd.to_string(),
         ];
+        if let Some(user) = &self.user {
+            out.push("--user".into());
+            out.push(user.clone());
+        }
         for (k, v) in env {
             out.push("-e".into());
             out.push(format!("{k}={v}"));
         }
+        // The queue's own flags come last so that they can add to (or, where the engine lets
+        // the last flag win, override) workq's.
+        out.extend(self.args.iter().cloned());
         out.push(self.image.clone());
         out.extend(argv.iter().cloned());
         out
@@ -382,4 +396,78 @@ pub struct ClaimedJob {
     pub attempt: u32,
     /// What to run.
     pub spec: JobSpec,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn the_container_invocation_puts_user_env_and_queue_flags_before_the_image() {
+        let c = Container {
+            runtime: "docker".into(),
+            image: "img:1".into(),
+            user: Some("1000:1000".into()),
+            args: strings(&["--gpus", "all"]),
+        };
+        let env = BTreeMap::from([("A".to_string(), "b c".to_string())]);
+        assert_eq!(
+            c.argv("n", "/p", &env, &strings(&["echo", "hi"])),
+            strings(&[
+                "docker",
+                "run",
+                "--rm",
+                "--init",
+                "--name",
+                "n",
+                "-v",
+                "/p:/p",
+                "-w",
+                "/p",
+                "--user",
+                "1000:1000",
+                "-e",
+                "A=b c",
+                "--gpus",
+                "all",
+                "img:1",
+                "echo",
+                "hi"
+            ])
+        );
+        // No user: the image's own.
+        let c = Container {
+            user: None,
+            args: Vec::new(),
+            ..c
+        };
+        assert_eq!(
+            c.argv("n", "/p", &BTreeMap::new(), &strings(&["true"])),
+            strings(&[
+                "docker", "run", "--rm", "--init", "--name", "n", "-v", "/p:/p", "-w", "/p",
+                "img:1", "true"
+            ])
+        );
+    }
+
+    #[test]
+    fn a_container_spec_written_before_user_and_args_existed_still_loads() {
+        let old: Container = serde_json::from_str(r#"{"runtime":"podman","image":"x:1"}"#).unwrap();
+        assert_eq!((old.user, old.args), (None, Vec::new()));
+        // And one without them is written as before, for older readers.
+        let plain = Container {
+            runtime: "docker".into(),
+            image: "x:1".into(),
+            user: None,
+            args: Vec::new(),
+        };
+        assert_eq!(
+            serde_json::to_string(&plain).unwrap(),
+            r#"{"runtime":"docker","image":"x:1"}"#
+        );
+    }
 }

@@ -12,25 +12,39 @@ pub enum Action {
     Stop(Duration),
     /// `kill`: SIGKILL now.
     Kill,
-    /// `rm -f`: kill and remove (for a dead worker's leftovers).
+    /// `kill`, then `rm -f`: kill and remove (for a dead worker's leftovers). Podman's `rm -f`
+    /// alone stops the container first, and waits out its stop timeout (10s) if the command
+    /// ignores SIGTERM; docker's kills at once. `kill` first makes both immediate.
     Remove,
 }
 
 /// Tells the engine to `action` the container `name`, without waiting (a thread reaps the
 /// runtime client). Never fails: a container that is already gone is fine.
 pub fn signal(runtime: &str, name: &str, action: Action) {
-    let mut cmd = Command::new(runtime);
-    match action {
+    let mut cmd = match action {
         Action::Stop(grace) => {
-            cmd.args(["stop", "--time", &grace.as_secs().max(1).to_string(), name]);
+            let mut c = Command::new(runtime);
+            c.args(["stop", "--time", &grace.as_secs().max(1).to_string(), name]);
+            c
         }
         Action::Kill => {
-            cmd.args(["kill", name]);
+            let mut c = Command::new(runtime);
+            c.args(["kill", name]);
+            c
         }
+        // One process for both steps: the caller may be a command that exits at once (`worker
+        // stop`, `workers cleanup`), and the second step must not depend on it still running.
         Action::Remove => {
-            cmd.args(["rm", "-f", name]);
+            let mut c = Command::new("sh");
+            c.args([
+                "-c",
+                "\"$0\" kill \"$1\" >/dev/null 2>&1; exec \"$0\" rm -f \"$1\"",
+                runtime,
+                name,
+            ]);
+            c
         }
-    }
+    };
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -102,12 +116,15 @@ pub fn probe(runtime: &str) -> Result<(), String> {
     }
 }
 
+/// The exit status of `RUNTIME run` when the engine itself failed and the container never ran.
+pub const ENGINE_FAILED: i32 = 125;
+
 /// What an exit status of `RUNTIME run` says when it is the engine's rather than the command's:
 /// 125 the engine itself failed (no such image, a bad option, no daemon), 126 and 127 the
 /// command inside the container could not be run or was not found (docker and podman alike).
 pub fn engine_failure(code: i32) -> Option<&'static str> {
     match code {
-        125 => Some("the container engine failed"),
+        ENGINE_FAILED => Some("the container engine failed"),
         126 => Some("the command in the container could not run"),
         127 => Some("the command in the container was not found"),
         _ => None,
@@ -149,9 +166,10 @@ fn last_error_line(text: &str) -> Option<&str> {
     })
 }
 
-/// Docker's "See 'docker run --help'." after an error.
+/// Docker's "See 'docker run --help'." after an error (clients since 28 say "Run 'docker run
+/// --help' for more information").
 fn is_help_pointer(line: &str) -> bool {
-    line.starts_with("See '") && line.contains("--help")
+    (line.starts_with("See '") || line.starts_with("Run '")) && line.contains("--help")
 }
 
 #[cfg(test)]
@@ -182,6 +200,13 @@ mod tests {
             last_error_line(podman),
             Some("Error: initializing source: reading manifest 1: manifest unknown")
         );
+        // Docker 28 and later, with no daemon: no line says "error".
+        let down = "docker: Cannot connect to the Docker daemon at unix:///x.sock. Is the docker daemon running?\n\n\
+                    Run 'docker run --help' for more information\n";
+        assert_eq!(
+            last_error_line(down),
+            Some("docker: Cannot connect to the Docker daemon at unix:///x.sock. Is the docker daemon running?")
+        );
         // Without a line that says "error", the last line is the best there is.
         assert_eq!(
             last_error_line("output of the job\nUnable to find image 'x' locally\n\n"),
@@ -192,6 +217,39 @@ mod tests {
             last_error_line(&"é".repeat(1000)).map(|l| l.chars().count()),
             Some(300)
         );
+    }
+
+    #[test]
+    fn remove_kills_then_removes_and_stop_gives_the_grace() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let log = d.path().join("calls");
+        let engine = d.path().join("engine");
+        std::fs::write(
+            &engine,
+            format!("#!/bin/sh\necho \"$*\" >> '{}'\n", log.display()),
+        )
+        .unwrap();
+        std::fs::set_permissions(&engine, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let engine = engine.display().to_string();
+        let calls = |n: usize| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                if text.lines().count() >= n || Instant::now() > deadline {
+                    return text;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        };
+        signal(&engine, "workq-x-1-1", Action::Remove);
+        assert_eq!(calls(2), "kill workq-x-1-1\nrm -f workq-x-1-1\n");
+        signal(
+            &engine,
+            "workq-x-1-1",
+            Action::Stop(Duration::from_millis(300)),
+        );
+        assert_eq!(calls(3).lines().last(), Some("stop --time 1 workq-x-1-1"));
     }
 
     #[test]

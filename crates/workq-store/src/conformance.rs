@@ -2491,6 +2491,8 @@ pub fn container_spec_round_trips(factory: &Factory) {
     sp.container = Some(workq_core::Container {
         runtime: "podman".into(),
         image: "example/tool:1.0".into(),
+        user: Some("1000:1000".into()),
+        args: vec!["--gpus".into(), "all".into()],
     });
     let id = submit1(s, sp.clone());
     assert_eq!(job(s, id).spec.container, sp.container);

@@ -160,6 +160,29 @@ fn unreadable_rows_are_errors_naming_table_and_column() {
         error.contains("table jobs") && error.contains("kill_grace_ms") && error.contains("NULL"),
         "{error}"
     );
+
+    // A container spec that cannot be read is an error, never a job run on the host instead.
+    let boxed = s.submit(&[spec("boxed")]).expect("submit")[0].id();
+    c.execute(
+        "UPDATE workq.jobs SET container = '{\"image\": 1}' WHERE id = $1",
+        &[&boxed],
+    )
+    .expect("damage the container");
+    match s.get(boxed) {
+        Err(workq_store::StoreError::BadRow { table, column, .. }) => {
+            assert_eq!((table, column.as_str()), ("jobs", "container"));
+        }
+        other => panic!("expected a BadRow error, got {other:?}"),
+    }
+    assert!(s
+        .claim(w, &["default".into()], 2)
+        .expect("claim")
+        .is_empty());
+    let state: String = c
+        .query_one("SELECT state FROM workq.jobs WHERE id = $1", &[&boxed])
+        .expect("read")
+        .get(0);
+    assert_eq!(state, "failed", "claimed and failed, not run");
 }
 
 /// A paused queue gives nothing to `claim_ids`, as to `claim` (no command pauses a queue yet,

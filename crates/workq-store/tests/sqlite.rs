@@ -297,6 +297,23 @@ fn unreadable_rows_are_errors_naming_table_and_column() {
         error.contains("table jobs") && error.contains("kill_grace_ms"),
         "{error}"
     );
+
+    // A container spec that cannot be read is an error, never a job run on the host instead.
+    let boxed = s.submit(&[spec("boxed")]).unwrap()[0].id();
+    c.execute(
+        "UPDATE jobs SET container = '{\"image\": 1}' WHERE id = ?1",
+        [boxed],
+    )
+    .unwrap();
+    let e = s.get(boxed).expect_err("the container spec is unreadable");
+    assert!(e.to_string().contains("not a container spec"), "{e}");
+    assert!(s.claim(w, &["default".into()], 2).unwrap().is_empty());
+    let state: String = c
+        .query_row("SELECT state FROM jobs WHERE id = ?1", [boxed], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(state, "failed", "claimed and failed, not run");
 }
 
 /// A paused queue gives nothing to `claim_ids`, as to `claim` (no command pauses a queue yet,

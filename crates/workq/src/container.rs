@@ -4,7 +4,8 @@
 use crate::context::Context;
 use crate::error::CliError;
 
-/// The queue's container settings when `mode = "container"`, with the runtime resolved.
+/// The queue's container settings when `mode = "container"`, with the runtime resolved, the
+/// user (`container_user`, else the submitter's `uid:gid`) and the extra `container_args`.
 pub fn container_for(
     ctx: &Context,
     queue: &str,
@@ -49,5 +50,28 @@ pub fn container_for(
         }
         wanted
     };
-    Ok(Some(workq_core::Container { runtime, image }))
+    let user = match ctx.config.str(&format!("queues.{queue}.container_user")) {
+        // Empty: whatever user the image says (often root).
+        Some(u) if u.trim().is_empty() => None,
+        Some(u) => Some(u.trim().to_string()),
+        None => Some(submitter()),
+    };
+    let args = ctx
+        .config
+        .str_list(&format!("queues.{queue}.container_args"))
+        .unwrap_or_default();
+    Ok(Some(workq_core::Container {
+        runtime,
+        image,
+        user,
+        args,
+    }))
+}
+
+/// The `uid:gid` of whoever submits, so that files a job writes in the mounted directory are
+/// theirs rather than root's, whichever user the worker that runs it is.
+fn submitter() -> String {
+    // SAFETY: both calls always succeed and touch no memory.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    format!("{uid}:{gid}")
 }

@@ -54,7 +54,16 @@ pub(super) fn exit_outcome(
             (Some(c), _) => match container::engine_failure(c).filter(|_| in_container) {
                 Some(what) => {
                     let line = engine_line.map(|l| format!(": {l}")).unwrap_or_default();
-                    (Outcome::Failed, Some(format!("{what} (exit {c}){line}")))
+                    // 125 is the engine's alone: the container never ran the command, as when
+                    // a direct job's program cannot start. 126 and 127 may as well be the
+                    // command's own status (a shell in the container that cannot find a
+                    // program), so they stay failures.
+                    let outcome = if c == container::ENGINE_FAILED {
+                        Outcome::SpawnError
+                    } else {
+                        Outcome::Failed
+                    };
+                    (outcome, Some(format!("{what} (exit {c}){line}")))
                 }
                 None => (Outcome::Failed, Some(format!("exited with status {c}"))),
             },
@@ -329,14 +338,15 @@ mod tests {
         assert_eq!(
             exit_outcome(None, Some(125), None, None, true, line),
             (
-                Outcome::Failed,
+                Outcome::SpawnError,
                 Some(
                     "the container engine failed (exit 125): Unable to find image 'x:1' locally"
                         .into()
                 )
             )
         );
-        let (_, e) = exit_outcome(None, Some(127), None, None, true, None);
+        let (o, e) = exit_outcome(None, Some(127), None, None, true, None);
+        assert_eq!(o, Outcome::Failed);
         assert_eq!(
             e.as_deref(),
             Some("the command in the container was not found (exit 127)")
@@ -344,7 +354,8 @@ mod tests {
         let (_, e) = exit_outcome(None, Some(126), None, None, true, Some("permission denied"));
         assert!(e.is_some_and(|e| e.contains("(exit 126): permission denied")));
         // The same statuses of a job run directly are its own; other statuses are unchanged.
-        let (_, e) = exit_outcome(None, Some(125), None, None, false, line);
+        let (o, e) = exit_outcome(None, Some(125), None, None, false, line);
+        assert_eq!(o, Outcome::Failed);
         assert_eq!(e.as_deref(), Some("exited with status 125"));
         let (_, e) = exit_outcome(None, Some(1), None, None, true, line);
         assert_eq!(e.as_deref(), Some("exited with status 1"));

@@ -51,9 +51,20 @@ pub(crate) fn spec_from_row(r: &Row, table: &'static str, o: usize) -> Result<Jo
         unique_key: r.col(table, o + 11)?,
         idempotency_key: r.col(table, o + 12)?,
         max_rescues: u32_of(r.col(table, o + 13)?),
+        // An unreadable container spec must fail the job, never run it on the host instead.
         container: r
             .col::<Option<String>>(table, o + 14)?
-            .and_then(|t| serde_json::from_str(&t).ok()),
+            .map(|t| {
+                serde_json::from_str(&t).map_err(|e| StoreError::BadRow {
+                    table,
+                    id: r
+                        .col::<i64>(table, 0)
+                        .map_or_else(|_| "?".into(), |v| v.to_string()),
+                    column: "container".into(),
+                    detail: format!("not a container spec: {e}"),
+                })
+            })
+            .transpose()?,
     })
 }
 

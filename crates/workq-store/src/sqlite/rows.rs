@@ -74,9 +74,19 @@ pub(crate) fn spec_from_row(r: &Row<'_>, o: usize) -> rusqlite::Result<JobSpec> 
         unique_key: r.get(o + 11)?,
         idempotency_key: r.get(o + 12)?,
         max_rescues: r.get(o + 13)?,
+        // An unreadable container spec must fail the job, never run it on the host instead.
         container: r
             .get::<_, Option<String>>(o + 14)?
-            .and_then(|t| serde_json::from_str(&t).ok()),
+            .map(|t| {
+                serde_json::from_str(&t).map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        o + 14,
+                        rusqlite::types::Type::Text,
+                        format!("container (not a container spec: {e})").into(),
+                    )
+                })
+            })
+            .transpose()?,
     })
 }
 

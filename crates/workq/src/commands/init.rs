@@ -53,6 +53,8 @@ fn config_text() -> String {
         ("mode", "\"direct\""),
         ("image", "\"example/tool:1.0\""),
         ("runtime", "\"auto\""),
+        ("container_user", "\"1000:1000\""),
+        ("container_args", "[\"--gpus\", \"all\"]"),
     ];
     for (field, example) in examples {
         let doc = KEYS

@@ -57,6 +57,17 @@ fn job_lines(ctx: &Context, job: &workq::Job, now: Timestamp) -> Vec<(&'static s
         ),
         ("created", job.created_at.to_local_short()),
     ];
+    if let Some(c) = &job.spec.container {
+        let user = match &c.user {
+            Some(u) => format!("user {u}"),
+            None => "the image's user".into(),
+        };
+        let mut text = format!("{} ({}, {user})", c.image, c.runtime);
+        if !c.args.is_empty() {
+            text.push_str(&format!(", {}", workq_core::job::command_line(&c.args)));
+        }
+        lines.push(("container", text));
+    }
     if job.run_at > job.created_at {
         lines.push(("run at", job.run_at.to_local_short()));
     }

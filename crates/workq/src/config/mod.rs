@@ -341,6 +341,7 @@ impl Config {
                     "set environment tables in a config file, not a variable".into(),
                 ))
             }
+            Kind::StrList => return Err(err("set lists in a config file, not a variable".into())),
             _ => toml::Value::String(raw.to_string()),
         };
         check(&key, &value).map_err(err)?;
@@ -381,6 +382,16 @@ impl Config {
     /// A string setting.
     pub fn str(&self, key: &str) -> Option<String> {
         self.get(key)?.value.as_str().map(str::to_string)
+    }
+
+    /// A setting that is an array of strings.
+    pub fn str_list(&self, key: &str) -> Option<Vec<String>> {
+        self.get(key)?
+            .value
+            .as_array()?
+            .iter()
+            .map(|v| v.as_str().map(str::to_string))
+            .collect()
     }
 
     /// A whole-number setting.

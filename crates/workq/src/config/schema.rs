@@ -21,6 +21,8 @@ pub enum Kind {
     Command,
     /// A table of environment variables (string values).
     Env,
+    /// An array of strings, each passed on as one argument.
+    StrList,
 }
 
 impl Kind {
@@ -38,6 +40,7 @@ impl Kind {
                 "a command string (\"prog {param} --flag\") or an array of strings".into()
             }
             Kind::Env => "a table of strings, e.g. { HOME = \"/data\" }".into(),
+            Kind::StrList => "an array of strings, e.g. [\"--gpus\", \"all\"]".into(),
         }
     }
 }
@@ -88,6 +91,8 @@ pub const KEYS: &[Key] = &[
     Key { name: "queues.*.mode", kind: Kind::Enum(&["direct", "container"]), default: Some("\"direct\""), doc: "direct, or container (runs image with the container runtime)" },
     Key { name: "queues.*.image", kind: Kind::Str, default: None, doc: "container image (mode = \"container\")" },
     Key { name: "queues.*.runtime", kind: Kind::Enum(RUNTIMES), default: None, doc: "as container.runtime, for this queue" },
+    Key { name: "queues.*.container_user", kind: Kind::Str, default: None, doc: "--user of the container, \"uid:gid\" or a name (default: the submitter's uid:gid; \"\": the image's own user)" },
+    Key { name: "queues.*.container_args", kind: Kind::StrList, default: None, doc: "extra run flags, e.g. [\"--gpus\", \"all\"], placed before the image" },
 ];
 
 /// The schema entry of a concrete key (`queues.qsiprep.workers` matches `queues.*.workers`).

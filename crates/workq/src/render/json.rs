@@ -33,6 +33,12 @@ pub fn job(j: &Job, now: Timestamp) -> Value {
         "unique_key": j.spec.unique_key,
         "idempotency_key": j.spec.idempotency_key,
         "rescues": j.rescues,
+        "container": j.spec.container.as_ref().map(|c| json!({
+            "runtime": c.runtime,
+            "image": c.image,
+            "user": c.user,
+            "args": c.args,
+        })),
     })
 }
 

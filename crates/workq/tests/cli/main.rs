@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod config;
+mod container;
 mod faults;
 mod lifecycle;
 mod partition;

@@ -8,14 +8,14 @@ use std::process::Command;
 use super::Project;
 
 /// The README at the root of the repository.
-fn readme() -> String {
+pub(super) fn readme() -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md");
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// The fenced blocks of language `lang` in the section whose heading is `heading` (up to the
 /// next heading of any level), in order.
-fn blocks(text: &str, heading: &str, lang: &str) -> Vec<String> {
+pub(super) fn blocks(text: &str, heading: &str, lang: &str) -> Vec<String> {
     let mut inside = false;
     let mut fence: Option<String> = None;
     let mut out = Vec::new();
