@@ -759,9 +759,12 @@ fn slow_link_keeps_workers_correct() {
     const DELAY: Duration = Duration::from_millis(200);
     const SHARED_JOBS: usize = 30;
     const SLOW_JOBS: usize = 8;
-    // Long enough for a round trip of 400 ms times the statements of one turn of the worker's
-    // loop: a slow link is no reason to fence. (The default is 60 s.)
-    const SLOW_TTL: Duration = Duration::from_secs(20);
+    // The default TTL, set explicitly so the commands and workers agree whatever the
+    // environment: a 400 ms round trip times the statements of one turn of the worker's loop
+    // makes heartbeats seconds apart, which the short TTL of the partition test is not for.
+    const SLOW_TTL: Duration = Duration::from_secs(60);
+    // The silence after which the worker would fence at the first failed call (TTL − 20 s).
+    const SLOW_FENCE: Duration = Duration::from_secs(40);
     let began = Instant::now();
     let what = "the slow-link test";
     let net = match Net::setup(1, 2) {
@@ -955,6 +958,10 @@ fn slow_link_keeps_workers_correct() {
         .map(|w| w[1].since(w[0]))
         .max()
         .unwrap_or_default();
+    assert!(
+        max_gap < SLOW_FENCE,
+        "the slow worker's heartbeats were {max_gap:?} apart, past its fence point: {beats:?}"
+    );
     eprintln!(
         "slow link ({}): `status` {fast_status:.2?} fast vs {slow_status:.2?} slow; slow worker \
          registered in {slow_started:.2?}; {} jobs drained in {drained:.2?}, {by_fast} by the \
