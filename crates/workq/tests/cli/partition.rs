@@ -758,7 +758,7 @@ impl Drop for Relay {
 fn slow_link_keeps_workers_correct() {
     const DELAY: Duration = Duration::from_millis(200);
     const SHARED_JOBS: usize = 30;
-    const SLOW_JOBS: usize = 8;
+    const SLOW_JOBS: usize = 6;
     // The default TTL, set explicitly so the commands and workers agree whatever the
     // environment: a 400 ms round trip times the statements of one turn of the worker's loop
     // makes heartbeats seconds apart, which the short TTL of the partition test is not for.
