@@ -637,11 +637,16 @@ fn partition_cut_off_host_fences_others_rescue_and_it_rejoins() {
         all.len(),
         began.elapsed()
     );
-    for line in a
-        .log_text()
-        .lines()
-        .filter(|l| l.contains("dead") || l.contains("rejoin") || l.contains("answers again"))
-    {
+    for line in a.log_text().lines().filter(|l| {
+        [
+            "cannot reach the store",
+            "has ended",
+            "rejoined",
+            "answers again",
+        ]
+        .iter()
+        .any(|w| l.contains(w))
+    }) {
         eprintln!("partition: A's log: {line}");
     }
 }
