@@ -621,8 +621,22 @@ fn partition_cut_off_host_fences_others_rescue_and_it_rejoins() {
         String::from_utf8_lossy(&out.stderr),
         a.log_text()
     );
+    // Under a new id: the old row stays dead, and nothing ran under it after the heal.
+    let rows = worker_rows(&p, "a", &host_name(0));
+    let new_id = rows[0]["id"].as_i64();
+    assert_ne!(new_id, a_row["id"].as_i64(), "{rows:?}");
+    let old = rows
+        .iter()
+        .find(|w| w["id"] == a_row["id"])
+        .expect("A's old row");
+    assert_eq!(old["state"], "dead", "{rows:?}");
     for &id in &rejoin {
-        assert_eq!(p.job(id)["worker"], "a");
+        let j = p.job(id);
+        assert_eq!(
+            (j["worker"].as_str(), j["worker_id"].as_i64()),
+            (Some("a"), new_id),
+            "{j}"
+        );
     }
     let all: Vec<i64> = long.iter().chain(&short).chain(&rejoin).copied().collect();
     let lost = check_chaos_run(&p, &all, &log);
