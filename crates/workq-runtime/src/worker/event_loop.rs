@@ -8,12 +8,14 @@ use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
 use std::time::Instant;
 
 use workq_core::{format_duration, JobId, WorkerId, WorkerState};
 use workq_store::Store;
 
 use super::decide::{self, Agenda, Drain};
+use super::fence::Fence;
 use super::jobs::Running;
 use super::slots::Slots;
 use super::step::Outbox;
@@ -86,6 +88,8 @@ pub(super) struct Loop<'a> {
     pub slots: Slots,
     pub outbox: Outbox,
     pub standing: Standing,
+    /// Shared with the fence watchdog and the slot threads.
+    pub fence: Arc<Fence>,
     pub upkeep: Upkeep,
     pub tally: Tally,
     pub agenda: Agenda,
@@ -101,11 +105,13 @@ impl<'a> Loop<'a> {
         log: &'a Logger,
         me: Registered,
         events: Sender<Event>,
+        fence: Arc<Fence>,
     ) -> Loop<'a> {
         let now = Instant::now();
         Loop {
             store,
-            slots: Slots::new(events, opts.log_dir.clone(), me.store_id),
+            slots: Slots::new(events, opts.log_dir.clone(), me.store_id, fence.clone()),
+            fence,
             agenda: Agenda::new(now, opts.poll, opts.heartbeat),
             opts,
             log,
@@ -115,7 +121,6 @@ impl<'a> Loop<'a> {
             outbox: Outbox::default(),
             standing: Standing {
                 paused: false,
-                last_heartbeat_ok: now,
                 fenced: false,
             },
             upkeep: Upkeep::default(),
@@ -147,6 +152,11 @@ impl<'a> Loop<'a> {
                 break;
             }
             if self.agenda.step {
+                // Events first, even when every turn finds more to do (slow store calls and a
+                // store that keeps changing): exits, signals and wake-ups must not starve.
+                if let Ok(first) = rx.try_recv() {
+                    self.take_events(first, rx);
+                }
                 continue;
             }
             let jobs = self
@@ -175,6 +185,7 @@ impl<'a> Loop<'a> {
         bell: Option<&doorbell::Doorbell>,
         ready: &mut Option<&mut dyn FnMut(WorkerId)>,
     ) -> bool {
+        self.fence_if_unreachable(now);
         self.enforce_deadlines(now);
         if let Some(d) = &self.drain {
             if d.interrupt_due(now) {

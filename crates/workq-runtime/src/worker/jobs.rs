@@ -11,7 +11,7 @@ use workq_store::{FinishRequest, SpawnRecord};
 use super::decide::{self, Escalation, StopReason, KILL_AGAIN};
 use super::event_loop::Loop;
 use super::step::COMMIT_DELAY;
-use crate::{container, procinfo, spawn};
+use crate::{container, spawn};
 
 /// A job handed to a slot thread, until its exit is reported.
 pub(super) struct Running {
@@ -85,11 +85,14 @@ impl Loop<'_> {
             }),
         };
         let (id, lease) = (job.id, job.lease);
+        self.fence
+            .hold(id, job.attempt, lease, running.container.clone());
         match self.slots.send(job) {
             Ok(()) => {
                 self.running.insert(id, running);
             }
             Err(e) => {
+                self.fence.release(id);
                 // Not started: it goes back to the queue.
                 self.log.error(format_args!(
                     "job {id}: cannot start a thread to run it: {e}"
@@ -150,6 +153,7 @@ impl Loop<'_> {
 
     /// The slot thread could not start the job: that is its result.
     pub(super) fn on_spawn_failed(&mut self, job: JobId, message: String) {
+        self.fence.release(job);
         let Some(r) = self.running.remove(&job) else {
             return;
         };
@@ -174,6 +178,8 @@ impl Loop<'_> {
         engine_line: Option<String>,
     ) {
         use std::os::unix::process::ExitStatusExt;
+        // Killed by the fence watchdog while the loop was held up: the fence's doing.
+        let fenced = self.fence.release(job);
         let Some(r) = self.running.remove(&job) else {
             return;
         };
@@ -181,7 +187,9 @@ impl Loop<'_> {
         let signal = status.and_then(|s| s.signal());
         let elapsed = format_duration(r.started.elapsed());
         let (outcome, error) = decide::exit_outcome(
-            r.stopping.map(|s| s.0),
+            r.stopping
+                .map(|s| s.0)
+                .or(fenced.then_some(StopReason::Fence)),
             code,
             signal,
             r.timeout,
@@ -282,26 +290,14 @@ impl Loop<'_> {
         }
     }
 
-    /// On a store shared across hosts, a worker that cannot heartbeat will be declared dead
-    /// after the TTL and its jobs rescued elsewhere: before that happens it kills them itself,
-    /// so a rescued job never runs twice at once. They end `interrupted` if the store still
-    /// knows them as ours when it answers again; otherwise their results are stale.
+    /// Follows the fence watchdog (`worker/fence.rs`): once it has killed our jobs because the
+    /// store was silent too long, the loop claims nothing and treats their exits as the
+    /// fence's (`interrupted`), and kills again whatever it still knows of (ARCHITECTURE.md §4.4).
     pub(super) fn fence_if_unreachable(&mut self, now: Instant) {
-        let silent_for = now.duration_since(self.standing.last_heartbeat_ok);
-        if !decide::fence_due(
-            self.standing.fenced,
-            self.store.shared_across_hosts(),
-            silent_for,
-            procinfo::fence_after(),
-        ) {
+        if self.standing.fenced || !self.fence.is_fenced() {
             return;
         }
         self.standing.fenced = true;
-        self.log.error(format_args!(
-            "cannot reach the store for {}: stopping my {} job(s) before other hosts take them over",
-            format_duration(silent_for),
-            self.running.len()
-        ));
         self.kill_taken_over(now);
     }
 

@@ -7,6 +7,7 @@
 
 mod decide;
 mod event_loop;
+mod fence;
 mod jobs;
 mod slots;
 mod step;
@@ -156,8 +157,33 @@ pub fn run_worker(
         }
     }));
     announce(log, &opts, id, bell.is_none());
-    let mut lp = Loop::new(store, opts, log, me, tx);
-    let reason = lp.run(&rx, bell.as_ref(), on_ready);
+    let fence = std::sync::Arc::new(fence::Fence::new(
+        store.shared_across_hosts().then(procinfo::fence_after),
+    ));
+    let (lp, reason) = std::thread::scope(|scope| {
+        // Stops the watchdog however the loop ends, or the scope would wait for it forever.
+        struct StopOnDrop<'f>(&'f fence::Fence);
+        impl Drop for StopOnDrop<'_> {
+            fn drop(&mut self) {
+                self.0.stop();
+            }
+        }
+        let _stop = StopOnDrop(&fence);
+        if fence.armed() {
+            let watchdog = fence.clone();
+            let spawned = std::thread::Builder::new()
+                .name("workq-fence".into())
+                .stack_size(128 * 1024)
+                .spawn_scoped(scope, move || watchdog.watch(log));
+            if let Err(e) = spawned {
+                // The loop still fences at its own turns (Loop::fence_if_unreachable).
+                log.error(format_args!("cannot start the fence watchdog: {e}"));
+            }
+        }
+        let mut lp = Loop::new(store, opts, log, me, tx, fence.clone());
+        let reason = lp.run(&rx, bell.as_ref(), on_ready);
+        (lp, reason)
+    });
     let uptime = started.elapsed();
     // The loop may have registered again under a new id (ARCHITECTURE.md §4.4).
     let id = lp.id;

@@ -5,11 +5,13 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Arc;
 use std::time::Duration;
 
 use workq_core::ClaimedJob;
 
 use super::event_loop::Event;
+use super::fence::Fence;
 use crate::{container, spawn};
 
 /// The slot threads, started on first need and kept for the worker's life.
@@ -22,17 +24,25 @@ pub(super) struct Slots {
     events: Sender<Event>,
     log_dir: PathBuf,
     store_id: String,
+    /// Told each job's process group and exit, so the watchdog can kill them.
+    fence: Arc<Fence>,
 }
 
 impl Slots {
     /// No threads yet; they will report to `events`.
-    pub fn new(events: Sender<Event>, log_dir: PathBuf, store_id: String) -> Slots {
+    pub fn new(
+        events: Sender<Event>,
+        log_dir: PathBuf,
+        store_id: String,
+        fence: Arc<Fence>,
+    ) -> Slots {
         Slots {
             threads: Vec::new(),
             idle: Vec::new(),
             events,
             log_dir,
             store_id,
+            fence,
         }
     }
 
@@ -64,10 +74,11 @@ impl Slots {
         let tx = self.events.clone();
         let log_dir = self.log_dir.clone();
         let store_id = self.store_id.clone();
+        let fence = self.fence.clone();
         std::thread::Builder::new()
             .name(format!("slot-{slot}"))
             .stack_size(128 * 1024)
-            .spawn(move || run_slot(slot, &job_rx, &tx, &log_dir, &store_id))?;
+            .spawn(move || run_slot(slot, &job_rx, &tx, &log_dir, &store_id, &fence))?;
         self.threads.push(job_tx);
         Ok(slot)
     }
@@ -86,6 +97,7 @@ fn run_slot(
     tx: &Sender<Event>,
     log_dir: &Path,
     store_id: &str,
+    fence: &Fence,
 ) {
     while let Ok(job) = jobs.recv() {
         let id = job.id;
@@ -103,6 +115,7 @@ fn run_slot(
             }
         };
         let pid = started.pid;
+        fence.started(id, pid);
         let _ = tx.send(Event::Started {
             job: id,
             pid,
@@ -117,6 +130,7 @@ fn run_slot(
             Some(o) => o.run_until_exit(pid, &mut report).ok(),
             None => crate::launch::wait(pid).ok(),
         };
+        fence.exited(id);
         // Whatever the leader left running in its group ends with it.
         spawn::signal_group(pid, libc::SIGKILL);
         let ended = match &mut output {

@@ -14,8 +14,6 @@ use crate::{doorbell, rescue};
 pub(super) struct Standing {
     /// Paused by `workq worker pause`: it claims nothing new.
     pub paused: bool,
-    /// When a heartbeat last reached the store.
-    pub last_heartbeat_ok: Instant,
     /// Its jobs were stopped because the store could not be reached (self-fencing); it claims
     /// nothing until a heartbeat gets through.
     pub fenced: bool,
@@ -48,15 +46,17 @@ impl Loop<'_> {
         let state = decide::heartbeat_state(draining, self.standing.paused);
         match self.store.heartbeat(self.id, state) {
             Ok(Heartbeat::Alive) => {
-                self.standing.last_heartbeat_ok = now;
-                if self.standing.fenced {
+                self.fence.beat_ok(now);
+                let was_up = self.fence.lift();
+                if self.standing.fenced || was_up {
                     self.standing.fenced = false;
                     self.log
                         .info(format_args!("the store answers again: claiming again"));
                 }
             }
             Ok(Heartbeat::Ended) => {
-                self.standing.last_heartbeat_ok = now;
+                self.fence.beat_ok(now);
+                self.fence.lift();
                 self.rejoin(now);
             }
             Err(e) => {

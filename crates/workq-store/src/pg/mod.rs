@@ -167,8 +167,16 @@ impl PgStore {
         cfg.connect_timeout(self.opts.connect_timeout);
         bound_io(&mut cfg, self.opts.io_timeout);
         cfg.application_name("workq");
-        // The session's search path is set at connect time, saving a round trip.
-        cfg.options("-c search_path=workq");
+        // Session settings go with the connect, saving round trips: the search path, and the
+        // server's side of `io_timeout`, so that a client cut off mid-transaction does not
+        // keep its row locks (and a rescue waiting on them) until the server's TCP gives up,
+        // which takes hours with its default keepalives (tcp_user_timeout: PostgreSQL 12+).
+        let io_ms = self.opts.io_timeout.as_millis().max(1);
+        cfg.options(&format!(
+            "-c search_path=workq -c idle_in_transaction_session_timeout={} -c tcp_user_timeout={io_ms} -c tcp_keepalives_idle={} -c tcp_keepalives_interval=1 -c tcp_keepalives_count=3",
+            (io_ms * 2).max(1000),
+            self.opts.io_timeout.as_secs().max(1)
+        ));
         cfg.connect(NoTls).map_err(|e| self.err(e))
     }
 
