@@ -140,7 +140,8 @@ impl Net {
         let in_use = sh(&net.ip, &["-o", "-4", "addr", "show"])?;
         let pid = std::process::id();
         for h in 0..count {
-            let ns = format!("{PREFIX}{pid}{test}{}", (b'a' + h as u8) as char);
+            // "t" ends the pid: the test number must not read as one more digit of it.
+            let ns = format!("{PREFIX}{pid}t{test}{}", (b'a' + h as u8) as char);
             let (server_addr, addr) = host_net(test, h);
             if in_use.contains(&format!(" {server_addr}/")) {
                 return Err(format!("{server_addr} is already in use on this machine"));
