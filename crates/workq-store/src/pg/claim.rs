@@ -79,14 +79,16 @@ pub(super) fn claim_ids(
     }
     let now = s.now_ms();
     let qs = unique_queues(queues);
-    s.write(false, |tx| {
+    s.write_if(false, |tx| {
         let rows = qy(
             &s.stmts,
             tx,
             claim_ids_sql(),
             &[&qs, &now, &i64::from(limit), &worker, &ids],
         )?;
-        taken(s, tx, rows, worker, now)
+        let got = taken(s, tx, rows, worker, now)?;
+        let changed = !got.is_empty();
+        Ok((got, changed))
     })
 }
 
@@ -251,7 +253,11 @@ pub(super) fn claim(
     }
     let now = s.now_ms();
     let qs = unique_queues(queues);
-    s.write(false, |tx| claim_tx(s, tx, worker, &qs, limit, now))
+    s.write_if(false, |tx| {
+        let got = claim_tx(s, tx, worker, &qs, limit, now)?;
+        let changed = !got.is_empty();
+        Ok((got, changed))
+    })
 }
 
 pub(super) fn record_spawn(s: &PgStore, spawns: &[SpawnRecord]) -> Result<()> {
@@ -286,7 +292,7 @@ pub(super) fn step(
     let now = s.now_ms();
     let qs = unique_queues(queues);
     let jitters: Vec<u64> = results.iter().map(|_| s.new_lease() as u64).collect();
-    s.write(!results.is_empty(), |tx| {
+    s.write_if(!results.is_empty(), |tx| {
         if !spawns.is_empty() {
             record_spawn_tx(s, tx, spawns)?;
         }
@@ -300,7 +306,8 @@ pub(super) fn step(
         } else {
             claim_tx(s, tx, worker, &qs, limit, now)?
         };
-        Ok((finished, claimed))
+        let changed = !spawns.is_empty() || !results.is_empty() || !claimed.is_empty();
+        Ok(((finished, claimed), changed))
     })
 }
 
