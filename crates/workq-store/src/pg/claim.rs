@@ -79,16 +79,14 @@ pub(super) fn claim_ids(
     }
     let now = s.now_ms();
     let qs = unique_queues(queues);
-    s.write_if(false, |tx| {
+    s.write(false, |tx| {
         let rows = qy(
             &s.stmts,
             tx,
             claim_ids_sql(),
             &[&qs, &now, &i64::from(limit), &worker, &ids],
         )?;
-        let got = taken(s, tx, rows, worker, now)?;
-        let changed = !got.is_empty();
-        Ok((got, changed))
+        taken(s, tx, rows, worker, now)
     })
 }
 
@@ -253,11 +251,7 @@ pub(super) fn claim(
     }
     let now = s.now_ms();
     let qs = unique_queues(queues);
-    s.write_if(false, |tx| {
-        let got = claim_tx(s, tx, worker, &qs, limit, now)?;
-        let changed = !got.is_empty();
-        Ok((got, changed))
-    })
+    s.write(false, |tx| claim_tx(s, tx, worker, &qs, limit, now))
 }
 
 pub(super) fn record_spawn(s: &PgStore, spawns: &[SpawnRecord]) -> Result<()> {
@@ -292,7 +286,7 @@ pub(super) fn step(
     let now = s.now_ms();
     let qs = unique_queues(queues);
     let jitters: Vec<u64> = results.iter().map(|_| s.new_lease() as u64).collect();
-    s.write_if(!results.is_empty(), |tx| {
+    s.write(!results.is_empty(), |tx| {
         if !spawns.is_empty() {
             record_spawn_tx(s, tx, spawns)?;
         }
@@ -306,8 +300,7 @@ pub(super) fn step(
         } else {
             claim_tx(s, tx, worker, &qs, limit, now)?
         };
-        let changed = !spawns.is_empty() || !results.is_empty() || !claimed.is_empty();
-        Ok(((finished, claimed), changed))
+        Ok((finished, claimed))
     })
 }
 

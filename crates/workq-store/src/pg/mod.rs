@@ -291,25 +291,9 @@ impl PgStore {
         notify: bool,
         mut f: impl FnMut(&mut Transaction<'_>) -> std::result::Result<T, TxErr>,
     ) -> Result<T> {
-        self.write_if(notify, |tx| Ok((f(tx)?, true)))
-    }
-
-    /// Like [`PgStore::write`], for a transaction that may change nothing (a claim that found
-    /// no job): the counter and the notification only when `f` says it changed something.
-    /// Why: every worker polls the counter, and an empty claim that bumped it would make the
-    /// other idle workers claim again, and theirs this one, every poll, for ever.
-    fn write_if<T>(
-        &self,
-        notify: bool,
-        mut f: impl FnMut(&mut Transaction<'_>) -> std::result::Result<(T, bool), TxErr>,
-    ) -> Result<T> {
         self.run(false, |c| {
             let mut tx = c.transaction()?;
-            let (v, changed) = f(&mut tx)?;
-            if !changed {
-                tx.commit()?;
-                return Ok(v);
-            }
+            let v = f(&mut tx)?;
             if notify {
                 stmt::qy(
                     &self.stmts,
