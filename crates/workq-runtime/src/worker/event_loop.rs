@@ -121,6 +121,7 @@ impl<'a> Loop<'a> {
             outbox: Outbox::default(),
             standing: Standing {
                 paused: false,
+                rejoined: false,
                 fenced: false,
             },
             upkeep: Upkeep::default(),
@@ -145,10 +146,10 @@ impl<'a> Loop<'a> {
         }
         // The periods count from the end of that first round, however long it took.
         self.agenda = Agenda::new(Instant::now(), self.opts.poll, self.opts.heartbeat);
-        let mut ready = Some(on_ready);
+        let mut told = false;
         loop {
             let now = Instant::now();
-            if !self.turn(now, bell, &mut ready) {
+            if !self.turn(now, bell, &mut told, on_ready) {
                 break;
             }
             if self.agenda.step {
@@ -183,9 +184,11 @@ impl<'a> Loop<'a> {
         &mut self,
         now: Instant,
         bell: Option<&doorbell::Doorbell>,
-        ready: &mut Option<&mut dyn FnMut(WorkerId)>,
+        told: &mut bool,
+        on_ready: &mut dyn FnMut(WorkerId),
     ) -> bool {
         self.fence_if_unreachable(now);
+        self.lift_fence_when_clear();
         self.enforce_deadlines(now);
         if let Some(d) = &self.drain {
             if d.interrupt_due(now) {
@@ -202,8 +205,11 @@ impl<'a> Loop<'a> {
         }
         if self.agenda.step {
             self.step(bell);
-            if let Some(f) = ready.take() {
-                f(self.id);
+            // After the first step, and again with the new id after a rejoin (the PID file
+            // names the registry row).
+            if !*told || std::mem::take(&mut self.standing.rejoined) {
+                *told = true;
+                on_ready(self.id);
             }
         }
         if now >= self.agenda.next_heartbeat {

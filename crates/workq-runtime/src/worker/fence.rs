@@ -108,14 +108,25 @@ impl Fence {
         if !self.armed() {
             return;
         }
-        let mut st = self.state();
-        let fenced = st.fenced.is_some();
-        if let Some(h) = st.held.get_mut(&job) {
-            h.pgid = pgid;
-            if fenced {
-                h.fenced = true;
-                kill(job, h);
-            }
+        let target = {
+            let mut st = self.state();
+            let fenced = st.fenced.is_some();
+            st.held.get_mut(&job).and_then(|h| {
+                h.pgid = pgid;
+                fenced.then(|| {
+                    h.fenced = true;
+                    Target {
+                        job,
+                        attempt: h.attempt,
+                        lease: h.lease,
+                        pgid,
+                        container: h.container.clone(),
+                    }
+                })
+            })
+        };
+        if let Some(t) = target {
+            kill(&t);
         }
     }
 
@@ -135,6 +146,11 @@ impl Fence {
             return false;
         }
         self.state().held.remove(&job).is_some_and(|h| h.fenced)
+    }
+
+    /// True if the watchdog killed `job` (it stays held until released).
+    pub fn killed(&self, job: JobId) -> bool {
+        self.armed() && self.state().held.get(&job).is_some_and(|h| h.fenced)
     }
 
     /// True while fenced: the loop claims nothing.
@@ -169,10 +185,10 @@ impl Fence {
                     "cannot reach the store for {}: stopping my {running} job(s) before other hosts take them over",
                     format_duration(silence)
                 ));
-                self.kill_held(&mut st);
+                st = self.kill_held(st);
                 KILL_AGAIN
             } else if st.fenced.is_some() {
-                self.kill_held(&mut st);
+                st = self.kill_held(st);
                 KILL_AGAIN
             } else {
                 // Heartbeats only move the point later; wake just after it.
@@ -185,25 +201,53 @@ impl Fence {
         }
     }
 
-    fn kill_held(&self, st: &mut State) {
-        for (job, h) in st.held.iter_mut().filter(|(_, h)| !h.exited) {
-            h.fenced = true;
-            kill(*job, h);
+    /// Marks what still runs as the fence's and kills it, with the lock released while it
+    /// kills: reading other processes' environments in `/proc` can block (a process stuck on
+    /// an unreachable network filesystem), and nothing else may wait on that.
+    fn kill_held<'a>(&'a self, mut st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        let targets: Vec<Target> = st
+            .held
+            .iter_mut()
+            .filter(|(_, h)| !h.exited)
+            .map(|(job, h)| {
+                h.fenced = true;
+                Target {
+                    job: *job,
+                    attempt: h.attempt,
+                    lease: h.lease,
+                    pgid: h.pgid,
+                    container: h.container.clone(),
+                }
+            })
+            .collect();
+        drop(st);
+        for t in &targets {
+            kill(t);
         }
+        self.state()
     }
 }
 
-/// SIGKILLs `h`'s group, whatever still carries its attempt's marker, and its container.
-fn kill(job: JobId, h: &Held) {
-    if h.pgid > 0 {
-        spawn::signal_group(h.pgid, libc::SIGKILL);
+/// What the watchdog kills of one job.
+struct Target {
+    job: JobId,
+    attempt: u32,
+    lease: i64,
+    pgid: i32,
+    container: Option<(String, String)>,
+}
+
+/// SIGKILLs `t`'s group, whatever still carries its attempt's marker, and its container.
+fn kill(t: &Target) {
+    if t.pgid > 0 {
+        spawn::signal_group(t.pgid, libc::SIGKILL);
     }
     procinfo::kill_attempt_leftovers(procinfo::Marker {
-        job,
-        attempt: h.attempt,
-        lease: h.lease,
+        job: t.job,
+        attempt: t.attempt,
+        lease: t.lease,
     });
-    if let Some((runtime, name)) = &h.container {
+    if let Some((runtime, name)) = &t.container {
         container::signal(runtime, name, container::Action::Kill);
     }
 }

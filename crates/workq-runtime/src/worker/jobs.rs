@@ -298,7 +298,29 @@ impl Loop<'_> {
             return;
         }
         self.standing.fenced = true;
-        self.kill_taken_over(now);
+        // Only what the watchdog killed: a job that had ended first keeps its own outcome.
+        for (id, r) in self.running.iter_mut() {
+            if self.fence.killed(*id) {
+                r.stopping = Some((StopReason::Fence, now + KILL_AGAIN));
+            }
+        }
+    }
+
+    /// Lifts the worker's own fence once the watchdog's is down (a heartbeat got through, or
+    /// the worker registered again) and every job it killed has reported its exit.
+    pub(super) fn lift_fence_when_clear(&mut self) {
+        if !self.standing.fenced || self.fence.is_fenced() {
+            return;
+        }
+        let pending = self
+            .running
+            .values()
+            .any(|r| matches!(r.stopping, Some((StopReason::Fence, _))));
+        if !pending {
+            self.standing.fenced = false;
+            self.log
+                .info(format_args!("the store answers again: claiming again"));
+        }
     }
 
     /// SIGKILLs every running job (and its container) at once: another host may run them now

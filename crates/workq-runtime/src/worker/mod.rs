@@ -160,7 +160,7 @@ pub fn run_worker(
     let fence = std::sync::Arc::new(fence::Fence::new(
         store.shared_across_hosts().then(procinfo::fence_after),
     ));
-    let (lp, reason) = std::thread::scope(|scope| {
+    let ran = std::thread::scope(|scope| {
         // Stops the watchdog however the loop ends, or the scope would wait for it forever.
         struct StopOnDrop<'f>(&'f fence::Fence);
         impl Drop for StopOnDrop<'_> {
@@ -176,14 +176,21 @@ pub fn run_worker(
                 .stack_size(128 * 1024)
                 .spawn_scoped(scope, move || watchdog.watch(log));
             if let Err(e) = spawned {
-                // The loop still fences at its own turns (Loop::fence_if_unreachable).
-                log.error(format_args!("cannot start the fence watchdog: {e}"));
+                // Without it nothing fences, and a job could run twice at once: no worker.
+                return Err(format!("cannot start the fence watchdog thread: {e}"));
             }
         }
         let mut lp = Loop::new(store, opts, log, me, tx, fence.clone());
         let reason = lp.run(&rx, bell.as_ref(), on_ready);
-        (lp, reason)
+        Ok((lp, reason))
     });
+    let (lp, reason) = match ran {
+        Ok(done) => done,
+        Err(why) => {
+            let _ = store.worker_stopped(id, &why);
+            return Err(RuntimeError::Invalid(why));
+        }
+    };
     let uptime = started.elapsed();
     // The loop may have registered again under a new id (ARCHITECTURE.md §4.4).
     let id = lp.id;

@@ -14,6 +14,8 @@ use crate::{doorbell, rescue};
 pub(super) struct Standing {
     /// Paused by `workq worker pause`: it claims nothing new.
     pub paused: bool,
+    /// Registered again under a new id since `on_ready` last heard of it.
+    pub rejoined: bool,
     /// Its jobs were stopped because the store could not be reached (self-fencing); it claims
     /// nothing until a heartbeat gets through.
     pub fenced: bool,
@@ -44,20 +46,33 @@ impl Loop<'_> {
             self.refresh_pause();
         }
         let state = decide::heartbeat_state(draining, self.standing.paused);
+        // The row's heartbeat is at least this recent once the call succeeds.
+        let sent = Instant::now();
         match self.store.heartbeat(self.id, state) {
             Ok(Heartbeat::Alive) => {
-                self.fence.beat_ok(now);
-                let was_up = self.fence.lift();
-                if self.standing.fenced || was_up {
-                    self.standing.fenced = false;
-                    self.log
-                        .info(format_args!("the store answers again: claiming again"));
+                self.fence.beat_ok(sent);
+                // (Only the watchdog's fence: the worker's own lasts until old exits are in.)
+                if self.fence.lift() {
+                    // Another host may have judged this row dead from a read made during the
+                    // silence and be about to rescue it: the fenced id is retired, not revived.
+                    self.log.info(format_args!(
+                        "the store answers again after a fence: retiring worker id {} and registering again",
+                        self.id
+                    ));
+                    self.rejoin(now, false);
                 }
             }
             Ok(Heartbeat::Ended) => {
-                self.fence.beat_ok(now);
+                self.fence.beat_ok(sent);
                 self.fence.lift();
-                self.rejoin(now);
+                self.log.error(format_args!(
+                    "the store says worker id {} has ended (declared dead by another host while the \
+                     store was out of reach, or stopped): its jobs were taken over; stopping the {} \
+                     job(s) still running here and registering again",
+                    self.id,
+                    self.running.len()
+                ));
+                self.rejoin(now, true);
             }
             Err(e) => {
                 self.log.error(format_args!("heartbeat failed: {e}"));
@@ -70,26 +85,32 @@ impl Loop<'_> {
         self.agenda.next_heartbeat = now + self.opts.heartbeat;
     }
 
-    /// Our registry row has ended: another host declared us dead (we could not reach the store
-    /// past the TTL) and took our jobs, or someone marked us stopped. Whatever still runs here
-    /// was taken over, so it is killed (its results would be stale); then the worker registers
-    /// again under a new id and carries on (ARCHITECTURE.md §4.4).
-    fn rejoin(&mut self, now: Instant) {
+    /// Registers again under a new id, after our row `ended` (another host declared us dead
+    /// and took our jobs, or someone marked us stopped) or after a fence (the row may be about
+    /// to be). Whatever still runs here is killed: another host has it or may soon. The worker
+    /// claims nothing until those jobs' exits are in (`Loop::lift_fence_when_clear`), so a job
+    /// coming back to it never meets its own old attempt (ARCHITECTURE.md §4.4).
+    fn rejoin(&mut self, now: Instant, ended: bool) {
         let old = self.id;
-        self.log.error(format_args!(
-            "the store says worker id {old} has ended (declared dead by another host while the \
-             store was out of reach, or stopped): its jobs were taken over; stopping the {} job(s) \
-             still running here and registering again",
-            self.running.len()
-        ));
+        self.standing.fenced = true;
         self.kill_taken_over(now);
         match super::register(self.store, &self.opts) {
             Ok(me) => {
                 self.id = me.id;
-                self.standing.fenced = false;
+                self.standing.rejoined = true;
+                if !ended {
+                    // What it still runs is requeued by its own results (interrupted) or by
+                    // the rescue of the old row; nothing is claimed under it again.
+                    let why = format!("fenced off from the store; rejoined as worker id {}", me.id);
+                    if let Err(e) = self.store.worker_stopped(old, &why) {
+                        self.log
+                            .error(format_args!("could not retire worker id {old}: {e}"));
+                    }
+                }
                 self.log.info(format_args!(
-                    "rejoined as worker id {} (was {old}): claiming again",
-                    me.id
+                    "rejoined as worker id {} (was {old}): claiming again once its {} old job(s) have ended",
+                    me.id,
+                    self.running.len()
                 ));
             }
             Err(e) => {

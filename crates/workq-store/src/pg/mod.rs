@@ -177,7 +177,18 @@ impl PgStore {
             (io_ms * 2).max(1000),
             self.opts.io_timeout.as_secs().max(1)
         ));
-        cfg.connect(NoTls).map_err(|e| self.err(e))
+        cfg.connect(NoTls).map_err(|e| {
+            if e.as_db_error().is_some_and(|d| d.message().contains("tcp_user_timeout")) {
+                StoreError::Unavailable {
+                    path: self.display.clone(),
+                    reason: "the server does not know tcp_user_timeout: it is older than \
+                             PostgreSQL 12, and workq needs 12 or newer; upgrade the server"
+                        .into(),
+                }
+            } else {
+                self.err(e)
+            }
+        })
     }
 
     fn migrate(&self, c: &mut Client) -> Result<()> {
