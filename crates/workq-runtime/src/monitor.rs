@@ -445,9 +445,25 @@ impl Monitor<'_> {
         if !self.watch.alive || self.watch.stopping || self.watch.hung_kill.is_some() {
             return;
         }
-        let Some(age) = heartbeat_age(self.store, self.cur.worker_id) else {
+        let Some((id, age)) = heartbeat_age(
+            self.store,
+            self.cur.worker_id,
+            self.cur.pid,
+            self.cur.start_time,
+        ) else {
             return;
         };
+        if self.cur.worker_id.is_some_and(|known| known != id) {
+            // The worker registered again (it was declared dead while cut off from the
+            // store, ARCHITECTURE.md §4.4): follow its new row, and say so in the PID file.
+            self.say.info(format_args!(
+                "worker {} registered again as id {id}",
+                self.settings.name
+            ));
+            self.cur.worker_id = Some(id);
+            self.watch.last_id = Some(id);
+            self.write_pid_file();
+        }
         let limit = self.settings.hung_after();
         if age > limit && procinfo::process_alive(self.cur.pid, self.cur.start_time) {
             let why = format!(
@@ -545,14 +561,24 @@ fn rescue_now(store: &dyn Store, run_dir: &Path, say: &Say) {
     }
 }
 
-fn heartbeat_age(store: &dyn Store, id: Option<WorkerId>) -> Option<Duration> {
-    let id = id?;
-    let rec = store
-        .workers(false)
-        .ok()?
-        .into_iter()
-        .find(|w| w.id == id)?;
-    Some(store.now().since(rec.heartbeat_at))
+/// The live registry row of the worker process `pid` (started at `start_time`) that the monitor
+/// knows as `id` once it reported ready, and how old its heartbeat is. The process's own row is
+/// found by pid and start time too: after a rejoin it has a new id.
+fn heartbeat_age(
+    store: &dyn Store,
+    id: Option<WorkerId>,
+    pid: i32,
+    start_time: u64,
+) -> Option<(WorkerId, Duration)> {
+    id?;
+    let rows = store.workers(false).ok()?;
+    let host = procinfo::hostname();
+    let rec = rows.iter().find(|w| Some(w.id) == id).or_else(|| {
+        rows.iter()
+            .filter(|w| w.host == host && w.pid == pid && w.pid_start_time == start_time)
+            .max_by_key(|w| w.id)
+    })?;
+    Some((rec.id, store.now().since(rec.heartbeat_at)))
 }
 
 /// Starts one worker process under this monitor, with a waiter and a readiness reader.

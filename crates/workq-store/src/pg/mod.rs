@@ -178,7 +178,9 @@ impl PgStore {
             self.opts.io_timeout.as_secs().max(1)
         ));
         cfg.connect(NoTls).map_err(|e| {
-            if e.as_db_error().is_some_and(|d| d.message().contains("tcp_user_timeout")) {
+            if e.as_db_error()
+                .is_some_and(|d| d.message().contains("tcp_user_timeout"))
+            {
                 StoreError::Unavailable {
                     path: self.display.clone(),
                     reason: "the server does not know tcp_user_timeout: it is older than \

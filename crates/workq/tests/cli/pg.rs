@@ -391,3 +391,87 @@ fn a_worker_declared_dead_while_frozen_rejoins_under_a_new_id() {
     assert_eq!(j["attempts"].as_array().map(Vec::len), Some(1), "{j}");
     p.ok(&["cancel", &id.to_string()]);
 }
+
+/// The same for a daemon: its monitor follows the worker to its new registry row, so the PID
+/// file names the live row (what `worker stop` and `worker status` read) and the monitor's hang
+/// check watches the right heartbeat.
+#[test]
+fn a_daemon_that_rejoins_is_followed_by_its_monitor_and_pid_file() {
+    let Some(url) = fresh_db("rejoin_daemon") else {
+        return;
+    };
+    let p = Project::with_store(&url);
+    let host = |h: &'static str| [("WORKQ_HOST", h), ("WORKQ_HEARTBEAT_TTL", "3s")];
+    let out = p
+        .cmd()
+        .envs(host("host-a"))
+        .args([
+            "--json",
+            "worker",
+            "start",
+            "frozen",
+            "-d",
+            "--heartbeat",
+            "200ms",
+        ])
+        .output()
+        .expect("start the daemon");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pid_file = p.state().join("run").join("frozen.pid");
+    let info = || -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(&pid_file).unwrap_or_default())
+            .unwrap_or(serde_json::Value::Null)
+    };
+    let first = info();
+    let (pid, old_id) = (
+        first["pid"].as_i64().expect("pid") as i32,
+        first["worker_id"].as_i64().expect("worker id"),
+    );
+    let id = p.submit(&["--shell", "--", "sleep 300 & wait"]);
+    p.wait_job(id, "running on the daemon", |j| {
+        state_of(j) == "running" && j["worker"] == "frozen"
+    });
+    // SAFETY: signals to the daemon's worker process, which this test started.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let _b = p.worker_env("other", &["--heartbeat", "200ms"], &host("host-b"));
+    p.wait_job(id, "rescued by the other host", |j| {
+        j["attempt"] == 2 && j["worker"] == "other"
+    });
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let new_id = loop {
+        let now = info();
+        if let Some(n) = now["worker_id"].as_i64().filter(|n| *n != old_id) {
+            break n;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the PID file kept id {old_id}: {now}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(
+        info()["pid"].as_i64(),
+        Some(i64::from(pid)),
+        "the same process"
+    );
+    let ws = p.json(&["workers", "list"]);
+    assert!(
+        ws.as_array()
+            .expect("workers")
+            .iter()
+            .any(|w| w["name"] == "frozen" && w["id"] == new_id),
+        "{ws}"
+    );
+    p.ok(&["cancel", &id.to_string()]);
+    let stop = p.run(&["worker", "stop", "frozen"]);
+    assert!(
+        stop.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stop.stderr)
+    );
+}
