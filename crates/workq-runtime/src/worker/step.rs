@@ -179,9 +179,6 @@ impl Loop<'_> {
     /// Logs a failed store call and sets when to try again.
     fn store_failed(&mut self, what: &str, e: &dyn std::fmt::Display) -> Instant {
         self.log.error(format_args!("{what}: {e}"));
-        // Not only heartbeats: when every call fails, the first to find the silence past the
-        // fence point fences, rather than waiting for the next heartbeat's own timeout.
-        self.fence_if_unreachable(Instant::now());
         let at = Instant::now() + RETRY_AFTER;
         self.outbox.retry_at = Some(at);
         at

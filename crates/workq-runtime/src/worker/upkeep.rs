@@ -16,8 +16,9 @@ pub(super) struct Standing {
     pub paused: bool,
     /// Registered again under a new id since `on_ready` last heard of it.
     pub rejoined: bool,
-    /// Its jobs were stopped because the store could not be reached (self-fencing); it claims
-    /// nothing until a heartbeat gets through.
+    /// Its jobs were stopped because the store could not be reached (the fence watchdog), or
+    /// because it registered again: it claims nothing until the watchdog's fence is down and
+    /// their exits are in (`Loop::lift_fence_when_clear`).
     pub fenced: bool,
 }
 
@@ -76,7 +77,6 @@ impl Loop<'_> {
             }
             Err(e) => {
                 self.log.error(format_args!("heartbeat failed: {e}"));
-                self.fence_if_unreachable(now);
             }
         }
         self.sweep();
