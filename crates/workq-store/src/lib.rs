@@ -177,4 +177,43 @@ pub trait Store: Send {
 
     /// Per-queue counts for `status`.
     fn queue_stats(&self) -> Result<Vec<QueueStats>>;
+
+    /// Up to `limit` rows of the event log with an id above `after`, oldest first.
+    fn events_after(&self, after: i64, limit: u32) -> Result<Vec<StoredEvent>> {
+        let _ = (after, limit);
+        Ok(Vec::new())
+    }
+
+    /// The id of the newest event-log row (0 when there is none).
+    fn last_event_id(&self) -> Result<i64> {
+        Ok(0)
+    }
+
+    /// Appends an administrative action to the event log in its own transaction (`kind` such as
+    /// `api`, `detail` its JSON); returns its id.
+    fn record_event(
+        &self,
+        kind: &str,
+        job: Option<JobId>,
+        worker: Option<WorkerId>,
+        detail: &str,
+    ) -> Result<i64> {
+        let _ = (kind, job, worker, detail);
+        Ok(0)
+    }
+
+    /// Per-queue metrics for `/metrics`, O(queues) (see [`QueueMetrics`]).
+    fn queue_metrics(&self) -> Result<Vec<QueueMetrics>> {
+        Ok(Vec::new())
+    }
+
+    /// Jobs finished since `since`, per queue and per `bucket` of time, oldest first.
+    fn throughput(
+        &self,
+        since: Timestamp,
+        bucket: std::time::Duration,
+    ) -> Result<Vec<ThroughputPoint>> {
+        let _ = (since, bucket);
+        Ok(Vec::new())
+    }
 }

@@ -130,6 +130,10 @@ pub struct ListFilter {
     pub ids: Vec<JobId>,
     /// At most this many (0 = no limit).
     pub limit: u32,
+    /// Only jobs with an id below this one (the cursor of the next page, newest first).
+    pub before: Option<JobId>,
+    /// Only jobs whose command line contains this text.
+    pub command_contains: Option<String>,
 }
 
 /// Registration of a starting worker.
@@ -254,4 +258,72 @@ pub enum Heartbeat {
     /// reach the store, stopped, crash-looping, or pruned): its jobs were taken from it, and it
     /// may claim nothing more under this id (ARCHITECTURE.md §4.6).
     Ended,
+}
+
+/// One row of the store's event log: a job's or a worker's state change, or an administrative
+/// action, in commit order (`id` grows), for `workq serve`'s `/api/v1/events`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    /// Position in the log; later commits have larger ids.
+    pub id: i64,
+    /// When it was written.
+    pub at: Timestamp,
+    /// What happened (`submitted`, `started`, `succeeded`, `worker_started`, `api`, …).
+    pub kind: String,
+    /// The job, for a job event.
+    pub job_id: Option<JobId>,
+    /// The worker, for a worker event (or the worker that did it).
+    pub worker_id: Option<WorkerId>,
+    /// The job's state after the change (`queued`, `running`, `succeeded`, …), for a job event.
+    pub state: Option<String>,
+    /// Free-form detail (a reason, a worker name, an API request's JSON).
+    pub detail: Option<String>,
+}
+
+/// Upper bounds, in seconds, of the buckets of the duration and wait histograms the store
+/// keeps per queue (Prometheus' `le`; `+Inf` is implied).
+pub const HISTOGRAM_BOUNDS_SECS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
+    3600.0, 14400.0, 86400.0,
+];
+
+/// A histogram kept in the store: cumulative counts per bound of [`HISTOGRAM_BOUNDS_SECS`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StoredHistogram {
+    /// Observations at or under each bound of [`HISTOGRAM_BOUNDS_SECS`], cumulative, same order.
+    pub buckets: Vec<u64>,
+    /// All observations.
+    pub count: u64,
+    /// Their sum, in seconds.
+    pub sum_secs: f64,
+}
+
+/// Per-queue metrics, each read in O(1) rows from tallies the store keeps as jobs move: a
+/// scrape costs the same with a million jobs as with ten.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueueMetrics {
+    /// Queue name.
+    pub queue: String,
+    /// Attempts ended, by outcome (`succeeded`, `failed`, `timeout`, …), since the store was
+    /// created: purging jobs does not lower them.
+    pub attempts: Vec<(String, u64)>,
+    /// How long ended attempts ran.
+    pub duration: StoredHistogram,
+    /// How long claimed jobs had been due (claim time minus run_at).
+    pub wait: StoredHistogram,
+    /// The earliest `run_at` among jobs ready to run now (queued, due, no pending dependency).
+    pub oldest_ready_at: Option<Timestamp>,
+}
+
+/// Jobs finished in one time bucket of one queue, for the dashboard's throughput chart.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ThroughputPoint {
+    /// Queue name.
+    pub queue: String,
+    /// Start of the bucket.
+    pub at: Timestamp,
+    /// Jobs that reached succeeded in it.
+    pub succeeded: u64,
+    /// Jobs that reached failed (or cancelled) in it.
+    pub failed: u64,
 }
