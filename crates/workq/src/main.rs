@@ -10,6 +10,8 @@ mod flag_values;
 mod interrupts;
 mod log_tail;
 mod render;
+mod serve;
+mod views;
 mod waiting;
 mod worker_settings;
 

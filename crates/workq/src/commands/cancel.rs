@@ -1,18 +1,28 @@
-//! `workq cancel`: stop queued or running jobs.
-
-use std::time::{Duration, Instant};
-
-use workq::CancelOutcome;
+//! `workq cancel`: stop queued or running jobs, by id or by filter.
 
 use crate::context::Context;
 use crate::error::{CliError, CmdResult};
+use crate::flag_values::parse_kv;
+use crate::views::{self, Selection};
 
 /// Stop jobs: queued ones at once, running ones by stopping their whole process group
 #[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Examples:\n  workq cancel 12 13                     two jobs\n  workq cancel --queue render --state queued   every queued job of queue render\n  workq cancel --label batch=7           every unfinished job labelled batch=7"
+)]
 pub struct Args {
-    /// Job ids
-    #[arg(required = true)]
+    /// Job ids (or select jobs with --queue, --state, --label)
+    #[arg(required_unless_present_any = ["queue", "state", "labels"])]
     ids: Vec<i64>,
+    /// Every unfinished job of this queue (with --state: only those)
+    #[arg(short = 'Q', long, conflicts_with = "ids")]
+    queue: Option<String>,
+    /// Only jobs in these states (queued, waiting, scheduled, running; comma-separated) [default: queued,running]
+    #[arg(short, long, value_delimiter = ',', conflicts_with = "ids")]
+    state: Vec<String>,
+    /// Only jobs with this label (repeatable)
+    #[arg(long = "label", value_name = "K=V", conflicts_with = "ids")]
+    labels: Vec<String>,
     /// Return without waiting for running jobs to stop
     #[arg(long)]
     no_wait: bool,
@@ -20,87 +30,56 @@ pub struct Args {
 
 /// Runs `workq cancel`; returns its exit code.
 pub fn run(ctx: &Context, a: Args) -> CmdResult {
+    let mut selection = Selection {
+        queue: a.queue,
+        states: a.state,
+        labels: Vec::new(),
+    };
+    for l in &a.labels {
+        selection.labels.push(parse_kv("--label", l)?);
+    }
     let Some(client) = ctx.client_if_exists()? else {
+        if !selection.is_empty() {
+            if ctx.json {
+                println!("[]");
+            }
+            return Ok(0);
+        }
         return Err(CliError::job_not_found(a.ids[0]));
     };
-    let out = client.cancel(&a.ids)?;
-    let mut missing = Vec::new();
-    let mut results = Vec::new();
-    let mut pending = Vec::new();
-    for o in &out {
-        match *o {
-            CancelOutcome::Cancelled(id) => results.push((
-                id,
-                "cancelled".to_string(),
-                "it had not started".to_string(),
-            )),
-            CancelOutcome::Requested(id, _) => pending.push(id),
-            CancelOutcome::AlreadyDone(id, st) => {
-                results.push((id, st.to_string(), format!("it had already {st}")));
-            }
-            CancelOutcome::NotFound(id) => {
-                missing.push(id);
-                // JSON keeps its row (the documented shape); people get the error below.
-                if ctx.json {
-                    results.push((id, "not_found".into(), "no such job".into()));
-                }
-            }
+    let ids = if selection.is_empty() {
+        a.ids
+    } else {
+        selection.ids(&client, &["queued", "running"])?
+    };
+    if ids.is_empty() {
+        if ctx.json {
+            println!("[]");
+        } else if !ctx.quiet {
+            println!("no jobs match");
         }
+        return Ok(0);
     }
-    if !pending.is_empty() && !a.no_wait {
-        wait_stopped(&client, &pending)?;
-    }
-    for id in pending {
-        let j = client.get(id)?;
-        let detail = if j.state.is_terminal() {
-            "it was running; its process group was stopped".to_string()
-        } else {
-            format!(
-                "cancel requested; worker {} has not stopped it yet",
-                j.worker_name.as_deref().unwrap_or("?")
-            )
-        };
-        results.push((
-            id,
-            j.display_state(workq_core::Timestamp::now()).to_string(),
-            detail,
-        ));
-    }
+    let report = views::cancel(&client, &ids, !a.no_wait)?;
     if ctx.json {
-        let arr: Vec<_> = results
-            .iter()
-            .map(|(id, st, d)| serde_json::json!({"id": id, "state": st, "detail": d}))
-            .collect();
-        println!("{}", serde_json::Value::Array(arr));
+        println!("{}", serde_json::Value::Array(report.rows));
     } else if !ctx.quiet {
-        for (id, st, d) in &results {
-            println!("job {id}: {st} ({d})");
+        for r in &report.rows {
+            if r["state"] == "not_found" {
+                continue;
+            }
+            println!(
+                "job {}: {} ({})",
+                r["id"],
+                r["state"].as_str().unwrap_or("?"),
+                r["detail"].as_str().unwrap_or("")
+            );
         }
     }
-    if missing.is_empty() {
+    if report.missing.is_empty() {
         Ok(0)
     } else {
         // Worded as `show` and `logs` word it, after the jobs that were found.
-        Err(CliError::jobs_not_found(&missing))
+        Err(CliError::jobs_not_found(&report.missing))
     }
-}
-
-/// Waits until the running jobs `pending` have stopped, for at most the longest kill grace
-/// among them and a little more.
-fn wait_stopped(client: &workq::Client, pending: &[i64]) -> Result<(), CliError> {
-    let grace = pending
-        .iter()
-        .filter_map(|id| client.get(*id).ok())
-        .map(|j| j.spec.kill_grace)
-        .max()
-        .unwrap_or(Duration::from_secs(10));
-    let deadline = Instant::now() + grace + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        let jobs = client.jobs(pending)?;
-        if jobs.iter().all(|j| j.state.is_terminal()) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    Ok(())
 }

@@ -12,6 +12,7 @@ mod pools;
 mod purge;
 mod retry;
 mod run;
+mod serve;
 mod show;
 mod status;
 mod store;
@@ -123,6 +124,8 @@ enum Command {
     Config(config::Command),
     /// Diagnose the state dir, the store and the workers, with the command that fixes each problem
     Doctor(doctor::Args),
+    /// Serve the HTTP API, the live dashboard and Prometheus metrics
+    Serve(serve::Args),
 }
 
 /// Runs the parsed command line; returns the exit code.
@@ -156,6 +159,7 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Doctor(a) => doctor::run(&ctx, a),
         Command::Config(c) => config::run(&ctx, c),
         Command::Store(c) => store::run(&ctx, c),
+        Command::Serve(a) => serve::run(ctx, a),
     }
 }
 

@@ -18,15 +18,13 @@ pub fn run(ctx: &Context, a: Args) -> CmdResult {
     let Some(client) = ctx.client_if_exists()? else {
         return Err(CliError::job_not_found(a.id));
     };
+    if ctx.json {
+        println!("{}", crate::views::job_detail(&client, a.id)?);
+        return Ok(0);
+    }
     let job = client.get(a.id)?;
     let attempts = client.store().attempts(a.id)?;
     let now = Timestamp::now();
-    if ctx.json {
-        let mut v = render::json::job(&job, now);
-        v["attempts"] = attempts.iter().map(render::json::attempt).collect();
-        println!("{v}");
-        return Ok(0);
-    }
     for (k, v) in job_lines(ctx, &job, now) {
         println!("{k:<11} {v}");
     }

@@ -11,8 +11,7 @@ use crate::error::{CliError, CmdResult};
 use crate::interrupts::Interrupts;
 use crate::render::{self, table::Table};
 
-/// Heartbeat age past which a live worker is shown as hung.
-const HUNG_AFTER: Duration = Duration::from_secs(60);
+use crate::views::HUNG_AFTER;
 
 /// Queues (queued, scheduled, running, succeeded, failed, cancelled) and live workers
 #[derive(clap::Args, Debug)]
@@ -79,7 +78,7 @@ fn render_once(ctx: &Context, client: &workq::Client) -> Result<String, CliError
         .map(|w| procinfo::display_state(w, &host, &boot, now, HUNG_AFTER))
         .collect();
     if ctx.json {
-        return Ok(render_json(&stats, &workers, &states, now));
+        return Ok(format!("{}\n", crate::views::status(store)?));
     }
     let mut out = queue_table(ctx, &stats, &workers);
     if ctx.tty {
@@ -87,36 +86,6 @@ fn render_once(ctx: &Context, client: &workq::Client) -> Result<String, CliError
     }
     out.push_str(&worker_table(ctx, &workers, &states, now));
     Ok(out)
-}
-
-/// The JSON shape: every queue with its counts, every live worker.
-fn render_json(
-    stats: &[QueueStats],
-    workers: &[WorkerRecord],
-    states: &[&str],
-    now: Timestamp,
-) -> String {
-    let queues: Vec<_> = stats
-        .iter()
-        .map(|q| {
-            let serving = workers
-                .iter()
-                .filter(|w| w.queues.contains(&q.queue))
-                .count();
-            serde_json::json!({
-                "queue": q.queue, "queued": q.queued, "scheduled": q.scheduled,
-                "running": q.running, "succeeded": q.succeeded, "failed": q.failed,
-                "cancelled": q.cancelled, "paused": q.paused, "workers": serving,
-                "mean_duration_secs": q.mean_duration_ms.map(|m| m / 1000.0),
-            })
-        })
-        .collect();
-    let ws: Vec<_> = workers
-        .iter()
-        .zip(states)
-        .map(|(w, s)| render::json::worker(w, s, now))
-        .collect();
-    format!("{}\n", serde_json::json!({"queues": queues, "workers": ws}))
 }
 
 /// One row per queue, with the live workers that serve it.

@@ -12,6 +12,7 @@ use crate::context::Context;
 use crate::error::{CliError, CmdResult};
 use crate::flag_values;
 use crate::render::{self, table::Table};
+use crate::views;
 
 /// The worker registry
 #[derive(clap::Subcommand, Debug)]
@@ -57,18 +58,6 @@ pub fn run(ctx: &Context, c: Command) -> CmdResult {
     }
 }
 
-/// The state people see: the registry state refined by liveness on this host.
-fn shown_state(w: &WorkerRecord, now: Timestamp, hung_after: Duration) -> String {
-    procinfo::display_state(
-        w,
-        &procinfo::hostname(),
-        &procinfo::boot_id(),
-        now,
-        hung_after,
-    )
-    .to_string()
-}
-
 fn list(ctx: &Context, a: ListArgs) -> CmdResult {
     let hung_after = a.hung_after;
     let Some(client) = ctx.client_if_exists()? else {
@@ -83,11 +72,13 @@ fn list(ctx: &Context, a: ListArgs) -> CmdResult {
     let rows: Vec<&WorkerRecord> = if a.all {
         all.iter().collect()
     } else {
-        all.iter().filter(|w| worth_listing(w, &all, now)).collect()
+        all.iter()
+            .filter(|w| views::worth_listing(w, &all, now))
+            .collect()
     };
     let states: Vec<String> = rows
         .iter()
-        .map(|w| shown_state(w, now, hung_after))
+        .map(|w| views::shown_state(w, now, hung_after))
         .collect();
     if ctx.json {
         print_json(&rows, &states, now);
@@ -97,51 +88,11 @@ fn list(ctx: &Context, a: ListArgs) -> CmdResult {
     Ok(0)
 }
 
-/// Live workers, and the latest row of each name that ended in the last day, except temporary
-/// workers: each has a name of its own, so every `submit --wait` would add a row.
-fn worth_listing(w: &WorkerRecord, all: &[WorkerRecord], now: Timestamp) -> bool {
-    if w.state.is_live() {
-        return true;
-    }
-    if is_temporary(w) {
-        return false;
-    }
-    let latest = all
-        .iter()
-        .filter(|o| o.name == w.name && o.host == w.host)
-        .max_by_key(|o| o.id)
-        .map(|o| o.id);
-    let day = Duration::from_secs(24 * 3600);
-    let recent = w.stopped_at.is_none_or(|t| now.since(t) <= day);
-    latest == Some(w.id) && recent
-}
-
-/// A worker that `submit --wait` or `run --wait` started for the length of one command: named
-/// `temp-PID` or `run-PID` and registered without settings (ARCHITECTURE.md §5.11).
-fn is_temporary(w: &WorkerRecord) -> bool {
-    let numbered = |prefix: &str| {
-        w.name
-            .strip_prefix(prefix)
-            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-    };
-    w.settings.is_none() && (numbered("temp-") || numbered("run-"))
-}
-
 fn print_json(rows: &[&WorkerRecord], states: &[String], now: Timestamp) {
     let v: Vec<_> = rows
         .iter()
         .zip(states)
-        .map(|(w, s)| {
-            let mut o = render::json::worker(w, s, now);
-            if let Some(obj) = o.as_object_mut() {
-                obj.insert(
-                    "stopped_at".into(),
-                    json!(w.stopped_at.map(|t| t.to_rfc3339())),
-                );
-                obj.insert("stop_reason".into(), json!(w.stop_reason));
-            }
-            o
-        })
+        .map(|(w, s)| views::worker_row(w, s, now))
         .collect();
     println!("{}", serde_json::Value::Array(v));
 }
@@ -379,7 +330,7 @@ mod tests {
         ];
         let listed: Vec<&str> = all
             .iter()
-            .filter(|w| worth_listing(w, &all, now))
+            .filter(|w| views::worth_listing(w, &all, now))
             .map(|w| w.name.as_str())
             .collect();
         assert_eq!(listed, ["temp-43", "gpu", "run-7", "temp-x"]);

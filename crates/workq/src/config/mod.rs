@@ -342,6 +342,11 @@ impl Config {
                 ))
             }
             Kind::StrList => return Err(err("set lists in a config file, not a variable".into())),
+            Kind::Bool => match raw.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" => toml::Value::Boolean(true),
+                "false" | "0" | "no" => toml::Value::Boolean(false),
+                _ => toml::Value::String(raw.to_string()),
+            },
             _ => toml::Value::String(raw.to_string()),
         };
         check(&key, &value).map_err(err)?;
@@ -392,6 +397,11 @@ impl Config {
             .iter()
             .map(|v| v.as_str().map(str::to_string))
             .collect()
+    }
+
+    /// A `true`/`false` setting.
+    pub fn bool(&self, key: &str) -> Option<bool> {
+        self.get(key)?.value.as_bool()
     }
 
     /// A whole-number setting.

@@ -23,6 +23,8 @@ pub enum Kind {
     Env,
     /// An array of strings, each passed on as one argument.
     StrList,
+    /// `true` or `false`.
+    Bool,
 }
 
 impl Kind {
@@ -41,6 +43,7 @@ impl Kind {
             }
             Kind::Env => "a table of strings, e.g. { HOME = \"/data\" }".into(),
             Kind::StrList => "an array of strings, e.g. [\"--gpus\", \"all\"]".into(),
+            Kind::Bool => "true or false".into(),
         }
     }
 }
@@ -78,6 +81,9 @@ pub const KEYS: &[Key] = &[
     Key { name: "worker.log_max_size", kind: Kind::Size, default: Some("\"10MiB\""), doc: "rotate a worker's log past this size" },
     Key { name: "worker.log_keep", kind: Kind::UInt, default: Some("3"), doc: "old worker logs kept" },
     Key { name: "container.runtime", kind: Kind::Enum(RUNTIMES), default: Some("\"auto\""), doc: "container engine for mode = \"container\": docker or podman (auto: the first found)" },
+    Key { name: "serve.listen", kind: Kind::Str, default: Some("\"127.0.0.1:7878\""), doc: "address and port of `workq serve`; a non-loopback address needs a token" },
+    Key { name: "serve.token_file", kind: Kind::Str, default: None, doc: "file holding the API token (at least 32 bytes; WORKQ_TOKEN also works); relative to the project" },
+    Key { name: "serve.read_only", kind: Kind::Bool, default: Some("false"), doc: "refuse every change through the API and dashboard (403)" },
     Key { name: "queues.*.command", kind: Kind::Command, default: None, doc: "command template; {name} is a parameter" },
     Key { name: "queues.*.workers", kind: Kind::UInt, default: Some("1"), doc: "slots of this queue's pool (workq up, run --wait)" },
     Key { name: "queues.*.retries", kind: Kind::UInt, default: None, doc: "as defaults.retries" },

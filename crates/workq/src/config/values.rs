@@ -59,6 +59,7 @@ pub(super) fn check(key: &str, value: &toml::Value) -> Result<(), String> {
         }
         (Kind::Env, toml::Value::Table(t)) if t.values().all(|v| v.is_str()) => Ok(()),
         (Kind::StrList, toml::Value::Array(items)) if items.iter().all(|v| v.is_str()) => Ok(()),
+        (Kind::Bool, toml::Value::Boolean(_)) => Ok(()),
         _ => bad(),
     }
 }

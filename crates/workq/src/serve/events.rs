@@ -1,0 +1,316 @@
+//! `GET /api/v1/events`: Server-Sent Events from the store's event log.
+//!
+//! One pump thread per server follows the log: it sleeps on the store's change signal (NOTIFY
+//! on PostgreSQL; on SQLite `PRAGMA data_version`, a counter read every 20 ms, never a table
+//! scan), reads the rows committed since the last one it saw (`Store::events_after`) and
+//! broadcasts them. Each client first replays from the store what it missed (its
+//! `Last-Event-ID`), then follows the broadcast; a client that falls behind the broadcast
+//! re-reads from the store, so nothing still in the store is skipped.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use axum::extract::{RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::Stream;
+use serde_json::json;
+use tokio::sync::broadcast;
+use workq_store::StoredEvent;
+
+use super::{ApiError, Pool, Shared};
+
+/// Rows read from the store per query.
+const PAGE: u32 = 1000;
+/// Events a slow client may fall behind before it re-reads from the store.
+const BUFFER: usize = 4096;
+/// Between `data_version` reads where the store has no change channel (SQLite).
+const POLL: Duration = Duration::from_millis(20);
+
+/// One event as sent: the log row's id, the SSE event name and its JSON data.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    /// The event log id (the SSE `id:`).
+    pub id: i64,
+    /// `job`, `worker` or `audit`.
+    pub name: &'static str,
+    /// The JSON data line.
+    pub data: String,
+}
+
+impl Sent {
+    /// The SSE form of a log row: `job` events carry the job id and its new state, `worker`
+    /// events the worker id and its new state, `audit` events an administrative action.
+    pub fn of(e: &StoredEvent) -> Sent {
+        let at = e.at.to_rfc3339();
+        let (name, data) = match (e.job_id, e.worker_id) {
+            (Some(job), _) if e.kind != "api" => (
+                "job",
+                json!({"id": job, "state": e.state.clone().unwrap_or_else(|| job_state_of(&e.kind).into()),
+                       "kind": e.kind, "worker_id": e.worker_id, "at": at}),
+            ),
+            (None, Some(w)) => (
+                "worker",
+                json!({"id": w, "state": e.state.clone().unwrap_or_else(|| worker_state_of(&e.kind).into()),
+                       "kind": e.kind, "detail": e.detail, "at": at}),
+            ),
+            _ => (
+                "audit",
+                json!({"kind": e.kind, "job_id": e.job_id, "detail": e.detail, "at": at}),
+            ),
+        };
+        Sent {
+            id: e.id,
+            name,
+            data: data.to_string(),
+        }
+    }
+}
+
+/// A job's state after an event of `kind`, for rows written before the log kept states.
+fn job_state_of(kind: &str) -> &'static str {
+    match kind {
+        "started" | "cancel_requested" => "running",
+        "succeeded" => "succeeded",
+        "failed" | "timeout" | "spawn_error" => "failed",
+        "cancelled" => "cancelled",
+        _ => "queued",
+    }
+}
+
+/// A worker's state after an event of `kind`.
+fn worker_state_of(kind: &str) -> &'static str {
+    match kind {
+        "worker_started" | "worker_resumed" => "running",
+        "worker_paused" => "paused",
+        "worker_dead" => "dead",
+        "worker_crash_looping" => "crash-looping",
+        _ => "stopped",
+    }
+}
+
+/// The server's event fan-out.
+pub struct Hub {
+    tx: broadcast::Sender<Arc<Sent>>,
+    latest: Arc<AtomicI64>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Hub {
+    /// Starts the pump thread over `pool`'s store.
+    pub fn start(pool: Arc<Pool>) -> Hub {
+        let (tx, _) = broadcast::channel(BUFFER);
+        let latest = Arc::new(AtomicI64::new(-1));
+        let stop = Arc::new(AtomicBool::new(false));
+        let pump = Pump {
+            pool,
+            tx: tx.clone(),
+            latest: latest.clone(),
+            stop: stop.clone(),
+        };
+        if let Err(e) = std::thread::Builder::new()
+            .name("workq-events".into())
+            .spawn(move || pump.run())
+        {
+            // Clients still get what is in the store when they connect, just not live.
+            eprintln!(
+                "workq serve: cannot start the event thread ({e}); /api/v1/events will not be live"
+            );
+        }
+        Hub { tx, latest, stop }
+    }
+
+    /// Stops the pump (at its next wake-up).
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The thread that follows the store's event log.
+struct Pump {
+    pool: Arc<Pool>,
+    tx: broadcast::Sender<Arc<Sent>>,
+    latest: Arc<AtomicI64>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Pump {
+    fn run(self) {
+        let mut last: Option<i64> = None;
+        while !self.stop.load(Ordering::Relaxed) {
+            let client = match self.pool.open() {
+                Ok(c) => c,
+                Err(_) => {
+                    std::thread::sleep(Duration::from_secs(1));
+                    continue;
+                }
+            };
+            // Ends (to reopen) when the store fails; `last` carries over, so nothing is lost.
+            self.follow(&client, &mut last);
+        }
+    }
+
+    fn follow(&self, client: &workq::Client, last: &mut Option<i64>) {
+        let store = client.store();
+        let signal = Arc::new((Mutex::new(false), Condvar::new()));
+        let on_change = {
+            let signal = signal.clone();
+            Box::new(move || {
+                let (flag, cv) = &*signal;
+                if let Ok(mut f) = flag.lock() {
+                    *f = true;
+                }
+                cv.notify_all();
+            })
+        };
+        let subscription = store.subscribe(on_change);
+        let mut from = match *last {
+            Some(l) => l,
+            None => match store.last_event_id() {
+                Ok(id) => id,
+                Err(_) => return,
+            },
+        };
+        *last = Some(from);
+        self.latest.store(from, Ordering::Relaxed);
+        let _ = store.changed();
+        while !self.stop.load(Ordering::Relaxed) {
+            let rows = match store.events_after(from, PAGE) {
+                Ok(rows) => rows,
+                Err(_) => return,
+            };
+            for r in &rows {
+                from = from.max(r.id);
+                // No receivers is fine: nobody is listening right now.
+                let _ = self.tx.send(Arc::new(Sent::of(r)));
+            }
+            *last = Some(from);
+            self.latest.store(from, Ordering::Relaxed);
+            if rows.len() == PAGE as usize {
+                continue;
+            }
+            if subscription.is_some() {
+                let (flag, cv) = &*signal;
+                let Ok(mut f) = flag.lock() else { return };
+                if !*f {
+                    // A safety net under NOTIFY: a missed one costs at most this long.
+                    f = match cv.wait_timeout(f, Duration::from_millis(500)) {
+                        Ok((f, _)) => f,
+                        Err(_) => return,
+                    };
+                }
+                *f = false;
+            } else {
+                loop {
+                    std::thread::sleep(POLL);
+                    if self.stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    match store.changed() {
+                        Ok(true) => break,
+                        Ok(false) => {}
+                        Err(_) => return,
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Per-client stream state.
+struct Client {
+    rx: broadcast::Receiver<Arc<Sent>>,
+    queue: VecDeque<Arc<Sent>>,
+    last: i64,
+    replay: bool,
+    pool: Arc<Pool>,
+}
+
+/// `GET /api/v1/events[?since=ID]`: the event stream. `Last-Event-ID` (or `since`) resumes after
+/// that event; without either, the stream starts with what happens next.
+pub async fn stream(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let rx = s.events.tx.subscribe();
+    let since = q
+        .as_deref()
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("since="))
+        .map(str::to_string);
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or(since);
+    let (last, replay) = match resume {
+        Some(text) => {
+            let id = text.trim().parse::<i64>().map_err(|_| {
+                ApiError::bad_request(format!("Last-Event-ID: {text:?} is not an event id"))
+            })?;
+            (id, true)
+        }
+        None => {
+            let latest = s.events.latest.load(Ordering::Relaxed);
+            if latest >= 0 {
+                (latest, false)
+            } else {
+                // The pump has not read the log yet: ask the store where it ends.
+                let id = s.pool.run(|c| Ok(c.store().last_event_id()?)).await?;
+                (id, true)
+            }
+        }
+    };
+    let state = Client {
+        rx,
+        queue: VecDeque::new(),
+        last,
+        replay,
+        pool: s.pool.clone(),
+    };
+    let stream = futures_util::stream::unfold(state, |mut c| async move {
+        loop {
+            if let Some(ev) = c.queue.pop_front() {
+                if ev.id <= c.last {
+                    continue;
+                }
+                c.last = ev.id;
+                let e = Event::default()
+                    .id(ev.id.to_string())
+                    .event(ev.name)
+                    .data(ev.data.clone());
+                return Some((Ok(e), c));
+            }
+            if c.replay {
+                c.replay = false;
+                let after = c.last;
+                match c
+                    .pool
+                    .run(move |cl| Ok(cl.store().events_after(after, PAGE)?))
+                    .await
+                {
+                    Ok(rows) => {
+                        c.replay = rows.len() == PAGE as usize;
+                        c.queue.extend(rows.iter().map(|r| Arc::new(Sent::of(r))));
+                    }
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        c.replay = true;
+                    }
+                }
+                continue;
+            }
+            match c.rx.recv().await {
+                Ok(ev) => c.queue.push_back(ev),
+                Err(broadcast::error::RecvError::Lagged(_)) => c.replay = true,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}

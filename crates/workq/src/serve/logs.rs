@@ -1,0 +1,179 @@
+//! `GET /api/v1/jobs/{id}/log[?attempt=N][&follow=1]`: a job's output as text; with `follow`,
+//! streamed as it is written until the attempt ends.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use workq_core::JobId;
+
+use super::api::job_id;
+use super::{ApiError, Pool, Shared};
+
+/// Between reads of a followed log (and checks whether its attempt has ended).
+const FOLLOW_TICK: Duration = Duration::from_millis(100);
+
+/// Where attempt `attempt` of job `id` writes, and whether it has ended.
+struct Target {
+    path: PathBuf,
+    ended: bool,
+}
+
+/// The log file and state of attempt `attempt` (0: the latest) of job `id`; `None` while the
+/// job has not started.
+fn target(
+    client: &workq::Client,
+    id: JobId,
+    attempt: u32,
+) -> Result<Option<(u32, Target)>, ApiError> {
+    let job = client.get(id)?;
+    let n = if attempt == 0 { job.attempt } else { attempt };
+    if n == 0 {
+        return Ok(None);
+    }
+    if n > job.attempt {
+        return Err(ApiError::not_found(format!(
+            "job {id} has no attempt {n} (it has had {})",
+            job.attempt
+        )));
+    }
+    let attempts = client.store().attempts(id)?;
+    let a = attempts.iter().find(|a| a.attempt == n);
+    let path = a
+        .and_then(|a| a.log_path.clone())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workq_runtime::spawn::log_path(&client.log_dir(), id, n));
+    let ended = a.is_none_or(|a| a.ended_at.is_some());
+    Ok(Some((n, Target { path, ended })))
+}
+
+/// The handler.
+pub async fn job_log(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let id = job_id(&id)?;
+    let mut attempt = 0u32;
+    let mut follow = false;
+    for kv in q
+        .as_deref()
+        .unwrap_or("")
+        .split('&')
+        .filter(|s| !s.is_empty())
+    {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        match k {
+            "attempt" => {
+                attempt = v.parse().map_err(|_| {
+                    ApiError::bad_request(format!("attempt: {v:?} is not an attempt number"))
+                })?;
+            }
+            "follow" => follow = matches!(v, "" | "1" | "true"),
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter {other:?}: use attempt or follow"
+                )))
+            }
+        }
+    }
+    let found = s.pool.run(move |c| target(c, id, attempt)).await?;
+    let text_plain = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
+    if !follow {
+        let bytes = match found {
+            None => Vec::new(),
+            Some((_, t)) => tokio::task::spawn_blocking(move || std::fs::read(&t.path))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default(),
+        };
+        return Ok((text_plain, bytes).into_response());
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
+    let pool = s.pool.clone();
+    std::thread::Builder::new()
+        .name("workq-log-follow".into())
+        .spawn(move || follow_log(&pool, id, attempt, found.map(|f| f.0), &tx))
+        .map_err(|e| {
+            ApiError::from(crate::error::CliError::unavailable(format!(
+                "cannot follow the log: {e}"
+            )))
+        })?;
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|chunk| (Ok::<_, std::io::Error>(chunk), rx))
+    });
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::HeaderName::from_static("x-accel-buffering"), "no"),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// Sends what the attempt writes until it ends (or the client goes away); a job that has not
+/// started yet is waited for. `known`: the attempt found at the request.
+fn follow_log(
+    pool: &Arc<Pool>,
+    id: JobId,
+    attempt: u32,
+    known: Option<u32>,
+    tx: &tokio::sync::mpsc::Sender<Vec<u8>>,
+) {
+    let mut offset = 0u64;
+    let mut want = known.unwrap_or(attempt);
+    loop {
+        let t = match pool.with(|c| target(c, id, want)) {
+            Ok(t) => t,
+            // The job went away (purged) or the store did: end the stream.
+            Err(_) => return,
+        };
+        let Some((n, t)) = t else {
+            if tx.is_closed() {
+                return;
+            }
+            std::thread::sleep(FOLLOW_TICK);
+            continue;
+        };
+        want = n;
+        if let Some(bytes) = read_from(&t.path, &mut offset) {
+            if tx.blocking_send(bytes).is_err() {
+                return;
+            }
+        }
+        if t.ended {
+            // What was written between the last read and the end.
+            if let Some(bytes) = read_from(&t.path, &mut offset) {
+                let _ = tx.blocking_send(bytes);
+            }
+            return;
+        }
+        if tx.is_closed() {
+            return;
+        }
+        std::thread::sleep(FOLLOW_TICK);
+    }
+}
+
+/// The bytes of `path` from `offset` on (moving it), if there are any.
+fn read_from(path: &std::path::Path, offset: &mut u64) -> Option<Vec<u8>> {
+    let mut f = std::fs::File::open(path).ok()?;
+    f.seek(SeekFrom::Start(*offset)).ok()?;
+    let mut buf = Vec::new();
+    f.read_to_end(&mut buf).ok()?;
+    if buf.is_empty() {
+        return None;
+    }
+    *offset += buf.len() as u64;
+    Some(buf)
+}
