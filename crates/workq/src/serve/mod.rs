@@ -203,6 +203,15 @@ pub fn run(
         .max_blocking_threads(16)
         .build()
         .map_err(|e| CliError::unavailable(format!("cannot start the server's runtime: {e}")))?;
+    // The store is created on first use, as `worker start` does; one that cannot be reached
+    // now is no reason not to start (requests get 503 until it is back), anything else is.
+    match ctx.client() {
+        Ok(_) => {}
+        Err(e) if e.kind() == crate::error::ErrorKind::Unavailable => {
+            eprintln!("workq serve: the store is unavailable for now ({}); requests get 503 until it answers", e.message());
+        }
+        Err(e) => return Err(e),
+    }
     let ctx = Arc::new(ctx);
     let pool = Arc::new(Pool::new(&ctx));
     rt.block_on(async move {

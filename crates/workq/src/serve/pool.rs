@@ -27,15 +27,8 @@ impl Pool {
         }
     }
 
-    /// Opens a new handle (the store must exist: the server never creates one by reading).
+    /// Opens a new handle.
     pub fn open(&self) -> Result<workq::Client, CliError> {
-        if !self.ctx.store_exists() {
-            return Err(CliError::unavailable(format!(
-                "no store at {} yet",
-                self.ctx.store_location()
-            ))
-            .with_hint("submit a job or run `workq init` to create it"));
-        }
         self.ctx.client()
     }
 

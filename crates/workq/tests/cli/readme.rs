@@ -151,3 +151,53 @@ fn the_readme_tour_runs_as_written() {
         assert!(stdout.contains(expected), "no {expected:?} in\n{stdout}");
     }
 }
+
+/// The `workq serve` section's blocks run as written (they need curl, as a reader would).
+#[test]
+fn the_readmes_serve_examples_run() {
+    if Command::new("curl").arg("--version").output().is_err() {
+        assert!(
+            !std::env::var("CI").is_ok_and(|v| v == "true"),
+            "curl is needed for the README's serve examples under CI=true"
+        );
+        eprintln!("SKIPPING the README's serve examples: curl is not installed");
+        return;
+    }
+    let text = readme();
+    let p = Project::new();
+    let bin = super::bin();
+    let bin_dir = bin.parent().expect("the binary's directory");
+    // Port 7878 is the README's: one test only uses it.
+    let mut script =
+        format!(
+            "set -eu -o pipefail\nexport PATH=\"{}:$PATH\"\ntrap 'kill ${{spid:-}} 2>/dev/null || true; wait' EXIT\n",
+            bin_dir.display()
+        );
+    for block in blocks(
+        &text,
+        "## Dashboard, HTTP API and metrics: `workq serve`",
+        "sh",
+    ) {
+        script.push_str(&checked(&block, bin_dir));
+    }
+    let script_path = p.path().join("serve.sh");
+    std::fs::write(&script_path, &script).expect("write the script");
+    let mut cmd = Command::new("timeout");
+    cmd.args(["-k", "10", "120", "bash"])
+        .arg(&script_path)
+        .current_dir(p.path());
+    for (k, v) in p.cmd().get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let out = cmd.output().expect("run bash");
+    assert!(
+        out.status.success(),
+        "the serve examples failed: {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -147,7 +147,8 @@ fn parse_response(raw: &[u8]) -> Resp {
 fn dechunk(mut b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     while let Some(pos) = b.windows(2).position(|w| w == b"\r\n") {
-        let size = usize::from_str_radix(String::from_utf8_lossy(&b[..pos]).trim(), 16).unwrap_or(0);
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&b[..pos]).trim(), 16).unwrap_or(0);
         if size == 0 {
             break;
         }
@@ -290,16 +291,35 @@ fn routes_and_errors(p: &Project) {
     );
     assert_eq!(r.status, 201, "{}", r.body);
     let c = r.json()["id"].as_i64().unwrap();
-    assert_eq!(r.json(), p.json(&["show", &c.to_string()]).as_object().map(|o| {
-        let mut o = o.clone();
-        o.remove("attempts");
-        Value::Object(o)
-    }).unwrap());
+    assert_eq!(
+        r.json(),
+        p.json(&["show", &c.to_string()])
+            .as_object()
+            .map(|o| {
+                let mut o = o.clone();
+                o.remove("attempts");
+                Value::Object(o)
+            })
+            .unwrap()
+    );
     assert_eq!(p.job(c)["labels"]["batch"], "2");
-    let again = post(&s, "/api/v1/jobs", json!({"shell": "echo x", "idempotency_key": "k1"}));
+    let again = post(
+        &s,
+        "/api/v1/jobs",
+        json!({"shell": "echo x", "idempotency_key": "k1"}),
+    );
     assert_eq!((again.status, again.json()["id"].as_i64()), (200, Some(c)));
-    let dup = post(&s, "/api/v1/jobs", json!({"shell": "echo y", "unique": "u1"}));
-    assert_eq!((dup.status, dup.error_kind().as_str()), (409, "conflict"), "{}", dup.body);
+    let dup = post(
+        &s,
+        "/api/v1/jobs",
+        json!({"shell": "echo y", "unique": "u1"}),
+    );
+    assert_eq!(
+        (dup.status, dup.error_kind().as_str()),
+        (409, "conflict"),
+        "{}",
+        dup.body
+    );
     for (body, field) in [
         (json!({"shel": "x"}), "shel"),
         (json!({}), "command"),
@@ -310,18 +330,38 @@ fn routes_and_errors(p: &Project) {
         let r = post(&s, "/api/v1/jobs", body.clone());
         assert_eq!(r.status, 400, "{body}: {}", r.body);
         assert_eq!(r.error_kind(), "bad_request");
-        assert!(r.json()["error"]["message"].as_str().unwrap().contains(field), "{body}: {}", r.body);
+        assert!(
+            r.json()["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(field),
+            "{body}: {}",
+            r.body
+        );
     }
     let r = request(&s.addr, "POST", "/api/v1/jobs", &[], "{not json");
     assert_eq!(r.status, 400, "{}", r.body);
     let big = format!("{{\"shell\": \"{}\"}}", "a".repeat(1 << 21));
     let r = request(&s.addr, "POST", "/api/v1/jobs", &[], &big);
-    assert_eq!((r.status, r.error_kind().as_str()), (413, "too_large"), "{}", r.body);
+    assert_eq!(
+        (r.status, r.error_kind().as_str()),
+        (413, "too_large"),
+        "{}",
+        r.body
+    );
 
     // Unknown things: 404, with the JSON error.
-    for path in ["/api/v1/jobs/999999", "/api/v1/nope", "/api/v1/jobs/999999/log"] {
+    for path in [
+        "/api/v1/jobs/999999",
+        "/api/v1/nope",
+        "/api/v1/jobs/999999/log",
+    ] {
         let r = get(&s, path);
-        assert_eq!((r.status, r.error_kind().as_str()), (404, "not_found"), "{path}");
+        assert_eq!(
+            (r.status, r.error_kind().as_str()),
+            (404, "not_found"),
+            "{path}"
+        );
     }
     assert_eq!(get(&s, "/api/v1/jobs/abc").status, 400);
     assert_eq!(get(&s, "/api/v1/jobs?limit=x").status, 400);
@@ -337,7 +377,12 @@ fn routes_and_errors(p: &Project) {
     let r = post(&s, &format!("/api/v1/jobs/{a}/cancel"), json!({}));
     assert_eq!((r.status, r.error_kind().as_str()), (409, "conflict"));
     let r = post(&s, &format!("/api/v1/jobs/{a}/retry"), json!({}));
-    assert_eq!((r.status, r.json()["result"].as_str()), (200, Some("queued")), "{}", r.body);
+    assert_eq!(
+        (r.status, r.json()["result"].as_str()),
+        (200, Some("queued")),
+        "{}",
+        r.body
+    );
     let r = post(&s, &format!("/api/v1/jobs/{b}/retry"), json!({}));
     assert_eq!(r.status, 409, "{}", r.body);
 
@@ -345,16 +390,31 @@ fn routes_and_errors(p: &Project) {
     let r = post(&s, "/api/v1/jobs/cancel", json!({"ids": [a, 999999]}));
     assert_eq!(r.status, 200, "{}", r.body);
     let v = r.json();
-    assert_eq!((v["done"].as_u64(), v["skipped"].as_u64()), (Some(1), Some(1)), "{v}");
+    assert_eq!(
+        (v["done"].as_u64(), v["skipped"].as_u64()),
+        (Some(1), Some(1)),
+        "{v}"
+    );
     assert_eq!(v["results"][1]["state"], "not_found");
-    let r = post(&s, "/api/v1/jobs/cancel", json!({"queue": "default", "state": "queued", "label": "batch=1"}));
+    let r = post(
+        &s,
+        "/api/v1/jobs/cancel",
+        json!({"queue": "default", "state": "queued", "label": "batch=1"}),
+    );
     let v = r.json();
     assert_eq!(v["done"], 1, "{v}");
     assert_eq!(v["results"][0]["id"], b);
-    let r = post(&s, "/api/v1/jobs/retry", json!({"state": "cancelled", "queue": "default"}));
+    let r = post(
+        &s,
+        "/api/v1/jobs/retry",
+        json!({"state": "cancelled", "queue": "default"}),
+    );
     assert_eq!(r.json()["done"], 2, "{}", r.body);
     assert_eq!(post(&s, "/api/v1/jobs/retry", json!({})).status, 400);
-    assert_eq!(post(&s, "/api/v1/jobs/retry", json!({"ids": [a], "queue": "q"})).status, 400);
+    assert_eq!(
+        post(&s, "/api/v1/jobs/retry", json!({"ids": [a], "queue": "q"})).status,
+        400
+    );
 
     // Pagination: newest first, page by page, nothing missed or repeated.
     for i in 0..5 {
@@ -364,36 +424,72 @@ fn routes_and_errors(p: &Project) {
     for page in 0.. {
         assert!(page < 5, "pagination does not end: {seen:?}");
         let v = get(&s, &format!("/api/v1/jobs?queue=pages&limit=2{cursor}")).json();
-        seen.extend(v["jobs"].as_array().unwrap().iter().map(|j| j["id"].as_i64().unwrap()));
+        seen.extend(
+            v["jobs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|j| j["id"].as_i64().unwrap()),
+        );
         match v["next"].as_i64() {
             Some(n) => cursor = format!("&before={n}"),
             None => break,
         }
     }
-    let all: Vec<i64> = p.json(&["list", "-Q", "pages"]).as_array().unwrap().iter().map(|j| j["id"].as_i64().unwrap()).collect();
+    let all: Vec<i64> = p
+        .json(&["list", "-Q", "pages"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_i64().unwrap())
+        .collect();
     assert_eq!(seen, all);
     assert_eq!(seen.len(), 5);
 
     // A worker: pause and resume it (404 for one that never ran), and logs of its jobs.
     let _w = p.worker("api-w", 2);
     let r = post(&s, "/api/v1/workers/api-w/pause", json!({}));
-    assert_eq!((r.status, r.json()["paused"].as_bool()), (200, Some(true)), "{}", r.body);
+    assert_eq!(
+        (r.status, r.json()["paused"].as_bool()),
+        (200, Some(true)),
+        "{}",
+        r.body
+    );
     let r = post(&s, "/api/v1/workers/api-w/resume", json!({}));
     assert_eq!(r.json()["paused"], false);
-    assert_eq!(post(&s, "/api/v1/workers/nobody/pause", json!({})).status, 404);
-    let r = post(&s, "/api/v1/jobs", json!({"shell": "echo line1; sleep 1; echo line2"}));
+    assert_eq!(
+        post(&s, "/api/v1/workers/nobody/pause", json!({})).status,
+        404
+    );
+    let r = post(
+        &s,
+        "/api/v1/jobs",
+        json!({"shell": "echo line1; sleep 1; echo line2"}),
+    );
     let id = r.json()["id"].as_i64().unwrap();
     let followed = get(&s, &format!("/api/v1/jobs/{id}/log?follow=1"));
     assert_eq!(followed.status, 200);
     assert_eq!(followed.body, "line1\nline2\n");
     p.wait_job(id, "succeeded", |j| state_of(j) == "succeeded");
-    assert_eq!(get(&s, &format!("/api/v1/jobs/{id}/log")).body, "line1\nline2\n");
-    assert_eq!(get(&s, &format!("/api/v1/jobs/{id}/log?attempt=1")).body, "line1\nline2\n");
-    assert_eq!(get(&s, &format!("/api/v1/jobs/{id}/log?attempt=2")).status, 404);
+    assert_eq!(
+        get(&s, &format!("/api/v1/jobs/{id}/log")).body,
+        "line1\nline2\n"
+    );
+    assert_eq!(
+        get(&s, &format!("/api/v1/jobs/{id}/log?attempt=1")).body,
+        "line1\nline2\n"
+    );
+    assert_eq!(
+        get(&s, &format!("/api/v1/jobs/{id}/log?attempt=2")).status,
+        404
+    );
 
     // The OpenAPI document names every route.
     let doc = get(&s, "/api/v1/openapi.json").json();
-    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")), "{doc}");
+    assert!(
+        doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")),
+        "{doc}"
+    );
 }
 
 /// SSE: a job event per state change within a liveness bound, and a resume that replays.
@@ -405,7 +501,8 @@ fn events_and_resume(p: &Project) {
     let queued = first.last().unwrap().clone();
     assert_eq!(queued.data["state"], "queued", "{queued:?}");
     let _w = p.worker("sse-w", 1);
-    let rest = ev.until(|e| e.name == "job" && e.data["id"] == id && e.data["state"] == "succeeded");
+    let rest =
+        ev.until(|e| e.name == "job" && e.data["id"] == id && e.data["state"] == "succeeded");
     let states: Vec<&str> = rest
         .iter()
         .filter(|e| e.name == "job" && e.data["id"] == id)
@@ -413,12 +510,15 @@ fn events_and_resume(p: &Project) {
         .collect();
     assert_eq!(states, ["running", "succeeded"], "{rest:?}");
     assert!(
-        rest.iter().chain(&first).any(|e| e.name == "worker" && e.data["state"] == "running"),
+        rest.iter()
+            .chain(&first)
+            .any(|e| e.name == "worker" && e.data["state"] == "running"),
         "a worker event for sse-w's start: {first:?} {rest:?}"
     );
     // Reconnect after the queued event: everything since is replayed from the store, in order.
     let mut again = Events::open(&s, Some(queued.id));
-    let replay = again.until(|e| e.name == "job" && e.data["id"] == id && e.data["state"] == "succeeded");
+    let replay =
+        again.until(|e| e.name == "job" && e.data["id"] == id && e.data["state"] == "succeeded");
     let ids: Vec<i64> = replay.iter().map(|e| e.id).collect();
     let want: Vec<i64> = rest.iter().map(|e| e.id).collect();
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
@@ -443,13 +543,17 @@ fn api_events_on_sqlite() {
 
 #[test]
 fn api_routes_and_errors_on_postgres() {
-    let Some(url) = super::pg::fresh_db("api") else { return };
+    let Some(url) = super::pg::fresh_db("api") else {
+        return;
+    };
     routes_and_errors(&Project::with_store(&url));
 }
 
 #[test]
 fn api_events_on_postgres() {
-    let Some(url) = super::pg::fresh_db("apiev") else { return };
+    let Some(url) = super::pg::fresh_db("apiev") else {
+        return;
+    };
     events_and_resume(&Project::with_store(&url));
 }
 
@@ -475,38 +579,88 @@ fn token_cross_origin_read_only_and_audit() {
     let page = get(&s, "/");
     assert_eq!(page.status, 401);
     assert!(page.body.contains("token"), "{}", page.body);
-    let wrong = request(&s.addr, "GET", "/api/v1/status", &[("Authorization", "Bearer nope")], "");
+    let wrong = request(
+        &s.addr,
+        "GET",
+        "/api/v1/status",
+        &[("Authorization", "Bearer nope")],
+        "",
+    );
     assert_eq!(wrong.status, 401);
-    let ok = request(&s.addr, "GET", "/api/v1/status", &[("Authorization", &bearer)], "");
+    let ok = request(
+        &s.addr,
+        "GET",
+        "/api/v1/status",
+        &[("Authorization", &bearer)],
+        "",
+    );
     assert_eq!(ok.status, 200);
     // The dashboard's sign-in sets an HttpOnly, SameSite=Strict cookie that then works.
     let form = format!("token={TOKEN}");
-    let r = request(&s.addr, "POST", "/login", &[("Content-Type", "application/x-www-form-urlencoded")], &form);
+    let r = request(
+        &s.addr,
+        "POST",
+        "/login",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        &form,
+    );
     let cookie = r.header("set-cookie").expect("a cookie").to_string();
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
     let pair = cookie.split(';').next().unwrap();
-    assert_eq!(request(&s.addr, "GET", "/api/v1/status", &[("Cookie", pair)], "").status, 200);
+    assert_eq!(
+        request(&s.addr, "GET", "/api/v1/status", &[("Cookie", pair)], "").status,
+        200
+    );
     // Another origin may not mutate, token or not.
     let path = format!("/api/v1/jobs/{id}/cancel");
-    for h in [("Origin", "http://evil.example"), ("Sec-Fetch-Site", "cross-site")] {
-        let r = request(&s.addr, "POST", &path, &[("Authorization", &bearer), h], "{}");
-        assert_eq!((r.status, r.error_kind().as_str()), (403, "forbidden"), "{h:?}");
+    for h in [
+        ("Origin", "http://evil.example"),
+        ("Sec-Fetch-Site", "cross-site"),
+    ] {
+        let r = request(
+            &s.addr,
+            "POST",
+            &path,
+            &[("Authorization", &bearer), h],
+            "{}",
+        );
+        assert_eq!(
+            (r.status, r.error_kind().as_str()),
+            (403, "forbidden"),
+            "{h:?}"
+        );
     }
     assert_eq!(state_of(&p.job(id)), "queued");
     let own = format!("http://{}", s.addr);
-    let r = request(&s.addr, "POST", &path, &[("Authorization", &bearer), ("Origin", &own)], "{}");
+    let r = request(
+        &s.addr,
+        "POST",
+        &path,
+        &[("Authorization", &bearer), ("Origin", &own)],
+        "{}",
+    );
     assert_eq!(r.status, 200, "{}", r.body);
     // The mutation is in the store's event log with its source.
     drop(s);
     let c = rusqlite::Connection::open(p.state().join("workq.db")).unwrap();
     let detail: String = c
-        .query_row("SELECT detail FROM events WHERE kind = 'api' ORDER BY id DESC LIMIT 1", [], |r| r.get(0))
+        .query_row(
+            "SELECT detail FROM events WHERE kind = 'api' ORDER BY id DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
         .expect("an audit row");
     let d: Value = serde_json::from_str(&detail).unwrap();
     assert_eq!(d["source"], "api");
     assert_eq!(d["token"], true);
     assert_eq!(d["path"], path);
-    assert!(d["remote"].as_str().unwrap().starts_with("127.0.0.1:"), "{d}");
+    assert!(
+        d["remote"].as_str().unwrap().starts_with("127.0.0.1:"),
+        "{d}"
+    );
 
     // Read-only: reads work, every mutation is 403.
     let s = p.serve(&["--read-only"]);
@@ -522,7 +676,10 @@ fn unsafe_listen_addresses_and_short_tokens_are_refused() {
     let out = p.run(&["serve", "--listen", "0.0.0.0:0"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("without a token") && err.contains("--token-file"), "{err}");
+    assert!(
+        err.contains("without a token") && err.contains("--token-file"),
+        "{err}"
+    );
     let short = p.path().join("short");
     std::fs::write(&short, "tooshort").unwrap();
     let out = p.run(&["serve", "--token-file", short.to_str().unwrap()]);
@@ -536,7 +693,13 @@ fn unsafe_listen_addresses_and_short_tokens_are_refused() {
     c.env("WORKQ_TOKEN", TOKEN);
     let s = p.serve_env(&["--listen", "0.0.0.0:0"], &[("WORKQ_TOKEN", TOKEN)]);
     let port = s.addr.rsplit(':').next().unwrap();
-    let r = request(&format!("127.0.0.1:{port}"), "GET", "/api/v1/status", &[("Authorization", &format!("Bearer {TOKEN}"))], "");
+    let r = request(
+        &format!("127.0.0.1:{port}"),
+        "GET",
+        "/api/v1/status",
+        &[("Authorization", &format!("Bearer {TOKEN}"))],
+        "",
+    );
     assert_eq!(r.status, 200);
 }
 
@@ -546,10 +709,16 @@ fn a_locked_sqlite_store_gives_503_and_the_server_recovers() {
     p.submit(&["--", "true"]);
     let s = p.serve_env(&[], &[("WORKQ_LOCK_TIMEOUT", "300ms")]);
     let c = rusqlite::Connection::open(p.state().join("workq.db")).unwrap();
-    c.execute_batch("BEGIN EXCLUSIVE; UPDATE jobs SET priority = priority;").unwrap();
+    c.execute_batch("BEGIN EXCLUSIVE; UPDATE jobs SET priority = priority;")
+        .unwrap();
     let r = post(&s, "/api/v1/jobs", json!({"command": ["true"]}));
     c.execute_batch("ROLLBACK").unwrap();
-    assert_eq!((r.status, r.error_kind().as_str()), (503, "unavailable"), "{}", r.body);
+    assert_eq!(
+        (r.status, r.error_kind().as_str()),
+        (503, "unavailable"),
+        "{}",
+        r.body
+    );
     assert!(r.body.contains("locked"), "{}", r.body);
     let r = post(&s, "/api/v1/jobs", json!({"command": ["true"]}));
     assert_eq!(r.status, 201, "{}", r.body);
@@ -581,7 +750,12 @@ fn a_postgres_outage_gives_503_and_the_server_recovers_without_showing_the_passw
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    assert_eq!((down.status, down.error_kind().as_str()), (503, "unavailable"), "{}", down.body);
+    assert_eq!(
+        (down.status, down.error_kind().as_str()),
+        (503, "unavailable"),
+        "{}",
+        down.body
+    );
     assert!(!down.body.contains("s3cret"), "{}", down.body);
     assert_eq!(get(&s, "/readyz").status, 503);
     assert_eq!(get(&s, "/healthz").status, 200);
