@@ -2,7 +2,7 @@
 //! Prometheus metrics, over the same library calls and JSON documents as the CLI
 //! (`crate::views`). axum on a current-thread tokio runtime; every store call runs on the
 //! blocking pool with a handle from a small pool of store connections (`pool.rs`), so no
-//! request holds a write lock longer than its own transaction (ARCHITECTURE.md §9).
+//! request holds a write lock longer than its own transaction (ARCHITECTURE.md §10).
 
 mod api;
 mod assets;
