@@ -183,6 +183,10 @@ struct Ev {
 
 impl Events {
     fn open(s: &Server, last_event_id: Option<i64>) -> Events {
+        Events::open_with(s, last_event_id, &[])
+    }
+
+    fn open_with(s: &Server, last_event_id: Option<i64>, headers: &[(&str, &str)]) -> Events {
         let mut t = TcpStream::connect(&s.addr).expect("connect");
         // Keep-alive comments come every 15 s; a silent stream is a failure.
         t.set_read_timeout(Some(Duration::from_secs(20))).ok();
@@ -192,6 +196,9 @@ impl Events {
         );
         if let Some(id) = last_event_id {
             req.push_str(&format!("Last-Event-ID: {id}\r\n"));
+        }
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
         }
         req.push_str("\r\n");
         t.write_all(req.as_bytes()).expect("send");
@@ -559,9 +566,7 @@ fn api_events_on_postgres() {
 
 const TOKEN: &str = "0123456789abcdef0123456789abcdef-token";
 
-#[test]
-fn token_cross_origin_read_only_and_audit() {
-    let p = Project::new();
+fn token_cross_origin_read_only_and_audit(p: &Project) {
     let id = p.submit(&["--", "true"]);
     let file = p.path().join("token");
     std::fs::write(&file, format!("{TOKEN}\n")).unwrap();
@@ -644,23 +649,20 @@ fn token_cross_origin_read_only_and_audit() {
     );
     assert_eq!(r.status, 200, "{}", r.body);
     // The mutation is in the store's event log with its source.
-    drop(s);
-    let c = rusqlite::Connection::open(p.state().join("workq.db")).unwrap();
-    let detail: String = c
-        .query_row(
-            "SELECT detail FROM events WHERE kind = 'api' ORDER BY id DESC LIMIT 1",
-            [],
-            |r| r.get(0),
-        )
-        .expect("an audit row");
-    let d: Value = serde_json::from_str(&detail).unwrap();
+    let mut ev = Events::open_with(&s, Some(0), &[("Authorization", &bearer)]);
+    let audit = ev.until(|e| e.name == "audit" && e.data["job_id"] == id);
+    let d: Value =
+        serde_json::from_str(audit.last().unwrap().data["detail"].as_str().unwrap()).unwrap();
     assert_eq!(d["source"], "api");
     assert_eq!(d["token"], true);
     assert_eq!(d["path"], path);
+    assert_eq!(d["status"], 200);
     assert!(
         d["remote"].as_str().unwrap().starts_with("127.0.0.1:"),
         "{d}"
     );
+    drop(ev);
+    drop(s);
 
     // Read-only: reads work, every mutation is 403.
     let s = p.serve(&["--read-only"]);
@@ -668,6 +670,19 @@ fn token_cross_origin_read_only_and_audit() {
     let r = post(&s, "/api/v1/jobs", json!({"command": ["true"]}));
     assert_eq!((r.status, r.error_kind().as_str()), (403, "forbidden"));
     assert!(r.body.contains("read-only"), "{}", r.body);
+}
+
+#[test]
+fn token_cross_origin_read_only_and_audit_on_sqlite() {
+    token_cross_origin_read_only_and_audit(&Project::new());
+}
+
+#[test]
+fn token_cross_origin_read_only_and_audit_on_postgres() {
+    let Some(url) = super::pg::fresh_db("apitok") else {
+        return;
+    };
+    token_cross_origin_read_only_and_audit(&Project::with_store(&url));
 }
 
 #[test]
@@ -689,8 +704,6 @@ fn unsafe_listen_addresses_and_short_tokens_are_refused() {
     assert_eq!(out.status.code(), Some(2));
     // With a token (from the environment), a non-loopback address is allowed.
     p.submit(&["--", "true"]);
-    let mut c = p.cmd();
-    c.env("WORKQ_TOKEN", TOKEN);
     let s = p.serve_env(&["--listen", "0.0.0.0:0"], &[("WORKQ_TOKEN", TOKEN)]);
     let port = s.addr.rsplit(':').next().unwrap();
     let r = request(
