@@ -166,3 +166,85 @@ pub(super) fn throughput(
     })
 }
 
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use super::*;
+    use crate::{PgOptions, Store};
+
+    /// With a million jobs (inserted by SQL, then analysed), no query of `queue_metrics` scans
+    /// jobs, and it answers in milliseconds. Run with
+    /// `cargo test -p workq-store --lib -- --ignored --nocapture pg_queue_metrics`.
+    #[test]
+    #[ignore = "slow: a million jobs in PostgreSQL"]
+    fn pg_queue_metrics_with_a_million_jobs() {
+        let cluster = crate::pgtest::shared().unwrap_or_else(|e| panic!("no PostgreSQL: {e}"));
+        let url = {
+            let c = cluster.lock().unwrap_or_else(|p| p.into_inner());
+            c.create_db(&format!("metrics_{}", std::process::id()))
+                .unwrap_or_else(|e| panic!("create db: {e}"))
+        };
+        let opts = PgOptions {
+            clock: Arc::new(crate::ManualClock::new(Timestamp(1_700_000_000_000))),
+            ..Default::default()
+        };
+        let s = PgStore::open(&url, opts).unwrap_or_else(|e| panic!("open: {e}"));
+        let now = Store::now(&s).0;
+        let mut c = postgres::Client::connect(&url, postgres::NoTls)
+            .unwrap_or_else(|e| panic!("connect: {e}"));
+        let t = Instant::now();
+        // A million queued jobs over four queues and three priorities; every tenth waits on
+        // a dependency, every hundredth is scheduled later.
+        c.batch_execute(&format!(
+            "SET search_path = workq;
+             INSERT INTO jobs (queue, state, priority, run_at, deps_pending, argv, backoff_ms,
+                               kill_grace_ms, created_at)
+             SELECT (ARRAY['alpha','beta','gamma','delta'])[1 + i % 4], 'queued', i % 3,
+                    CASE WHEN i % 100 = 0 THEN {now} + 3600000 ELSE {now} - i END,
+                    CASE WHEN i % 10 = 0 THEN 1 ELSE 0 END, '[\"echo\"]', 0, 0, {now}
+             FROM generate_series(1, 1000000) i;
+             ANALYZE jobs;"
+        ))
+        .unwrap_or_else(|e| panic!("insert: {e}"));
+        eprintln!("1,000,000 jobs inserted in {:?}", t.elapsed());
+        let oldest = OLDEST_READY
+            .replace("$1", "'alpha'")
+            .replace("$2", &now.to_string());
+        for sql in [QUEUES, ATTEMPTS, HISTOGRAMS, oldest.as_str()] {
+            let text = format!("EXPLAIN {sql}");
+            let lines: Vec<String> = c
+                .query(&text, &[])
+                .unwrap_or_else(|e| panic!("explain: {e}"))
+                .iter()
+                .map(|r| r.get::<_, String>(0))
+                .collect();
+            eprintln!("{}", lines.join("\n"));
+            assert!(
+                lines
+                    .iter()
+                    .all(|l| !l.contains("Seq Scan on jobs")
+                        && !l.contains("Bitmap Heap Scan on jobs")),
+                "queue_metrics must not scan jobs: {lines:#?}"
+            );
+        }
+        let mut times = Vec::new();
+        for _ in 0..21 {
+            let t = Instant::now();
+            let m = s
+                .queue_metrics()
+                .unwrap_or_else(|e| panic!("queue_metrics: {e}"));
+            times.push(t.elapsed());
+            assert_eq!(m.len(), 4);
+            assert!(m.iter().all(|q| q.oldest_ready_at.is_some()));
+        }
+        times.sort();
+        eprintln!(
+            "PostgreSQL queue_metrics with 1,000,000 jobs: median {:?}, min {:?}, max {:?}",
+            times[times.len() / 2],
+            times[0],
+            times[times.len() - 1]
+        );
+    }
+}

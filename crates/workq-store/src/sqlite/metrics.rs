@@ -155,3 +155,147 @@ pub(super) fn throughput(
     run().map_err(|e| s.err(e))
 }
 
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use super::*;
+    use crate::{SqliteOptions, Store};
+
+    fn store(dir: &tempfile::TempDir) -> SqliteStore {
+        let opts = SqliteOptions {
+            clock: Arc::new(crate::ManualClock::new(Timestamp(1_700_000_000_000))),
+            ..Default::default()
+        };
+        match SqliteStore::open(&dir.path().join("workq.db"), opts) {
+            Ok(s) => s,
+            Err(e) => panic!("open: {e}"),
+        }
+    }
+
+    /// The plan of `sql` (with `args`), one line per step.
+    fn plan(s: &SqliteStore, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Vec<String> {
+        let mut st = match s.conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")) {
+            Ok(st) => st,
+            Err(e) => panic!("explain {sql}: {e}"),
+        };
+        let rows = st.query_map(args, |r| r.get::<_, String>(3));
+        match rows.and_then(|r| r.collect::<rusqlite::Result<Vec<_>>>()) {
+            Ok(v) => v,
+            Err(e) => panic!("explain {sql}: {e}"),
+        }
+    }
+
+    /// No query of `queue_metrics` scans jobs: the tallies are read whole (O(queues) rows) and
+    /// jobs only through index seeks; `throughput` reads a range of `jobs_finished`.
+    #[test]
+    fn metrics_never_scan_jobs() {
+        let dir = tempfile::TempDir::new().unwrap_or_else(|e| panic!("temp dir: {e}"));
+        let s = store(&dir);
+        // The store's own clock, in ms (its inherent `now`).
+        let now = s.now();
+        for sql in [QUEUES, ATTEMPTS, HISTOGRAMS] {
+            let p = plan(&s, sql, &[]);
+            assert!(p.iter().all(|l| !l.contains("jobs")), "{sql}: {p:?}");
+        }
+        let p = plan(&s, OLDEST_READY, &[&"default", &now]);
+        for line in p.iter().filter(|l| l.contains("jobs")) {
+            assert!(
+                line.starts_with("SEARCH jobs USING") && line.contains("INDEX jobs_ready ("),
+                "oldest ready must seek jobs_ready: {p:?}"
+            );
+        }
+        let width = 60_000i64;
+        let p = plan(
+            &s,
+            "SELECT queue, (finished_at / ?2) * ?2 AS at FROM jobs INDEXED BY jobs_finished
+             WHERE finished_at IS NOT NULL AND finished_at >= ?1",
+            &[&now, &width],
+        );
+        assert!(
+            p.iter()
+                .any(|l| l.starts_with("SEARCH jobs USING INDEX jobs_finished (finished_at>?)")),
+            "throughput reads a range of jobs_finished: {p:?}"
+        );
+    }
+
+    /// `queue_metrics` with a million jobs stored: run with
+    /// `cargo test -p workq-store --release --lib -- --ignored --nocapture million`.
+    #[test]
+    #[ignore = "slow: inserts a million jobs"]
+    fn queue_metrics_with_a_million_jobs() {
+        let dir = tempfile::TempDir::new().unwrap_or_else(|e| panic!("temp dir: {e}"));
+        let s = store(&dir);
+        let t = Instant::now();
+        let queues = ["alpha", "beta", "gamma", "delta"];
+        for batch in 0..100 {
+            let specs: Vec<workq_core::JobSpec> = (0..10_000)
+                .map(|i| {
+                    let mut sp = workq_core::JobSpec::new(
+                        queues[i % queues.len()],
+                        vec!["echo".into(), format!("{batch}-{i}")],
+                    );
+                    sp.priority = (i % 3) as i32;
+                    sp
+                })
+                .collect();
+            if let Err(e) = s.submit(&specs) {
+                panic!("submit: {e}");
+            }
+        }
+        eprintln!("1,000,000 jobs submitted in {:?}", t.elapsed());
+        // Some finished attempts, so the tallies have rows.
+        let reg = crate::WorkerRegistration {
+            name: "w".into(),
+            host: "h".into(),
+            boot_id: "b".into(),
+            pid: 1,
+            pid_start_time: 1,
+            queues: queues.iter().map(|q| q.to_string()).collect(),
+            slots: 100,
+            version: "0".into(),
+            settings: None,
+        };
+        let w = s
+            .register_worker(&reg)
+            .unwrap_or_else(|e| panic!("register: {e}"));
+        let qs: Vec<String> = queues.iter().map(|q| q.to_string()).collect();
+        for _ in 0..10 {
+            let got = s
+                .claim(w, &qs, 100)
+                .unwrap_or_else(|e| panic!("claim: {e}"));
+            let results: Vec<crate::FinishRequest> = got
+                .iter()
+                .map(|c| crate::FinishRequest {
+                    job_id: c.id,
+                    lease: c.lease,
+                    outcome: workq_core::Outcome::Succeeded,
+                    exit_code: Some(0),
+                    signal: None,
+                    error: None,
+                })
+                .collect();
+            s.finish(w, &results)
+                .unwrap_or_else(|e| panic!("finish: {e}"));
+        }
+        let mut times = Vec::new();
+        for _ in 0..21 {
+            let t = Instant::now();
+            let m = s
+                .queue_metrics()
+                .unwrap_or_else(|e| panic!("queue_metrics: {e}"));
+            times.push(t.elapsed());
+            assert_eq!(m.len(), queues.len());
+            assert!(m.iter().all(|q| q.oldest_ready_at.is_some()));
+        }
+        times.sort();
+        eprintln!(
+            "queue_metrics with 1,000,000 jobs: median {:?}, min {:?}, max {:?}",
+            times[times.len() / 2],
+            times[0],
+            times[times.len() - 1]
+        );
+        assert!(times[times.len() / 2] < std::time::Duration::from_millis(20));
+    }
+}
