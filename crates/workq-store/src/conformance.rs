@@ -27,8 +27,8 @@ use workq_core::{
 
 use crate::{
     CancelOutcome, Diagnosis, FinishOutcome, FinishRequest, ListFilter, ManualClock, OutcomeCounts,
-    QueueStats, RescueKind, Rescued, Result, RetryOutcome, RunningJob, SpawnRecord, Store,
-    StoreError, Submitted, WorkerRegistration,
+    QueueMetrics, QueueStats, RescueKind, Rescued, Result, RetryOutcome, RunningJob, SpawnRecord,
+    Store, StoreError, StoredEvent, Submitted, ThroughputPoint, WorkerRegistration,
 };
 
 /// Opens a fresh, empty store that reads time from the given clock.
@@ -88,6 +88,11 @@ macro_rules! store_conformance {
             container_spec_round_trips,
             purge_removes_old_finished_jobs_in_batches,
             step_records_finishes_and_claims_at_once,
+            event_log_records_each_state_change,
+            record_event_appends_an_audit_row,
+            queue_metrics_from_tallies,
+            throughput_buckets_finished_jobs,
+            list_before_and_command_contains,
         );
         #[test]
         fn changed_after_another_handle_writes() {
@@ -254,6 +259,27 @@ impl<S: Store, G: Send> Store for Guarded<S, G> {
     }
     fn queue_stats(&self) -> Result<Vec<QueueStats>> {
         self.store.queue_stats()
+    }
+    fn events_after(&self, after: i64, limit: u32) -> Result<Vec<StoredEvent>> {
+        self.store.events_after(after, limit)
+    }
+    fn last_event_id(&self) -> Result<i64> {
+        self.store.last_event_id()
+    }
+    fn record_event(
+        &self,
+        kind: &str,
+        job: Option<JobId>,
+        worker: Option<WorkerId>,
+        detail: &str,
+    ) -> Result<i64> {
+        self.store.record_event(kind, job, worker, detail)
+    }
+    fn queue_metrics(&self) -> Result<Vec<QueueMetrics>> {
+        self.store.queue_metrics()
+    }
+    fn throughput(&self, since: Timestamp, bucket: Duration) -> Result<Vec<ThroughputPoint>> {
+        self.store.throughput(since, bucket)
     }
 }
 
@@ -2704,4 +2730,425 @@ pub fn changed_after_another_handle_writes(pair: &PairFactory) {
         "changed() must notice a finish through another handle"
     );
     assert_eq!(state(b, id), JobState::Succeeded);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The event log, metrics and throughput (`workq serve`)
+// ---------------------------------------------------------------------------------------------
+
+/// Every event after `after`, as (kind, job, state); ids must grow.
+fn events_since(s: &dyn Store, after: i64) -> Vec<(String, Option<JobId>, Option<String>)> {
+    let got = ok("events_after", s.events_after(after, 10_000));
+    for pair in got.windows(2) {
+        assert!(
+            pair[0].id < pair[1].id,
+            "events_after must return ids in increasing order: {got:?}"
+        );
+    }
+    assert!(
+        got.iter().all(|e| e.id > after),
+        "events_after({after}) returned an id at or below it: {got:?}"
+    );
+    got.into_iter()
+        .map(|e| (e.kind, e.job_id, e.state))
+        .collect()
+}
+
+/// (kind, job, state) as the event log should hold it.
+fn ev(kind: &str, job: JobId, state: &str) -> (String, Option<JobId>, Option<String>) {
+    (kind.to_string(), Some(job), Some(state.to_string()))
+}
+
+/// Each job state change appends one event naming the job's new state: submit, claim
+/// (`started`, with the worker), success (and a dependent `released`), failure requeued or
+/// final (its dependents `cancelled`), cancel of a queued and of a running job, retry and
+/// rescue; worker events carry the worker's new state.
+pub fn event_log_records_each_state_change(factory: &Factory) {
+    let clock = ManualClock::new(T0);
+    let s = factory(clock.clone());
+    let s = &*s;
+    assert_eq!(ok("last_event_id", s.last_event_id()), 0);
+    assert!(ok("events_after", s.events_after(0, 10)).is_empty());
+    let w = worker(s, "w");
+    let start = ok("last_event_id", s.last_event_id());
+    let reg = ok("events_after", s.events_after(0, 10));
+    assert_eq!(reg.len(), 1, "registering writes worker_started: {reg:?}");
+    assert_eq!(
+        (
+            reg[0].kind.as_str(),
+            reg[0].worker_id,
+            reg[0].state.as_deref()
+        ),
+        ("worker_started", Some(w), Some("starting"))
+    );
+    assert_eq!(reg[0].id, start);
+
+    let a = submit1(s, spec("default", "a"));
+    let b = submit1(s, after(spec("default", "b"), &[a]));
+    let flaky = submit1(s, with_retries(spec("default", "flaky"), 1, SEC));
+    let c = submit1(s, after(spec("default", "c"), &[flaky]));
+    let d = submit1(s, after(spec("default", "d"), &[c]));
+    assert_eq!(
+        events_since(s, start),
+        vec![
+            ev("submitted", a, "queued"),
+            ev("submitted", b, "queued"),
+            ev("submitted", flaky, "queued"),
+            ev("submitted", c, "queued"),
+            ev("submitted", d, "queued"),
+        ]
+    );
+    let mark = ok("last_event_id", s.last_event_id());
+
+    let got = claim(s, w, &["default"], 2);
+    assert_eq!(ids_of(&got), vec![a, flaky]);
+    let started = ok("events_after", s.events_after(mark, 100));
+    assert_eq!(
+        started.len(),
+        2,
+        "one started event per claimed job: {started:?}"
+    );
+    for e in &started {
+        assert_eq!(
+            (e.kind.as_str(), e.worker_id, e.state.as_deref(), e.at),
+            ("started", Some(w), Some("running"), T0),
+        );
+    }
+    assert_eq!(
+        sorted(started.iter().filter_map(|e| e.job_id).collect()),
+        vec![a, flaky]
+    );
+    let mark = ok("last_event_id", s.last_event_id());
+    let of = |id: JobId| got.iter().find(|c| c.id == id).unwrap();
+    finish(s, w, of(a), Outcome::Succeeded);
+    finish(s, w, of(flaky), Outcome::Failed);
+    assert_eq!(
+        events_since(s, mark),
+        vec![
+            ev("released", b, "queued"),
+            ev("succeeded", a, "succeeded"),
+            ev("requeued", flaky, "queued"),
+        ],
+        "success releases the dependent, then records itself; a failure with budget left is \
+         requeued"
+    );
+    clock.advance(10 * SEC);
+    let again = claim(s, w, &["default"], 2);
+    assert_eq!(ids_of(&again), vec![b, flaky]);
+    let of = |id: JobId| again.iter().find(|c| c.id == id).unwrap();
+    let mid = ok("last_event_id", s.last_event_id());
+    finish(s, w, of(flaky), Outcome::Failed);
+    assert_eq!(
+        events_since(s, mid),
+        vec![
+            ev("cancelled", c, "cancelled"),
+            ev("cancelled", d, "cancelled"),
+            ev("failed", flaky, "failed"),
+        ],
+        "a final failure cancels its dependents transitively, one event each"
+    );
+    // 3 events of the first finishes, 2 started, 3 of the final failure.
+    let two = ok("events_after", s.events_after(mark, 2));
+    assert_eq!(two.len(), 2, "limit is honoured");
+    assert_eq!(
+        ok("events_after", s.events_after(two[1].id, 100)).len(),
+        6,
+        "paging from the last id read continues where it left off"
+    );
+
+    let mark = ok("last_event_id", s.last_event_id());
+    ok("cancel", s.cancel(&[b]));
+    finish(s, w, of(b), Outcome::Cancelled);
+    ok("retry", s.retry(&[b]));
+    let queued = submit1(s, spec("default", "queued"));
+    ok("cancel", s.cancel(&[queued]));
+    assert_eq!(
+        events_since(s, mark),
+        vec![
+            ev("cancel_requested", b, "running"),
+            ev("cancelled", b, "cancelled"),
+            ev("retried", b, "queued"),
+            ev("submitted", queued, "queued"),
+            ev("cancelled", queued, "cancelled"),
+        ]
+    );
+
+    let mark = ok("last_event_id", s.last_event_id());
+    let c = claim_one(s, w, &["default"]);
+    assert_eq!(c.id, b);
+    ok(
+        "rescue_worker",
+        s.rescue_worker(w, "gone", RescueKind::Lost),
+    );
+    let tail = ok("events_after", s.events_after(mark, 100));
+    let rows: Vec<_> = tail
+        .iter()
+        .map(|e| (e.kind.as_str(), e.job_id, e.worker_id, e.state.as_deref()))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            ("started", Some(b), Some(w), Some("running")),
+            ("rescued", Some(b), Some(w), Some("queued")),
+            ("worker_dead", None, Some(w), Some("dead")),
+        ]
+    );
+    assert_eq!(
+        ok("last_event_id", s.last_event_id()),
+        tail.last().map_or(0, |e| e.id)
+    );
+    assert!(
+        ok("events_after", s.events_after(0, 0)).is_empty(),
+        "limit 0 reads nothing"
+    );
+}
+
+/// `record_event` appends one row in its own transaction and returns its id; its state is the
+/// kind when that names a job state, else none.
+pub fn record_event_appends_an_audit_row(factory: &Factory) {
+    let s = factory(ManualClock::new(T0));
+    let s = &*s;
+    let id = submit1(s, spec("default", "x"));
+    let before = ok("last_event_id", s.last_event_id());
+    let api = ok(
+        "record_event",
+        s.record_event("api", Some(id), None, r#"{"action":"cancel"}"#),
+    );
+    assert!(api > before, "a new id above every earlier one");
+    assert_eq!(ok("last_event_id", s.last_event_id()), api);
+    let got = ok("events_after", s.events_after(before, 10));
+    assert_eq!(
+        got,
+        vec![StoredEvent {
+            id: api,
+            at: T0,
+            kind: "api".into(),
+            job_id: Some(id),
+            worker_id: None,
+            state: None,
+            detail: Some(r#"{"action":"cancel"}"#.into()),
+        }]
+    );
+    let other = ok(
+        "record_event",
+        s.record_event("cancelled", Some(id), Some(7), "{}"),
+    );
+    assert!(other > api);
+    let got = ok("events_after", s.events_after(api, 10));
+    assert_eq!(
+        (got[0].state.as_deref(), got[0].worker_id),
+        (Some("cancelled"), Some(7))
+    );
+}
+
+/// A histogram as (the bounds where its cumulative count steps up, with the count there;
+/// count; sum in ms), after checking its shape.
+fn hist_shape(h: &crate::StoredHistogram) -> (Vec<(f64, u64)>, u64, i64) {
+    assert_eq!(
+        h.buckets.len(),
+        crate::HISTOGRAM_BOUNDS_SECS.len(),
+        "one cumulative count per bound"
+    );
+    for pair in h.buckets.windows(2) {
+        assert!(
+            pair[0] <= pair[1],
+            "buckets are cumulative: {:?}",
+            h.buckets
+        );
+    }
+    let mut steps = Vec::new();
+    let mut prev = 0;
+    for (bound, n) in crate::HISTOGRAM_BOUNDS_SECS.iter().zip(&h.buckets) {
+        if *n != prev {
+            steps.push((*bound, *n));
+            prev = *n;
+        }
+    }
+    (steps, h.count, (h.sum_secs * 1000.0).round() as i64)
+}
+
+/// `queue_metrics` reports per queue the attempts ended by outcome (which purging does not
+/// lower), histograms of attempt durations and of claim waits, and the oldest `run_at` among
+/// jobs ready now (not waiting on a dependency, not scheduled later, whatever their priority).
+pub fn queue_metrics_from_tallies(factory: &Factory) {
+    let clock = ManualClock::new(T0);
+    let s = factory(clock.clone());
+    let s = &*s;
+    let w = worker(s, "w");
+    assert!(ok("queue_metrics", s.queue_metrics()).is_empty());
+
+    let quick = submit1(s, spec("alpha", "quick"));
+    let slow = submit1(s, spec("alpha", "slow"));
+    let bad = submit1(s, spec("alpha", "bad"));
+    clock.advance(2 * SEC); // each waits 2 s for its claim
+    let got = claim(s, w, &["alpha"], 3);
+    assert_eq!(got.len(), 3);
+    let of = |id: JobId| got.iter().find(|c| c.id == id).unwrap();
+    clock.advance(Duration::from_millis(40));
+    finish(s, w, of(quick), Outcome::Succeeded); // ran 40 ms
+    finish(s, w, of(bad), Outcome::Timeout); // ran 40 ms
+    clock.advance(Duration::from_millis(4960));
+    finish(s, w, of(slow), Outcome::Succeeded); // ran 5 s
+
+    // Ready: priorities 0 and 5, the oldest by run_at at priority 0. A job waiting on a
+    // dependency (due since T0) and a scheduled one never count.
+    let t_ready = s.now();
+    submit1(s, spec("alpha", "ready-0"));
+    clock.advance(SEC);
+    let mut urgent = spec("alpha", "ready-5");
+    urgent.priority = 5;
+    submit1(s, urgent);
+    let mut later = spec("alpha", "scheduled");
+    later.run_at = Some(s.now().plus(3600 * SEC));
+    let blocker = submit1(s, later);
+    let mut waiting = after(spec("alpha", "waiting"), &[blocker]);
+    waiting.run_at = Some(T0);
+    submit1(s, waiting);
+    submit1(s, spec("beta", "b"));
+
+    let m = ok("queue_metrics", s.queue_metrics());
+    assert_eq!(
+        m.iter().map(|q| q.queue.as_str()).collect::<Vec<_>>(),
+        vec!["alpha", "beta"]
+    );
+    let alpha = &m[0];
+    assert_eq!(
+        alpha.attempts,
+        vec![("succeeded".to_string(), 2), ("timeout".to_string(), 1)]
+    );
+    assert_eq!(
+        hist_shape(&alpha.duration),
+        (vec![(0.05, 2), (5.0, 3)], 3, 40 + 40 + 5000)
+    );
+    assert_eq!(hist_shape(&alpha.wait), (vec![(2.5, 3)], 3, 3 * 2000));
+    assert_eq!(alpha.oldest_ready_at, Some(t_ready));
+    let beta = &m[1];
+    assert!(beta.attempts.is_empty());
+    assert_eq!(hist_shape(&beta.duration), (vec![], 0, 0));
+    assert_eq!(beta.oldest_ready_at, Some(s.now()));
+
+    // Purging the finished jobs leaves the tallies alone.
+    clock.advance(3600 * SEC);
+    let purged = ok(
+        "purge",
+        s.purge(
+            s.now(),
+            &[JobState::Succeeded, JobState::Failed, JobState::Cancelled],
+            100,
+        ),
+    );
+    assert_eq!(purged.jobs, 3);
+    let again = ok("queue_metrics", s.queue_metrics());
+    assert_eq!(again[0].attempts, alpha.attempts);
+    assert_eq!(again[0].duration, alpha.duration);
+    assert_eq!(again[0].wait, alpha.wait);
+}
+
+/// `throughput` counts jobs that ended since `since` per queue and time bucket (a multiple of
+/// its width), succeeded apart from failed or cancelled, oldest bucket first.
+pub fn throughput_buckets_finished_jobs(factory: &Factory) {
+    let clock = ManualClock::new(T0);
+    let s = factory(clock.clone());
+    let s = &*s;
+    let w = worker(s, "w");
+    let minute = 60 * SEC;
+    let run = |queue: &str, outcome: Outcome| {
+        submit1(s, spec(queue, "x"));
+        let c = claim_one(s, w, &[queue]);
+        finish(s, w, &c, outcome);
+    };
+    run("alpha", Outcome::Succeeded); // before `since`: not counted
+    clock.advance(minute);
+    let since = s.now();
+    run("alpha", Outcome::Succeeded);
+    run("alpha", Outcome::Failed);
+    run("beta", Outcome::Succeeded);
+    let gone = submit1(s, spec("alpha", "cancelled"));
+    ok("cancel", s.cancel(&[gone]));
+    clock.advance(minute);
+    run("alpha", Outcome::Succeeded);
+    submit1(s, spec("alpha", "still queued"));
+
+    let width = minute.as_millis() as i64;
+    let b0 = Timestamp(since.0 / width * width);
+    let b1 = Timestamp(b0.0 + width);
+    let point = |queue: &str, at: Timestamp, succeeded: u64, failed: u64| ThroughputPoint {
+        queue: queue.into(),
+        at,
+        succeeded,
+        failed,
+    };
+    assert_eq!(
+        ok("throughput", s.throughput(since, minute)),
+        vec![
+            point("alpha", b0, 1, 2),
+            point("beta", b0, 1, 0),
+            point("alpha", b1, 1, 0),
+        ]
+    );
+    assert!(ok("throughput", s.throughput(s.now().plus(SEC), minute)).is_empty());
+}
+
+/// `list` pages newest first below a cursor (`before`), and finds jobs by a piece of their
+/// stored command line, or by id when the text is a number.
+pub fn list_before_and_command_contains(factory: &Factory) {
+    let s = factory(ManualClock::new(T0));
+    let s = &*s;
+    let ids: Vec<JobId> = (0..5)
+        .map(|i| submit1(s, spec("default", &format!("job-{i}"))))
+        .collect();
+    let page = |before: Option<JobId>| {
+        list_ids(
+            s,
+            &ListFilter {
+                before,
+                limit: 2,
+                ..Default::default()
+            },
+        )
+    };
+    assert_eq!(page(None), vec![ids[4], ids[3]]);
+    assert_eq!(page(Some(ids[3])), vec![ids[2], ids[1]]);
+    assert_eq!(page(Some(ids[1])), vec![ids[0]]);
+    assert!(page(Some(ids[0])).is_empty());
+
+    let find = |text: &str| {
+        list_ids(
+            s,
+            &ListFilter {
+                command_contains: Some(text.to_string()),
+                ..Default::default()
+            },
+        )
+    };
+    let newest_first: Vec<JobId> = ids.iter().rev().copied().collect();
+    assert_eq!(find("job-3"), vec![ids[3]]);
+    assert_eq!(find("job-"), newest_first);
+    assert!(find("JOB-3").is_empty(), "case-sensitive");
+    assert!(find("nothing").is_empty());
+    assert!(find("%").is_empty(), "no wildcards");
+    let by_id = find(&ids[2].to_string());
+    assert!(
+        by_id.contains(&ids[2]),
+        "digits match the job id: {by_id:?}"
+    );
+    let mut digits = spec("default", "x");
+    digits.argv = vec!["sleep".into(), "987654".into()];
+    let sleeper = submit1(s, digits);
+    assert_eq!(
+        find("987654"),
+        vec![sleeper],
+        "digits also match the command text"
+    );
+    assert_eq!(
+        list_ids(
+            s,
+            &ListFilter {
+                command_contains: Some("job-".into()),
+                before: Some(ids[2]),
+                ..Default::default()
+            },
+        ),
+        vec![ids[1], ids[0]]
+    );
 }

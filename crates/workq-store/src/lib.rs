@@ -178,42 +178,37 @@ pub trait Store: Send {
     /// Per-queue counts for `status`.
     fn queue_stats(&self) -> Result<Vec<QueueStats>>;
 
-    /// Up to `limit` rows of the event log with an id above `after`, oldest first.
-    fn events_after(&self, after: i64, limit: u32) -> Result<Vec<StoredEvent>> {
-        let _ = (after, limit);
-        Ok(Vec::new())
-    }
+    /// Up to `limit` rows of the event log with an id above `after`, in id order.
+    ///
+    /// Ordering guarantee: on SQLite writers are serialized, so ids become visible in order and
+    /// `after` = the last id seen misses nothing. On PostgreSQL ids are taken at insert and a
+    /// transaction holding a lower id may commit after a higher one was read: a row can appear
+    /// below an id already returned. A reader that must miss nothing reads again from a window
+    /// below its position (`workq serve` re-reads the last 1000 ids) and drops ids it has seen.
+    fn events_after(&self, after: i64, limit: u32) -> Result<Vec<StoredEvent>>;
 
     /// The id of the newest event-log row (0 when there is none).
-    fn last_event_id(&self) -> Result<i64> {
-        Ok(0)
-    }
+    fn last_event_id(&self) -> Result<i64>;
 
     /// Appends an administrative action to the event log in its own transaction (`kind` such as
-    /// `api`, `detail` its JSON); returns its id.
+    /// `api`, `detail` its JSON); returns its id. Its state is `kind` when that names a job
+    /// state, else none.
     fn record_event(
         &self,
         kind: &str,
         job: Option<JobId>,
         worker: Option<WorkerId>,
         detail: &str,
-    ) -> Result<i64> {
-        let _ = (kind, job, worker, detail);
-        Ok(0)
-    }
+    ) -> Result<i64>;
 
     /// Per-queue metrics for `/metrics`, O(queues) (see [`QueueMetrics`]).
-    fn queue_metrics(&self) -> Result<Vec<QueueMetrics>> {
-        Ok(Vec::new())
-    }
+    fn queue_metrics(&self) -> Result<Vec<QueueMetrics>>;
 
-    /// Jobs finished since `since`, per queue and per `bucket` of time, oldest first.
+    /// Jobs finished since `since`, per queue and per `bucket` of time (a bucket starts at a
+    /// multiple of its width since the epoch), oldest first.
     fn throughput(
         &self,
         since: Timestamp,
         bucket: std::time::Duration,
-    ) -> Result<Vec<ThroughputPoint>> {
-        let _ = (since, bucket);
-        Ok(Vec::new())
-    }
+    ) -> Result<Vec<ThroughputPoint>>;
 }

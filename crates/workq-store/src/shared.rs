@@ -48,3 +48,65 @@ pub(crate) fn map_json(map: &BTreeMap<String, String>) -> Option<String> {
         serde_json::to_string(map).ok()
     }
 }
+
+/// Gathers the rows of the metrics tallies into one [`crate::QueueMetrics`] per queue, in the
+/// order queues are first named.
+#[derive(Default)]
+pub(crate) struct MetricsBuilder {
+    out: Vec<crate::QueueMetrics>,
+}
+
+impl MetricsBuilder {
+    /// The entry of `queue`, made on first mention with empty histograms of the right shape.
+    pub(crate) fn queue(&mut self, queue: &str) -> &mut crate::QueueMetrics {
+        let i = match self.out.iter().position(|q| q.queue == queue) {
+            Some(i) => i,
+            None => {
+                let empty = crate::StoredHistogram {
+                    buckets: vec![0; crate::HISTOGRAM_BOUNDS_SECS.len()],
+                    count: 0,
+                    sum_secs: 0.0,
+                };
+                self.out.push(crate::QueueMetrics {
+                    queue: queue.to_string(),
+                    attempts: Vec::new(),
+                    duration: empty.clone(),
+                    wait: empty,
+                    oldest_ready_at: None,
+                });
+                self.out.len() - 1
+            }
+        };
+        &mut self.out[i]
+    }
+
+    /// Adds one `attempt_totals` row.
+    pub(crate) fn attempts(&mut self, queue: &str, outcome: String, n: i64) {
+        self.queue(queue).attempts.push((outcome, n.max(0) as u64));
+    }
+
+    /// Adds one `histograms` row: `n` observations summing to `sum_ms` in bucket `bucket` (an
+    /// index into the bounds; past the last is `+Inf`) of histogram `kind`.
+    pub(crate) fn histogram(&mut self, queue: &str, kind: &str, bucket: i64, n: i64, sum_ms: i64) {
+        let q = self.queue(queue);
+        let h = match kind {
+            "duration" => &mut q.duration,
+            "wait" => &mut q.wait,
+            _ => return,
+        };
+        let n = n.max(0) as u64;
+        h.count += n;
+        h.sum_secs += sum_ms as f64 / 1000.0;
+        // Stored per bucket; the type is cumulative: every bound at or above this one counts it.
+        let first = bucket.max(0) as usize;
+        for b in h.buckets.iter_mut().skip(first) {
+            *b += n;
+        }
+    }
+
+    /// The metrics, queues sorted by name.
+    pub(crate) fn finish(mut self) -> Vec<crate::QueueMetrics> {
+        self.out.sort_by(|a, b| a.queue.cmp(&b.queue));
+        self.out
+    }
+}

@@ -38,11 +38,16 @@ fn build_claim_sql(only: &str) -> String {
                    AND state NOT IN ('stopped', 'dead', 'crash-looping') FOR SHARE)
              ORDER BY priority DESC, run_at, id
              LIMIT $3 FOR UPDATE SKIP LOCKED)
-         UPDATE jobs SET state = 'running', worker_id = $4, attempt = attempt + 1,
-             started_at = $2, cancel_requested = FALSE, exit_code = NULL,
-             lease = 1 + floor(random() * 9.2e18)::bigint
-         FROM next WHERE jobs.id = next.id
-         RETURNING jobs.id, jobs.lease, jobs.attempt, {spec}"
+         , taken AS (
+             UPDATE jobs SET state = 'running', worker_id = $4, attempt = attempt + 1,
+                 started_at = $2, cancel_requested = FALSE, exit_code = NULL,
+                 lease = 1 + floor(random() * 9.2e18)::bigint
+             FROM next WHERE jobs.id = next.id
+             RETURNING jobs.id, jobs.lease, jobs.attempt, {spec})
+         , started AS (
+             INSERT INTO events (at, kind, job_id, worker_id, state)
+             SELECT $2, 'started', id, $4, 'running' FROM taken ORDER BY id)
+         SELECT * FROM taken"
     )
 }
 
@@ -99,6 +104,10 @@ fn taken(
     worker: WorkerId,
     now: i64,
 ) -> std::result::Result<Vec<ClaimedJob>, TxErr> {
+    if !rows.is_empty() {
+        // The claim statement wrote a `started` event per row: listeners must hear of it.
+        s.events_written.set(true);
+    }
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
         let id: i64 = r.col("jobs", 0)?;
@@ -190,6 +199,7 @@ pub(super) fn finish_tx(
                 "stale",
                 Some(r.job_id),
                 Some(worker),
+                None,
                 Some(&detail),
             )?;
             out.push(FinishOutcome::Stale);

@@ -119,10 +119,34 @@ const TABLES: &[(&str, &[(&str, Col)])] = &[
             ("kind", Col::Text),
             ("job_id", Col::Int),
             ("worker_id", Col::Int),
+            ("state", Col::Text),
             ("detail", Col::Text),
         ],
     ),
+    // Last: copying attempts fires the claim tally trigger, whose rows these replace.
+    (
+        "attempt_totals",
+        &[
+            ("queue", Col::Text),
+            ("outcome", Col::Text),
+            ("n", Col::Int),
+        ],
+    ),
+    (
+        "histograms",
+        &[
+            ("queue", Col::Text),
+            ("kind", Col::Text),
+            ("bucket", Col::Int),
+            ("n", Col::Int),
+            ("sum_ms", Col::Int),
+        ],
+    ),
 ];
+
+/// Tables kept by triggers as other tables are copied, emptied again right before their own
+/// copy: the source's tallies include attempts it has purged since.
+const TALLIES: &[&str] = &["attempt_totals", "histograms"];
 
 /// One table read from SQLite: its name, columns, and each row as text and as integers.
 type TableRows = (
@@ -239,10 +263,14 @@ impl PgStore {
                 ))));
             }
             tx.batch_execute(
-                "TRUNCATE queues, jobs, deps, attempts, workers, worker_controls, events, queue_counts RESTART IDENTITY",
+                "TRUNCATE queues, jobs, deps, attempts, workers, worker_controls, events, queue_counts,
+                     attempt_totals, histograms RESTART IDENTITY",
             )?;
             let mut report = Vec::new();
             for rows in &data {
+                if TALLIES.contains(&rows.0) {
+                    tx.execute(&format!("DELETE FROM {}", rows.0), &[])?;
+                }
                 report.push((rows.0.to_string(), copy_table(tx, rows)?));
             }
             for table in ["jobs", "workers", "events"] {

@@ -143,7 +143,16 @@ fn submit_tx(
                 &[dep, &id],
             )?;
         }
-        event(&s.stmts, tx, now, "submitted", Some(id), None, None)?;
+        event(
+            &s.stmts,
+            tx,
+            now,
+            "submitted",
+            Some(id),
+            None,
+            Some("queued"),
+            None,
+        )?;
         out.push(Submitted::Created(id));
     }
     Ok(out)
@@ -266,6 +275,24 @@ fn list_query(f: &ListFilter, now: i64) -> Query {
         }
         q.sql.push(')');
     }
+    if let Some(before) = f.before {
+        q.sql.push_str(" AND j.id < ");
+        q.int(before);
+    }
+    if let Some(text) = &f.command_contains {
+        // A substring of the stored argv (JSON text); all digits also names a job id.
+        q.sql.push_str(" AND (strpos(j.argv, ");
+        q.text(text.clone());
+        q.sql.push_str(") > 0");
+        match text.parse::<JobId>() {
+            Ok(id) if text.bytes().all(|b| b.is_ascii_digit()) => {
+                q.sql.push_str(" OR j.id = ");
+                q.int(id);
+            }
+            _ => {}
+        }
+        q.sql.push(')');
+    }
     q.sql.push_str(" ORDER BY j.id DESC");
     if f.limit > 0 {
         q.sql.push_str(&format!(" LIMIT {}", f.limit));
@@ -336,7 +363,16 @@ pub(super) fn cancel(s: &PgStore, ids: &[JobId]) -> Result<Vec<CancelOutcome>> {
                         &[&id, &now, &lifecycle::CANCELLED_BEFORE_START],
                     )?;
                     cancel_dependents(&s.stmts, tx, id, now)?;
-                    event(&s.stmts, tx, now, "cancelled", Some(id), None, None)?;
+                    event(
+                        &s.stmts,
+                        tx,
+                        now,
+                        "cancelled",
+                        Some(id),
+                        None,
+                        Some("cancelled"),
+                        None,
+                    )?;
                     out.push(CancelOutcome::Cancelled(id));
                 }
                 CancelAction::AskWorker => {
@@ -353,6 +389,7 @@ pub(super) fn cancel(s: &PgStore, ids: &[JobId]) -> Result<Vec<CancelOutcome>> {
                         "cancel_requested",
                         Some(id),
                         worker,
+                        Some("running"),
                         None,
                     )?;
                     out.push(CancelOutcome::Requested(id, worker));
@@ -400,7 +437,16 @@ pub(super) fn retry(s: &PgStore, ids: &[JobId]) -> Result<Vec<RetryOutcome>> {
                  WHERE id = $1",
                 &[&id, &now],
             )?;
-            event(&s.stmts, tx, now, "retried", Some(id), None, None)?;
+            event(
+                &s.stmts,
+                tx,
+                now,
+                "retried",
+                Some(id),
+                None,
+                Some("queued"),
+                None,
+            )?;
             out.push(RetryOutcome::Requeued(id));
         }
         Ok(out)

@@ -7,6 +7,7 @@ mod claim;
 mod import;
 pub use import::CopyReport;
 mod jobs;
+mod metrics;
 mod rows;
 pub(crate) mod schema;
 mod stmt;
@@ -62,6 +63,9 @@ pub struct PgStore {
     seen_change: Cell<Option<i64>>,
     /// Prepared statements of the current connection.
     pub(crate) stmts: stmt::Cache,
+    /// Set inside a write that decides only as it goes whether it wrote events (a claim that
+    /// took jobs), so that its commit notifies listeners.
+    pub(crate) events_written: Cell<bool>,
 }
 
 /// The channel workers listen on.
@@ -123,6 +127,7 @@ impl PgStore {
             rng: crate::shared::Leases::new(),
             seen_change: Cell::new(None),
             stmts: Default::default(),
+            events_written: Cell::new(false),
         };
         let mut client = store.connect()?;
         // Most opens find the schema current: one simple query instead of the locked migration.
@@ -298,16 +303,19 @@ impl PgStore {
     }
 
     /// Runs `f` in one transaction, committing on `Ok`; bumps the change counter, and with
-    /// `notify` wakes listening workers at commit.
+    /// `notify` (or when `f` flagged [`PgStore::events_written`]) wakes listeners at commit.
+    /// Every write that appends to the event log must notify, so `workq serve` hears of each
+    /// event when it commits.
     fn write<T>(
         &self,
         notify: bool,
         mut f: impl FnMut(&mut Transaction<'_>) -> std::result::Result<T, TxErr>,
     ) -> Result<T> {
         self.run(false, |c| {
+            self.events_written.set(false);
             let mut tx = c.transaction()?;
             let v = f(&mut tx)?;
-            if notify {
+            if notify || self.events_written.replace(false) {
                 stmt::qy(
                     &self.stmts,
                     &mut tx,
@@ -696,5 +704,35 @@ impl crate::Store for PgStore {
 
     fn queue_stats(&self) -> Result<Vec<crate::QueueStats>> {
         jobs::queue_stats(self)
+    }
+
+    fn events_after(&self, after: i64, limit: u32) -> Result<Vec<crate::StoredEvent>> {
+        metrics::events_after(self, after, limit)
+    }
+
+    fn last_event_id(&self) -> Result<i64> {
+        metrics::last_event_id(self)
+    }
+
+    fn record_event(
+        &self,
+        kind: &str,
+        job: Option<workq_core::JobId>,
+        worker: Option<workq_core::WorkerId>,
+        detail: &str,
+    ) -> Result<i64> {
+        metrics::record_event(self, kind, job, worker, detail)
+    }
+
+    fn queue_metrics(&self) -> Result<Vec<crate::QueueMetrics>> {
+        metrics::queue_metrics(self)
+    }
+
+    fn throughput(
+        &self,
+        since: workq_core::Timestamp,
+        bucket: Duration,
+    ) -> Result<Vec<crate::ThroughputPoint>> {
+        metrics::throughput(self, since, bucket)
     }
 }

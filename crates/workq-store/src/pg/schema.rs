@@ -3,7 +3,8 @@
 //! stored as text in the same encoding as SQLite, so the two stores hold the same data.
 
 /// Migrations in order; migration `i` brings the schema to version `i + 1`.
-pub(crate) const MIGRATIONS: &[&str] = &[r#"
+pub(crate) const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (
     version    BIGINT PRIMARY KEY,
     checksum   BIGINT NOT NULL,
@@ -156,7 +157,94 @@ CREATE TABLE events (
     worker_id BIGINT,
     detail    TEXT
 );
-"#];
+"#,
+    concat!(
+        r#"
+-- The job's (or worker's) state after the change an event records, for `workq serve`.
+ALTER TABLE events ADD COLUMN state TEXT;
+-- Tallies for /metrics, kept by triggers on attempts, so a scrape reads O(queues) rows. Purging
+-- jobs or their attempts never lowers them. Same layout as SQLite (sqlite/schema.rs, migration 4).
+CREATE TABLE attempt_totals (
+    queue   TEXT   NOT NULL,
+    outcome TEXT   NOT NULL,
+    n       BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (queue, outcome)
+);
+CREATE TABLE histograms (
+    queue  TEXT   NOT NULL,
+    kind   TEXT   NOT NULL,
+    bucket BIGINT NOT NULL,
+    n      BIGINT NOT NULL DEFAULT 0,
+    sum_ms BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (queue, kind, bucket)
+);
+CREATE FUNCTION tally_attempts() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    q TEXT;
+    d BIGINT;
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        -- A claim: how long the job had been due.
+        SELECT queue, greatest(NEW.started_at - run_at, 0) INTO q, d FROM jobs WHERE id = NEW.job_id;
+        IF q IS NULL THEN
+            RETURN NULL;
+        END IF;
+        INSERT INTO histograms (queue, kind, bucket, n, sum_ms)
+            VALUES (q, 'wait', "#,
+        crate::sqlite::schema::bucket_of_d!(),
+        r#", 1, d)
+            ON CONFLICT (queue, kind, bucket) DO UPDATE SET n = histograms.n + 1,
+                sum_ms = histograms.sum_ms + excluded.sum_ms;
+    ELSE
+        -- An attempt ended: its outcome and how long it ran.
+        SELECT queue INTO q FROM jobs WHERE id = NEW.job_id;
+        IF q IS NULL THEN
+            RETURN NULL;
+        END IF;
+        d := greatest(NEW.ended_at - NEW.started_at, 0);
+        INSERT INTO attempt_totals (queue, outcome, n)
+            VALUES (q, coalesce(NEW.outcome, 'unknown'), 1)
+            ON CONFLICT (queue, outcome) DO UPDATE SET n = attempt_totals.n + 1;
+        INSERT INTO histograms (queue, kind, bucket, n, sum_ms)
+            VALUES (q, 'duration', "#,
+        crate::sqlite::schema::bucket_of_d!(),
+        r#", 1, d)
+            ON CONFLICT (queue, kind, bucket) DO UPDATE SET n = histograms.n + 1,
+                sum_ms = histograms.sum_ms + excluded.sum_ms;
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER attempts_tally_claim AFTER INSERT ON attempts
+    FOR EACH ROW EXECUTE FUNCTION tally_attempts();
+CREATE TRIGGER attempts_tally_end AFTER UPDATE OF ended_at ON attempts
+    FOR EACH ROW WHEN (OLD.ended_at IS NULL AND NEW.ended_at IS NOT NULL)
+    EXECUTE FUNCTION tally_attempts();
+-- Backfill from the attempts on record. The wait of earlier attempts is lost (run_at moved on):
+-- only each job's latest claim counts.
+INSERT INTO attempt_totals (queue, outcome, n)
+    SELECT j.queue, coalesce(a.outcome, 'unknown'), count(*)
+    FROM attempts a JOIN jobs j ON j.id = a.job_id
+    WHERE a.ended_at IS NOT NULL GROUP BY j.queue, coalesce(a.outcome, 'unknown');
+INSERT INTO histograms (queue, kind, bucket, n, sum_ms)
+    SELECT queue, 'duration', b, count(*), sum(d) FROM (
+        SELECT queue, d, "#,
+        crate::sqlite::schema::bucket_of_d!(),
+        r#" AS b FROM (
+            SELECT j.queue, greatest(a.ended_at - a.started_at, 0) AS d
+            FROM attempts a JOIN jobs j ON j.id = a.job_id WHERE a.ended_at IS NOT NULL) x) y
+    GROUP BY queue, b;
+INSERT INTO histograms (queue, kind, bucket, n, sum_ms)
+    SELECT queue, 'wait', b, count(*), sum(d) FROM (
+        SELECT queue, d, "#,
+        crate::sqlite::schema::bucket_of_d!(),
+        r#" AS b FROM (
+            SELECT j.queue, greatest(a.started_at - j.run_at, 0) AS d
+            FROM attempts a JOIN jobs j ON j.id = a.job_id AND a.attempt = j.attempt
+            WHERE j.state <> 'queued') x) y
+    GROUP BY queue, b;
+"#
+    ),
+];
 
 /// The schema version this build creates and understands.
 pub(crate) fn latest_version() -> i64 {

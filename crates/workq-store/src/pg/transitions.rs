@@ -12,7 +12,8 @@ use super::TxErr;
 /// The transaction every write runs in.
 pub(crate) type Tx<'a, 'b> = &'a mut Transaction<'b>;
 
-/// Appends one row to the audit log.
+/// Appends one row to the event log; `state` is the job's (or worker's) state after the change.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn event(
     cache: &Cache,
     tx: Tx<'_, '_>,
@@ -20,13 +21,15 @@ pub(crate) fn event(
     kind: &str,
     job: Option<JobId>,
     worker: Option<i64>,
+    state: Option<&str>,
     detail: Option<&str>,
 ) -> Result<(), postgres::Error> {
     ex(
         cache,
         tx,
-        "INSERT INTO events (at, kind, job_id, worker_id, detail) VALUES ($1, $2, $3, $4, $5)",
-        &[&at, &kind, &job, &worker, &detail],
+        "INSERT INTO events (at, kind, job_id, worker_id, state, detail)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        &[&at, &kind, &job, &worker, &state, &detail],
     )?;
     Ok(())
 }
@@ -162,7 +165,7 @@ pub(crate) fn apply(
     };
     match d.dependents {
         Dependents::Wait => {}
-        Dependents::Release => release_dependents(cache, tx, id)?,
+        Dependents::Release => release_dependents(cache, tx, id, now)?,
         Dependents::Cancel => cancel_dependents(cache, tx, id, now)?,
     }
     event(
@@ -172,6 +175,7 @@ pub(crate) fn apply(
         d.event,
         Some(id),
         Some(worker),
+        Some(d.state.as_str()),
         d.event_detail.as_deref(),
     )
 }
@@ -211,11 +215,13 @@ pub(crate) fn fail_unreadable(
         "failed",
         Some(id),
         Some(worker),
+        Some("failed"),
         Some(reason),
     )
 }
 
-/// Cancels every queued job that (transitively) waits on `id`, which will never succeed now.
+/// Cancels every queued job that (transitively) waits on `id`, which will never succeed now,
+/// with one `cancelled` event each.
 pub(crate) fn cancel_dependents(
     cache: &Cache,
     tx: Tx<'_, '_>,
@@ -238,16 +244,24 @@ pub(crate) fn cancel_dependents(
         tx,
         "WITH RECURSIVE d(id) AS (
              SELECT job_id FROM deps WHERE after_id = $1
-             UNION SELECT deps.job_id FROM deps JOIN d ON deps.after_id = d.id)
-         UPDATE jobs SET state = 'cancelled', finished_at = $2, last_error = $3
-         WHERE id IN (SELECT id FROM d) AND state = 'queued'",
+             UNION SELECT deps.job_id FROM deps JOIN d ON deps.after_id = d.id),
+         c AS (UPDATE jobs SET state = 'cancelled', finished_at = $2, last_error = $3
+               WHERE id IN (SELECT id FROM d) AND state = 'queued' RETURNING id)
+         INSERT INTO events (at, kind, job_id, state, detail)
+             SELECT $2, 'cancelled', id, 'cancelled', $3 FROM c ORDER BY id",
         &[&id, &now, &msg],
     )?;
     Ok(())
 }
 
-/// Lets jobs waiting on `id` go once all their dependencies have succeeded.
-fn release_dependents(cache: &Cache, tx: Tx<'_, '_>, id: JobId) -> Result<(), postgres::Error> {
+/// Lets jobs waiting on `id` go once all their dependencies have succeeded; each that becomes
+/// ready gets a `released` event (still queued, no longer waiting).
+fn release_dependents(
+    cache: &Cache,
+    tx: Tx<'_, '_>,
+    id: JobId,
+    now: i64,
+) -> Result<(), postgres::Error> {
     if qo(
         cache,
         tx,
@@ -261,10 +275,13 @@ fn release_dependents(cache: &Cache, tx: Tx<'_, '_>, id: JobId) -> Result<(), po
     ex(
         cache,
         tx,
-        "UPDATE jobs SET deps_pending = deps_pending - 1
-         WHERE id IN (SELECT job_id FROM deps WHERE after_id = $1)
-           AND state = 'queued' AND deps_pending > 0",
-        &[&id],
+        "WITH r AS (UPDATE jobs SET deps_pending = deps_pending - 1
+                    WHERE id IN (SELECT job_id FROM deps WHERE after_id = $1)
+                      AND state = 'queued' AND deps_pending > 0
+                    RETURNING id, deps_pending)
+         INSERT INTO events (at, kind, job_id, state)
+             SELECT $2, 'released', id, 'queued' FROM r WHERE deps_pending = 0 ORDER BY id",
+        &[&id, &now],
     )?;
     Ok(())
 }

@@ -15,7 +15,8 @@ use crate::{
 pub(super) fn register(s: &PgStore, reg: &WorkerRegistration) -> Result<WorkerId> {
     let now = s.now_ms();
     let queues = serde_json::to_string(&reg.queues).unwrap_or_else(|_| "[]".into());
-    s.write(false, |tx| {
+    // Notifies: it writes an event (`workq serve` listens).
+    s.write(true, |tx| {
         let id: i64 = q1(
             &s.stmts,
             tx,
@@ -43,6 +44,7 @@ pub(super) fn register(s: &PgStore, reg: &WorkerRegistration) -> Result<WorkerId
             "worker_started",
             None,
             Some(id),
+            Some(WorkerState::Starting.as_str()),
             Some(&reg.name),
         )?;
         Ok(id)
@@ -69,7 +71,7 @@ pub(super) fn heartbeat(s: &PgStore, worker: WorkerId, state: WorkerState) -> Re
 
 pub(super) fn stopped(s: &PgStore, worker: WorkerId, reason: &str) -> Result<()> {
     let now = s.now_ms();
-    s.write(false, |tx| {
+    s.write(true, |tx| {
         ex(
             &s.stmts,
             tx,
@@ -77,7 +79,16 @@ pub(super) fn stopped(s: &PgStore, worker: WorkerId, reason: &str) -> Result<()>
              WHERE id = $1",
             &[&worker, &now, &reason],
         )?;
-        event(&s.stmts, tx, now, "worker_stopped", None, Some(worker), Some(reason))?;
+        event(
+            &s.stmts,
+            tx,
+            now,
+            "worker_stopped",
+            None,
+            Some(worker),
+            Some(WorkerState::Stopped.as_str()),
+            Some(reason),
+        )?;
         Ok(())
     })
 }
@@ -160,7 +171,16 @@ pub(super) fn rescue(
                 RescueKind::Lost => "worker_dead",
                 RescueKind::Interrupted => "worker_stopped",
             };
-            event(&s.stmts, tx, now, kind, None, Some(worker), Some(reason))?;
+            event(
+                &s.stmts,
+                tx,
+                now,
+                kind,
+                None,
+                Some(worker),
+                Some(end_state.as_str()),
+                Some(reason),
+            )?;
         }
         Ok(out)
     })
@@ -168,7 +188,7 @@ pub(super) fn rescue(
 
 pub(super) fn mark_crash_looping(s: &PgStore, worker: WorkerId, reason: &str) -> Result<()> {
     let now = s.now_ms();
-    s.write(false, |tx| {
+    s.write(true, |tx| {
         ex(
             &s.stmts,
             tx,
@@ -183,6 +203,7 @@ pub(super) fn mark_crash_looping(s: &PgStore, worker: WorkerId, reason: &str) ->
             "worker_crash_looping",
             None,
             Some(worker),
+            Some(WorkerState::CrashLooping.as_str()),
             Some(reason),
         )?;
         Ok(())
@@ -213,12 +234,22 @@ pub(super) fn set_paused(s: &PgStore, host: &str, name: &str, paused: bool) -> R
              ON CONFLICT (host, name) DO UPDATE SET paused = $3, updated_at = $4",
             &[&host, &name, &paused, &now],
         )?;
-        let kind = if paused {
-            "worker_paused"
+        // The flag is by name, not by registry row; the state is what the worker turns to.
+        let (kind, state) = if paused {
+            ("worker_paused", WorkerState::Paused)
         } else {
-            "worker_resumed"
+            ("worker_resumed", WorkerState::Running)
         };
-        event(&s.stmts, tx, now, kind, None, None, Some(name))?;
+        event(
+            &s.stmts,
+            tx,
+            now,
+            kind,
+            None,
+            None,
+            Some(state.as_str()),
+            Some(name),
+        )?;
         Ok(())
     })
 }

@@ -133,6 +133,11 @@ fn take(
         "INSERT OR REPLACE INTO attempts (job_id, attempt, worker_id, host, lease, started_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?;
+    // One `started` event per claimed job (ARCHITECTURE.md §4.8), through a cached statement.
+    let mut started = tx.prepare_cached(
+        "INSERT INTO events (at, kind, job_id, worker_id, state)
+         VALUES (?1, 'started', ?2, ?3, 'running')",
+    )?;
     let mut out = Vec::with_capacity(candidates.len());
     for (_, _, id) in candidates {
         let lease = s.new_lease();
@@ -143,6 +148,7 @@ fn take(
             .optional()?;
         if let Some((attempt, spec)) = row {
             record.execute(params![id, attempt, worker, host, lease, now])?;
+            started.execute(params![now, id, worker])?;
             match spec {
                 Ok(spec) => out.push(ClaimedJob {
                     id,
@@ -228,6 +234,7 @@ pub(super) fn finish_tx(
                 "stale",
                 Some(r.job_id),
                 Some(worker),
+                None,
                 Some(&detail),
             )?;
             out.push(FinishOutcome::Stale);

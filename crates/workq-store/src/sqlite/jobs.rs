@@ -27,7 +27,7 @@ pub(super) fn submit(s: &SqliteStore, jobs: &[JobSpec]) -> Result<Vec<Submitted>
         let mut add_dep =
             tx.prepare_cached("INSERT OR IGNORE INTO deps (after_id, job_id) VALUES (?1, ?2)")?;
         let mut ev = tx.prepare_cached(
-            "INSERT INTO events (at, kind, job_id) VALUES (?1, 'submitted', ?2)",
+            "INSERT INTO events (at, kind, job_id, state) VALUES (?1, 'submitted', ?2, 'queued')",
         )?;
         for spec in jobs {
             if let Some(key) = &spec.idempotency_key {
@@ -155,6 +155,25 @@ pub(super) fn list(s: &SqliteStore, f: &ListFilter) -> Result<Vec<Job>> {
             .collect();
         sql.push_str(&format!(" AND j.id IN ({})", marks.join(",")));
     }
+    if let Some(before) = f.before {
+        args.push(before.into());
+        sql.push_str(&format!(" AND j.id < ?{}", args.len()));
+    }
+    if let Some(text) = &f.command_contains {
+        // A substring of the stored argv (JSON text); all digits also names a job id.
+        args.push(text.clone().into());
+        let text_arg = args.len();
+        match text.parse::<JobId>() {
+            Ok(id) if text.bytes().all(|b| b.is_ascii_digit()) => {
+                args.push(id.into());
+                sql.push_str(&format!(
+                    " AND (instr(j.argv, ?{text_arg}) > 0 OR j.id = ?{})",
+                    args.len()
+                ));
+            }
+            _ => sql.push_str(&format!(" AND instr(j.argv, ?{text_arg}) > 0")),
+        }
+    }
     sql.push_str(" ORDER BY j.id DESC");
     if f.limit > 0 {
         sql.push_str(&format!(" LIMIT {}", f.limit));
@@ -211,13 +230,29 @@ pub(super) fn cancel(s: &SqliteStore, ids: &[JobId]) -> Result<Vec<CancelOutcome
                         lifecycle::CANCELLED_BEFORE_START
                     ])?;
                     cancel_dependents(tx, id, now)?;
-                    event(tx, now, "cancelled", Some(id), None, None)?;
+                    event(
+                        tx,
+                        now,
+                        "cancelled",
+                        Some(id),
+                        None,
+                        Some("cancelled"),
+                        None,
+                    )?;
                     out.push(CancelOutcome::Cancelled(id));
                 }
                 CancelAction::AskWorker => {
                     tx.prepare_cached("UPDATE jobs SET cancel_requested = 1 WHERE id = ?1")?
                         .execute([id])?;
-                    event(tx, now, "cancel_requested", Some(id), worker, None)?;
+                    event(
+                        tx,
+                        now,
+                        "cancel_requested",
+                        Some(id),
+                        worker,
+                        Some("running"),
+                        None,
+                    )?;
                     out.push(CancelOutcome::Requested(id, worker));
                 }
                 CancelAction::AlreadyEnded(st) => out.push(CancelOutcome::AlreadyDone(id, st)),
@@ -256,7 +291,7 @@ pub(super) fn retry(s: &SqliteStore, ids: &[JobId]) -> Result<Vec<RetryOutcome>>
                          WHERE id = ?1",
                     )?
                     .execute(params![id, now])?;
-                    event(tx, now, "retried", Some(id), None, None)?;
+                    event(tx, now, "retried", Some(id), None, Some("queued"), None)?;
                     out.push(RetryOutcome::Requeued(id));
             } else {
                 out.push(RetryOutcome::NotRetryable(id, state));

@@ -3,8 +3,9 @@
 mod claim;
 mod jobs;
 mod lock;
+mod metrics;
 mod rows;
-mod schema;
+pub(crate) mod schema;
 mod transitions;
 mod workers;
 pub use lock::lock_holder;
@@ -578,5 +579,30 @@ impl crate::Store for SqliteStore {
     }
     fn queue_stats(&self) -> Result<Vec<crate::QueueStats>> {
         jobs::queue_stats(self)
+    }
+    fn events_after(&self, after: i64, limit: u32) -> Result<Vec<crate::StoredEvent>> {
+        metrics::events_after(self, after, limit)
+    }
+    fn last_event_id(&self) -> Result<i64> {
+        metrics::last_event_id(self)
+    }
+    fn record_event(
+        &self,
+        kind: &str,
+        job: Option<workq_core::JobId>,
+        worker: Option<workq_core::WorkerId>,
+        detail: &str,
+    ) -> Result<i64> {
+        metrics::record_event(self, kind, job, worker, detail)
+    }
+    fn queue_metrics(&self) -> Result<Vec<crate::QueueMetrics>> {
+        metrics::queue_metrics(self)
+    }
+    fn throughput(
+        &self,
+        since: workq_core::Timestamp,
+        bucket: Duration,
+    ) -> Result<Vec<crate::ThroughputPoint>> {
+        metrics::throughput(self, since, bucket)
     }
 }

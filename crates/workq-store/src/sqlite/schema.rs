@@ -1,5 +1,20 @@
 //! Embedded, versioned, checksummed migrations. Append only: never edit a released migration.
 
+/// `CASE` over a duration `d` in ms giving its histogram bucket: the index of the first bound of
+/// [`crate::HISTOGRAM_BOUNDS_SECS`] that `d` does not exceed, 18 (`+Inf`) past the last. Part of
+/// released migrations (both backends): never edit it; a new bucket layout needs a new macro.
+macro_rules! bucket_of_d {
+    () => {
+        "CASE WHEN d <= 5 THEN 0 WHEN d <= 10 THEN 1 WHEN d <= 25 THEN 2 WHEN d <= 50 THEN 3 \
+         WHEN d <= 100 THEN 4 WHEN d <= 250 THEN 5 WHEN d <= 500 THEN 6 WHEN d <= 1000 THEN 7 \
+         WHEN d <= 2500 THEN 8 WHEN d <= 5000 THEN 9 WHEN d <= 10000 THEN 10 \
+         WHEN d <= 30000 THEN 11 WHEN d <= 60000 THEN 12 WHEN d <= 300000 THEN 13 \
+         WHEN d <= 900000 THEN 14 WHEN d <= 3600000 THEN 15 WHEN d <= 14400000 THEN 16 \
+         WHEN d <= 86400000 THEN 17 ELSE 18 END"
+    };
+}
+pub(crate) use bucket_of_d;
+
 /// Migrations in order; migration `i` brings the schema to version `i + 1`.
 pub(crate) const MIGRATIONS: &[&str] = &[
     r#"
@@ -167,6 +182,76 @@ END;
 -- scheduled ones stays cheap.
 CREATE INDEX jobs_delayed ON jobs (queue, run_at) WHERE state = 'queued' AND run_at > created_at;
 "#,
+    concat!(
+        r#"
+-- The job's (or worker's) state after the change an event records, for `workq serve`.
+ALTER TABLE events ADD COLUMN state TEXT;
+-- Tallies for /metrics, kept by triggers on attempts, so a scrape reads O(queues) rows. Purging
+-- jobs or their attempts never lowers them.
+CREATE TABLE attempt_totals (
+    queue   TEXT    NOT NULL,
+    outcome TEXT    NOT NULL,
+    n       INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (queue, outcome)
+) WITHOUT ROWID;
+-- Per queue, kind ('duration': ended_at - started_at of each ended attempt; 'wait': claim time
+-- minus run_at, at each claim) and bucket (index into HISTOGRAM_BOUNDS_SECS, 18 = +Inf): the
+-- observations in that bucket alone and their sum in ms.
+CREATE TABLE histograms (
+    queue  TEXT    NOT NULL,
+    kind   TEXT    NOT NULL,
+    bucket INTEGER NOT NULL,
+    n      INTEGER NOT NULL DEFAULT 0,
+    sum_ms INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (queue, kind, bucket)
+) WITHOUT ROWID;
+CREATE TRIGGER attempts_tally_end AFTER UPDATE OF ended_at ON attempts
+WHEN OLD.ended_at IS NULL AND NEW.ended_at IS NOT NULL BEGIN
+    INSERT INTO attempt_totals (queue, outcome, n)
+        SELECT queue, coalesce(NEW.outcome, 'unknown'), 1 FROM jobs WHERE id = NEW.job_id
+        ON CONFLICT (queue, outcome) DO UPDATE SET n = n + 1;
+    INSERT INTO histograms (queue, kind, bucket, n, sum_ms)
+        SELECT queue, 'duration', "#,
+        bucket_of_d!(),
+        r#", 1, d
+        FROM (SELECT queue, max(NEW.ended_at - NEW.started_at, 0) AS d FROM jobs
+              WHERE id = NEW.job_id) WHERE true
+        ON CONFLICT (queue, kind, bucket) DO UPDATE SET n = n + 1, sum_ms = sum_ms + excluded.sum_ms;
+END;
+CREATE TRIGGER attempts_tally_claim AFTER INSERT ON attempts BEGIN
+    INSERT INTO histograms (queue, kind, bucket, n, sum_ms)
+        SELECT queue, 'wait', "#,
+        bucket_of_d!(),
+        r#", 1, d
+        FROM (SELECT queue, max(NEW.started_at - run_at, 0) AS d FROM jobs
+              WHERE id = NEW.job_id) WHERE true
+        ON CONFLICT (queue, kind, bucket) DO UPDATE SET n = n + 1, sum_ms = sum_ms + excluded.sum_ms;
+END;
+-- Backfill from the attempts on record. The wait of earlier attempts is lost (run_at moved on):
+-- only each job's latest claim counts.
+INSERT INTO attempt_totals (queue, outcome, n)
+    SELECT j.queue, coalesce(a.outcome, 'unknown'), count(*)
+    FROM attempts a JOIN jobs j ON j.id = a.job_id
+    WHERE a.ended_at IS NOT NULL GROUP BY j.queue, coalesce(a.outcome, 'unknown');
+INSERT INTO histograms (queue, kind, bucket, n, sum_ms)
+    SELECT queue, 'duration', b, count(*), sum(d) FROM (
+        SELECT queue, d, "#,
+        bucket_of_d!(),
+        r#" AS b FROM (
+            SELECT j.queue, max(a.ended_at - a.started_at, 0) AS d
+            FROM attempts a JOIN jobs j ON j.id = a.job_id WHERE a.ended_at IS NOT NULL))
+    GROUP BY queue, b;
+INSERT INTO histograms (queue, kind, bucket, n, sum_ms)
+    SELECT queue, 'wait', b, count(*), sum(d) FROM (
+        SELECT queue, d, "#,
+        bucket_of_d!(),
+        r#" AS b FROM (
+            SELECT j.queue, max(a.started_at - j.run_at, 0) AS d
+            FROM attempts a JOIN jobs j ON j.id = a.job_id AND a.attempt = j.attempt
+            WHERE j.state <> 'queued'))
+    GROUP BY queue, b;
+"#
+    ),
 ];
 
 /// The schema version this build creates and understands.
@@ -182,4 +267,32 @@ pub(crate) fn checksum(sql: &str) -> u64 {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     h & (i64::MAX as u64)
+}
+
+#[cfg(test)]
+mod tests {
+
+    /// The bucket bounds [`bucket_of_d!`] tests against, in ms.
+    const BUCKET_BOUNDS_MS: &[i64] = &[
+        5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 900000,
+        3600000, 14400000, 86400000,
+    ];
+
+    /// The SQL bucket bounds are the ones the metrics types promise.
+    #[test]
+    fn bucket_bounds_match_the_histogram_bounds() {
+        let secs: Vec<i64> = crate::HISTOGRAM_BOUNDS_SECS
+            .iter()
+            .map(|b| (b * 1000.0).round() as i64)
+            .collect();
+        assert_eq!(secs, BUCKET_BOUNDS_MS);
+        let case = bucket_of_d!();
+        for (i, ms) in BUCKET_BOUNDS_MS.iter().enumerate() {
+            assert!(
+                case.contains(&format!("WHEN d <= {ms} THEN {i} ")),
+                "{ms} -> {i}"
+            );
+        }
+        assert!(case.contains(&format!("ELSE {} END", BUCKET_BOUNDS_MS.len())));
+    }
 }

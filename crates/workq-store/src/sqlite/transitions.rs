@@ -5,19 +5,21 @@ use rusqlite::{params, OptionalExtension, Transaction};
 use workq_core::lifecycle::{Decision, Dependents, RunningFacts};
 use workq_core::{JobId, WorkerId};
 
-/// Appends one row to the audit log.
+/// Appends one row to the event log; `state` is the job's (or worker's) state after the change.
 pub(super) fn event(
     tx: &Transaction<'_>,
     at: i64,
     kind: &str,
     job: Option<JobId>,
     worker: Option<i64>,
+    state: Option<&str>,
     detail: Option<&str>,
 ) -> rusqlite::Result<()> {
     tx.prepare_cached(
-        "INSERT INTO events (at, kind, job_id, worker_id, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO events (at, kind, job_id, worker_id, state, detail)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?
-    .execute(params![at, kind, job, worker, detail])?;
+    .execute(params![at, kind, job, worker, state, detail])?;
     Ok(())
 }
 
@@ -138,7 +140,7 @@ pub(super) fn apply(
     };
     match d.dependents {
         Dependents::Wait => {}
-        Dependents::Release => release_dependents(tx, id)?,
+        Dependents::Release => release_dependents(tx, id, now)?,
         Dependents::Cancel => cancel_dependents(tx, id, now)?,
     }
     event(
@@ -147,6 +149,7 @@ pub(super) fn apply(
         d.event,
         Some(id),
         Some(worker),
+        Some(d.state.as_str()),
         d.event_detail.as_deref(),
     )
 }
@@ -174,39 +177,77 @@ pub(super) fn fail_unreadable(
     )?
     .execute(params![id, now, reason])?;
     cancel_dependents(tx, id, now)?;
-    event(tx, now, "failed", Some(id), Some(worker), Some(reason))
+    event(
+        tx,
+        now,
+        "failed",
+        Some(id),
+        Some(worker),
+        Some("failed"),
+        Some(reason),
+    )
 }
 
-/// Cancels every queued job that (transitively) waits on `id`, which will never succeed now.
+/// Cancels every queued job that (transitively) waits on `id`, which will never succeed now,
+/// with one `cancelled` event each.
 pub(super) fn cancel_dependents(tx: &Transaction<'_>, id: JobId, now: i64) -> rusqlite::Result<()> {
     let mut has = tx.prepare_cached("SELECT 1 FROM deps WHERE after_id = ?1 LIMIT 1")?;
     if !has.exists([id])? {
         return Ok(());
     }
-    tx.prepare_cached(
-        "WITH RECURSIVE d(id) AS (
-             SELECT job_id FROM deps WHERE after_id = ?1
-             UNION SELECT deps.job_id FROM deps JOIN d ON deps.after_id = d.id)
-         UPDATE jobs SET state = 'cancelled', finished_at = ?2,
-                last_error = 'a job it depends on (' || ?1 || ') did not succeed'
-         WHERE id IN (SELECT id FROM d) AND state = 'queued'",
-    )?
-    .execute(params![id, now])?;
+    let reason = format!("a job it depends on ({id}) did not succeed");
+    let mut cancelled: Vec<JobId> = tx
+        .prepare_cached(
+            "WITH RECURSIVE d(id) AS (
+                 SELECT job_id FROM deps WHERE after_id = ?1
+                 UNION SELECT deps.job_id FROM deps JOIN d ON deps.after_id = d.id)
+             UPDATE jobs SET state = 'cancelled', finished_at = ?2, last_error = ?3
+             WHERE id IN (SELECT id FROM d) AND state = 'queued'
+             RETURNING id",
+        )?
+        .query_map(params![id, now, reason], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    // Events in id order, as PostgreSQL writes them.
+    cancelled.sort_unstable();
+    for dep in cancelled {
+        event(
+            tx,
+            now,
+            "cancelled",
+            Some(dep),
+            None,
+            Some("cancelled"),
+            Some(&reason),
+        )?;
+    }
     Ok(())
 }
 
-/// Lets jobs waiting on `id` go once all their dependencies have succeeded.
-fn release_dependents(tx: &Transaction<'_>, id: JobId) -> rusqlite::Result<()> {
+/// Lets jobs waiting on `id` go once all their dependencies have succeeded; each that becomes
+/// ready gets a `released` event (still queued, no longer waiting).
+fn release_dependents(tx: &Transaction<'_>, id: JobId, now: i64) -> rusqlite::Result<()> {
     // Almost no job has dependents: a primary-key probe is far cheaper than the UPDATE.
     let mut has = tx.prepare_cached("SELECT 1 FROM deps WHERE after_id = ?1 LIMIT 1")?;
     if !has.exists([id])? {
         return Ok(());
     }
-    tx.prepare_cached(
-        "UPDATE jobs SET deps_pending = deps_pending - 1
-         WHERE id IN (SELECT job_id FROM deps WHERE after_id = ?1)
-           AND state = 'queued' AND deps_pending > 0",
-    )?
-    .execute([id])?;
+    let mut ready: Vec<JobId> = tx
+        .prepare_cached(
+            "UPDATE jobs SET deps_pending = deps_pending - 1
+             WHERE id IN (SELECT job_id FROM deps WHERE after_id = ?1)
+               AND state = 'queued' AND deps_pending > 0
+             RETURNING id, deps_pending",
+        )?
+        .query_map([id], |r| Ok((r.get::<_, JobId>(0)?, r.get::<_, i64>(1)?)))?
+        .filter_map(|r| match r {
+            Ok((job, 0)) => Some(Ok(job)),
+            Ok(_) => None,
+            Err(e) => Some(Err(e)),
+        })
+        .collect::<rusqlite::Result<_>>()?;
+    ready.sort_unstable();
+    for job in ready {
+        event(tx, now, "released", Some(job), None, Some("queued"), None)?;
+    }
     Ok(())
 }

@@ -33,7 +33,15 @@ pub(super) fn register(s: &SqliteStore, reg: &WorkerRegistration) -> Result<Work
             reg.settings
         ])?;
         let id = tx.last_insert_rowid();
-        event(tx, now, "worker_started", None, Some(id), Some(&reg.name))?;
+        event(
+            tx,
+            now,
+            "worker_started",
+            None,
+            Some(id),
+            Some(WorkerState::Starting.as_str()),
+            Some(&reg.name),
+        )?;
         Ok(id)
     })
 }
@@ -67,7 +75,15 @@ pub(super) fn stopped(s: &SqliteStore, worker: WorkerId, reason: &str) -> Result
              WHERE id = ?1",
         )?
         .execute(params![worker, now, reason])?;
-        event(tx, now, "worker_stopped", None, Some(worker), Some(reason))?;
+        event(
+            tx,
+            now,
+            "worker_stopped",
+            None,
+            Some(worker),
+            Some(WorkerState::Stopped.as_str()),
+            Some(reason),
+        )?;
         Ok(())
     })
 }
@@ -135,7 +151,15 @@ pub(super) fn rescue(
                 RescueKind::Lost => "worker_dead",
                 RescueKind::Interrupted => "worker_stopped",
             };
-            event(tx, now, kind, None, Some(worker), Some(reason))?;
+            event(
+                tx,
+                now,
+                kind,
+                None,
+                Some(worker),
+                Some(end_state.as_str()),
+                Some(reason),
+            )?;
         }
         Ok(out)
     })
@@ -156,6 +180,7 @@ pub(super) fn mark_crash_looping(s: &SqliteStore, worker: WorkerId, reason: &str
             "worker_crash_looping",
             None,
             Some(worker),
+            Some(WorkerState::CrashLooping.as_str()),
             Some(reason),
         )?;
         Ok(())
@@ -185,12 +210,13 @@ pub(super) fn set_paused(s: &SqliteStore, host: &str, name: &str, paused: bool) 
              ON CONFLICT (host, name) DO UPDATE SET paused = ?3, updated_at = ?4",
         )?
         .execute(params![host, name, paused, now])?;
-        let kind = if paused {
-            "worker_paused"
+        // The flag is by name, not by registry row; the state is what the worker turns to.
+        let (kind, state) = if paused {
+            ("worker_paused", WorkerState::Paused)
         } else {
-            "worker_resumed"
+            ("worker_resumed", WorkerState::Running)
         };
-        event(tx, now, kind, None, None, Some(name))?;
+        event(tx, now, kind, None, None, Some(state.as_str()), Some(name))?;
         Ok(())
     })
 }
