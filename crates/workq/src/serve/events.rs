@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
@@ -29,6 +29,8 @@ const PAGE: u32 = 1000;
 const BUFFER: usize = 4096;
 /// Between `data_version` reads where the store has no change channel (SQLite).
 const POLL: Duration = Duration::from_millis(20);
+/// How long a missing event id may hold back the ones after it (see `Pump::follow`).
+const GAP_WAIT: Duration = Duration::from_millis(1000);
 
 /// One event as sent: the log row's id, the SSE event name and its JSON data.
 #[derive(Debug, Clone)]
@@ -167,7 +169,7 @@ impl Pump {
             })
         };
         let subscription = store.subscribe(on_change);
-        let mut from = match *last {
+        let mut from: i64 = match *last {
             Some(l) => l,
             None => match store.last_event_id() {
                 Ok(id) => id,
@@ -177,18 +179,36 @@ impl Pump {
         *last = Some(from);
         self.latest.store(from, Ordering::Relaxed);
         let _ = store.changed();
+        let mut gap_since: Option<Instant> = None;
         while !self.stop.load(Ordering::Relaxed) {
             let rows = match store.events_after(from, PAGE) {
                 Ok(rows) => rows,
                 Err(_) => return,
             };
+            let mut held = false;
             for r in &rows {
-                from = from.max(r.id);
+                // Ids are handed out in order but, on PostgreSQL, committed in any order: a
+                // missing id is most likely a transaction still committing. Wait for it a
+                // moment, so events go out in id order and a client resuming from an id
+                // misses none; a gap that stays (a rolled-back transaction) is skipped.
+                if r.id > from + 1 {
+                    let since = *gap_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() < GAP_WAIT {
+                        held = true;
+                        break;
+                    }
+                }
+                gap_since = None;
+                from = r.id;
                 // No receivers is fine: nobody is listening right now.
                 let _ = self.tx.send(Arc::new(Sent::of(r)));
             }
             *last = Some(from);
             self.latest.store(from, Ordering::Relaxed);
+            if held {
+                std::thread::sleep(POLL);
+                continue;
+            }
             if rows.len() == PAGE as usize {
                 continue;
             }
@@ -223,6 +243,7 @@ impl Pump {
 /// Per-client stream state.
 struct Client {
     rx: broadcast::Receiver<Arc<Sent>>,
+    latest: Arc<AtomicI64>,
     queue: VecDeque<Arc<Sent>>,
     last: i64,
     replay: bool,
@@ -268,6 +289,7 @@ pub async fn stream(
     };
     let state = Client {
         rx,
+        latest: s.events.latest.clone(),
         queue: VecDeque::new(),
         last,
         replay,
@@ -289,6 +311,8 @@ pub async fn stream(
             if c.replay {
                 c.replay = false;
                 let after = c.last;
+                // Only up to what the pump has sent: past it, an id may still be missing.
+                let upto = c.latest.load(Ordering::Relaxed);
                 match c
                     .pool
                     .run(move |cl| Ok(cl.store().events_after(after, PAGE)?))
@@ -296,7 +320,11 @@ pub async fn stream(
                 {
                     Ok(rows) => {
                         c.replay = rows.len() == PAGE as usize;
-                        c.queue.extend(rows.iter().map(|r| Arc::new(Sent::of(r))));
+                        c.queue.extend(
+                            rows.iter()
+                                .filter(|r| upto < 0 || r.id <= upto)
+                                .map(|r| Arc::new(Sent::of(r))),
+                        );
                     }
                     Err(_) => {
                         tokio::time::sleep(Duration::from_secs(1)).await;

@@ -121,7 +121,7 @@ pub fn resolve(
     if let (Some(t), Some(src)) = (&token, &token_source) {
         if t.len() < MIN_TOKEN_BYTES {
             return Err(CliError::usage(format!(
-                "the token from {src} is {} bytes; at least {MIN_TOKEN_BYTES} are needed",
+                "the token from {src} is {} bytes long; at least {MIN_TOKEN_BYTES} bytes are needed",
                 t.len()
             ))
             .with_hint("make one with: head -c 32 /dev/urandom | base64"));

@@ -33,10 +33,11 @@ impl Project {
 
     fn serve_env(&self, args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut c = self.cmd();
-        c.args(["--json", "serve", "--listen", "127.0.0.1:0"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        c.args(["--json", "serve"]);
+        if !args.contains(&"--listen") {
+            c.args(["--listen", "127.0.0.1:0"]);
+        }
+        c.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
         for (k, v) in env {
             c.env(k, v);
         }
@@ -519,7 +520,7 @@ fn events_and_resume(p: &Project) {
     assert!(
         rest.iter()
             .chain(&first)
-            .any(|e| e.name == "worker" && e.data["state"] == "running"),
+            .any(|e| e.name == "worker" && e.data["kind"] == "worker_started"),
         "a worker event for sse-w's start: {first:?} {rest:?}"
     );
     // Reconnect after the queued event: everything since is replayed from the store, in order.
