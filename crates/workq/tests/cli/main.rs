@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod browser;
 mod config;
 mod container;
 mod faults;
