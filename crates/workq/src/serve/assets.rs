@@ -2,19 +2,11 @@
 
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
-
-use super::Shared;
 
 const INDEX: &str = include_str!("assets/index.html");
 
 /// `GET /`: the dashboard.
-pub fn routes() -> Router<Shared> {
-    Router::new().route("/", get(index))
-}
-
-async fn index() -> Response {
+pub async fn index() -> Response {
     ([(header::CACHE_CONTROL, "no-cache")], Html(INDEX)).into_response()
 }
 
