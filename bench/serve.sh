@@ -14,7 +14,8 @@
 #   (4) server RSS (VmRSS): 1 s after start, after the scrapes, after the 50 clients
 #
 # Environment: WORKQ_BIN (skip the build), NJOBS, REQUESTS, SSE_JOBS, SSE_FANOUT_JOBS, PAUSE_MS,
-# KEEP_STORE=DIR (fill DIR once and reuse it on later runs: the fill takes minutes).
+# KEEP_STORE=DIR (fill DIR once and reuse it on later runs; each run adds its SSE_JOBS +
+# SSE_FANOUT_JOBS jobs, queue `sse`, to it).
 # Needs bash >= 5, curl, python3, awk. The server is stopped on exit and the temporary
 # directory removed (a KEEP_STORE directory is kept).
 
@@ -118,10 +119,8 @@ else
         wq submit --queue "q$((i % 4))" --lines "$f" >/dev/null 2>>"$TMP/cli.log"
         left=$(( left - n ))
         i=$(( i + 1 ))
-        printf '\r%d jobs' $(( NJOBS - left ))
     done
     t1=$(now_us)
-    echo
     FILL="$(calc "($t1 - $t0) / 1e6" 1) s"
     echo "filled in $FILL"
 fi
