@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use workq::{CancelOutcome, RetryOutcome};
-use workq_core::{JobId, Timestamp, WorkerRecord};
+use workq_core::{Attempt, Job, JobId, Timestamp, WorkerRecord};
 use workq_runtime::procinfo;
-use workq_store::Store;
+use workq_store::{QueueStats, Store};
 
 use crate::error::CliError;
 use crate::render;
@@ -19,8 +19,23 @@ pub const HUNG_AFTER: Duration = Duration::from_secs(60);
 pub fn status(store: &dyn Store) -> Result<Value, CliError> {
     let stats = store.queue_stats()?;
     let workers = store.workers(false)?;
-    let now = Timestamp::now();
-    let (host, boot) = (procinfo::hostname(), procinfo::boot_id());
+    Ok(status_doc(
+        &stats,
+        &workers,
+        Timestamp::now(),
+        &procinfo::hostname(),
+        &procinfo::boot_id(),
+    ))
+}
+
+/// The `status --json` document of these counts and live workers, seen from `host`/`boot`.
+pub fn status_doc(
+    stats: &[QueueStats],
+    workers: &[WorkerRecord],
+    now: Timestamp,
+    host: &str,
+    boot: &str,
+) -> Value {
     let queues: Vec<_> = stats
         .iter()
         .map(|q| {
@@ -39,20 +54,25 @@ pub fn status(store: &dyn Store) -> Result<Value, CliError> {
     let ws: Vec<_> = workers
         .iter()
         .map(|w| {
-            let s = procinfo::display_state(w, &host, &boot, now, HUNG_AFTER);
+            let s = procinfo::display_state(w, host, boot, now, HUNG_AFTER);
             render::json::worker(w, s, now)
         })
         .collect();
-    Ok(json!({"queues": queues, "workers": ws}))
+    json!({"queues": queues, "workers": ws})
 }
 
 /// `show ID --json`: the job with its attempts.
 pub fn job_detail(client: &workq::Client, id: JobId) -> Result<Value, CliError> {
     let job = client.get(id)?;
     let attempts = client.store().attempts(id)?;
-    let mut v = render::json::job(&job, Timestamp::now());
+    Ok(job_detail_doc(&job, &attempts, Timestamp::now()))
+}
+
+/// The `show ID --json` document: the job object with its attempts.
+pub fn job_detail_doc(job: &Job, attempts: &[Attempt], now: Timestamp) -> Value {
+    let mut v = render::json::job(job, now);
     v["attempts"] = attempts.iter().map(render::json::attempt).collect();
-    Ok(v)
+    v
 }
 
 /// One `workers list --json` row: the worker object plus when and why it ended.
@@ -132,7 +152,7 @@ pub fn cancel(client: &workq::Client, ids: &[JobId], wait: bool) -> Result<Cance
 
 /// `done`: this cancel stopped the job or asked its worker to (false: it had ended, or is not
 /// there), so bulk answers show partial success row by row.
-fn cancel_row(id: JobId, state: &str, detail: &str, done: bool) -> Value {
+pub fn cancel_row(id: JobId, state: &str, detail: &str, done: bool) -> Value {
     json!({"id": id, "state": state, "detail": detail, "done": done})
 }
 
@@ -192,11 +212,14 @@ pub fn retry(client: &workq::Client, ids: &[JobId]) -> Result<RetryReport, CliEr
                 (id, "not found".to_string())
             }
         };
-        report
-            .rows
-            .push(json!({"id": id, "result": result, "done": done}));
+        report.rows.push(retry_row(id, &result, done));
     }
     Ok(report)
+}
+
+/// One `retry --json` row: `done` when the job was queued again.
+pub fn retry_row(id: JobId, result: &str, done: bool) -> Value {
+    json!({"id": id, "result": result, "done": done})
 }
 
 /// A selection of jobs by filter, for the bulk forms of `cancel` and `retry` (CLI and API).
@@ -327,7 +350,7 @@ pub fn set_paused(
                 .iter()
                 .any(|w| w.host == host && &w.name == name)
         };
-        out.push(json!({"name": name, "paused": paused, "running": running}));
+        out.push(pause_row(name, paused, running));
     }
     workq_runtime::doorbell::ring_all(&run_dir);
     let want = if paused {
@@ -353,4 +376,9 @@ pub fn set_paused(
         std::thread::sleep(Duration::from_millis(20));
     }
     Ok(out)
+}
+
+/// One `worker pause`/`resume --json` row: `running` when such a worker is running now.
+pub fn pause_row(name: &str, paused: bool, running: bool) -> Value {
+    json!({"name": name, "paused": paused, "running": running})
 }

@@ -9,10 +9,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use workq::{JobSpec, Submitted};
 use workq_core::{parse_duration, JobId, Timestamp};
+use workq_store::ThroughputPoint;
 
 use super::{ApiError, Shared};
 use crate::render;
@@ -127,8 +128,13 @@ pub async fn list_jobs(
     } else {
         None
     };
-    let arr: Vec<Value> = shown.iter().map(|j| render::json::job(j, now)).collect();
-    Ok(Json(json!({"jobs": arr, "next": next})))
+    Ok(Json(jobs_page(shown, next, now)))
+}
+
+/// A page of `GET /api/v1/jobs`: the jobs, and the `before` cursor of the next page if any.
+pub fn jobs_page(jobs: &[workq::Job], next: Option<JobId>, now: Timestamp) -> Value {
+    let arr: Vec<Value> = jobs.iter().map(|j| render::json::job(j, now)).collect();
+    json!({"jobs": arr, "next": next})
 }
 
 /// `GET /api/v1/jobs/{id}`: as `workq show ID --json`.
@@ -166,7 +172,7 @@ pub async fn workers(
 }
 
 /// A duration given as text (`"10s"`, `"1h30m"`) or as a number of seconds.
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(untagged)]
 enum Dur {
     Secs(f64),
@@ -187,8 +193,9 @@ impl Dur {
     }
 }
 
-/// The body of `POST /api/v1/jobs`: what `workq submit` takes as flags.
-#[derive(Deserialize)]
+/// The body of `POST /api/v1/jobs`: what `workq submit` takes as flags. (Serialize and
+/// Default only let the OpenAPI tests list its fields.)
+#[derive(Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitBody {
     command: Option<Vec<String>>,
@@ -373,7 +380,7 @@ pub async fn retry_job(
 }
 
 /// The body of the bulk actions: ids, or a filter.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct BulkBody {
     ids: Option<Vec<JobId>>,
@@ -383,7 +390,7 @@ pub struct BulkBody {
 }
 
 /// One string or a list of them.
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(untagged)]
 enum StringOrList {
     One(String),
@@ -431,9 +438,9 @@ impl BulkBody {
 }
 
 /// The answer of a bulk action: every row, and how many were done and skipped.
-fn bulk_answer(rows: Vec<Value>) -> Json<Value> {
+pub fn bulk_answer(rows: Vec<Value>) -> Value {
     let done = rows.iter().filter(|r| r["done"] == true).count();
-    Json(json!({"results": rows, "done": done, "skipped": rows.len() - done}))
+    json!({"results": rows, "done": done, "skipped": rows.len() - done})
 }
 
 /// `POST /api/v1/jobs/cancel`: cancels the jobs `ids` names or the filter selects (by default
@@ -457,7 +464,7 @@ pub async fn bulk_cancel(
             Ok(views::cancel(c, &ids, false)?.rows)
         })
         .await?;
-    Ok(bulk_answer(rows))
+    Ok(Json(bulk_answer(rows)))
 }
 
 /// `POST /api/v1/jobs/retry`: queues again the jobs `ids` names or the filter selects (by
@@ -481,7 +488,7 @@ pub async fn bulk_retry(
             Ok(views::retry(c, &ids)?.rows)
         })
         .await?;
-    Ok(bulk_answer(rows))
+    Ok(Json(bulk_answer(rows)))
 }
 
 /// `POST /api/v1/workers/{name}/pause[?host=H]`: as `workq worker pause NAME --json`.
@@ -550,26 +557,39 @@ pub async fn throughput(
         .pool
         .run(move |c| Ok(c.store().throughput(since, Duration::from_secs(60))?))
         .await?;
+    Ok(Json(throughput_doc(since, 60, &points)))
+}
+
+/// The `GET /api/v1/throughput` document.
+pub fn throughput_doc(since: Timestamp, bucket_secs: u64, points: &[ThroughputPoint]) -> Value {
     let arr: Vec<Value> = points
         .iter()
         .map(|p| {
             json!({"queue": p.queue, "at": p.at.to_rfc3339(), "succeeded": p.succeeded, "failed": p.failed})
         })
         .collect();
-    Ok(Json(
-        json!({"bucket_secs": 60, "since": since.to_rfc3339(), "points": arr}),
-    ))
+    json!({"bucket_secs": bucket_secs, "since": since.to_rfc3339(), "points": arr})
 }
 
 /// `GET /healthz`: the process answers.
 pub async fn healthz() -> Json<Value> {
-    Json(json!({"ok": true}))
+    Json(health_doc())
+}
+
+/// The `GET /healthz` document.
+pub fn health_doc() -> Value {
+    json!({"ok": true})
 }
 
 /// `GET /readyz`: the store answers and its schema is one this build understands.
 pub async fn readyz(State(s): State<Shared>) -> Result<Json<Value>, ApiError> {
     let id = s.pool.run(|c| Ok(c.store().store_id()?)).await?;
-    Ok(Json(json!({"ok": true, "store_id": id})))
+    Ok(Json(ready_doc(&id)))
+}
+
+/// The `GET /readyz` document.
+pub fn ready_doc(store_id: &str) -> Value {
+    json!({"ok": true, "store_id": store_id})
 }
 
 /// Any other path under `/api/v1`.

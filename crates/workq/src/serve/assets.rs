@@ -5,10 +5,6 @@
 
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
-
-use super::Shared;
 
 const INDEX: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
@@ -19,15 +15,8 @@ const APP_CSS: &str = include_str!("assets/app.css");
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
 connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
-/// `GET /` (the dashboard) and its two assets.
-pub fn routes() -> Router<Shared> {
-    Router::new()
-        .route("/", get(index))
-        .route("/assets/app.js", get(app_js))
-        .route("/assets/app.css", get(app_css))
-}
-
-async fn index() -> Response {
+/// `GET /`: the dashboard.
+pub async fn index() -> Response {
     (
         [
             // The page names its assets without a version, so it must be revalidated each time
@@ -42,11 +31,13 @@ async fn index() -> Response {
         .into_response()
 }
 
-async fn app_js(headers: HeaderMap) -> Response {
+/// `GET /assets/app.js`.
+pub async fn app_js(headers: HeaderMap) -> Response {
     asset(&headers, APP_JS, "text/javascript; charset=utf-8")
 }
 
-async fn app_css(headers: HeaderMap) -> Response {
+/// `GET /assets/app.css`.
+pub async fn app_css(headers: HeaderMap) -> Response {
     asset(&headers, APP_CSS, "text/css; charset=utf-8")
 }
 

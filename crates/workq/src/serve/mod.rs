@@ -12,13 +12,13 @@ mod logs;
 mod metrics;
 mod openapi;
 mod pool;
+mod routes;
 mod security;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use axum::routing::{get, post};
 use axum::Router;
 
 use crate::context::Context;
@@ -157,32 +157,9 @@ fn parse_listen(text: &str) -> Result<SocketAddr, String> {
     })
 }
 
-/// Every route, with the security layer around all of them.
+/// Every route of `routes::ROUTES`, with the security layer around all of them.
 pub fn router(state: Shared) -> Router {
-    let api = Router::new()
-        .route("/status", get(api::status))
-        .route("/jobs", get(api::list_jobs).post(api::submit))
-        .route("/jobs/cancel", post(api::bulk_cancel))
-        .route("/jobs/retry", post(api::bulk_retry))
-        .route("/jobs/{id}", get(api::show_job))
-        .route("/jobs/{id}/log", get(logs::job_log))
-        .route("/jobs/{id}/cancel", post(api::cancel_job))
-        .route("/jobs/{id}/retry", post(api::retry_job))
-        .route("/workers", get(api::workers))
-        .route("/workers/{name}/pause", post(api::pause_worker))
-        .route("/workers/{name}/resume", post(api::resume_worker))
-        .route("/throughput", get(api::throughput))
-        .route("/events", get(events::stream))
-        .route("/openapi.json", get(openapi::document))
-        .fallback(api::no_such_route);
-    Router::new()
-        .nest("/api/v1", api)
-        .route("/healthz", get(api::healthz))
-        .route("/readyz", get(api::readyz))
-        .route("/metrics", get(metrics::scrape))
-        .route("/login", post(security::login))
-        .route("/logout", post(security::logout))
-        .merge(assets::routes())
+    routes::table_router()
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             security::guard,
