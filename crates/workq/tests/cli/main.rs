@@ -14,6 +14,7 @@ mod lifecycle;
 mod partition;
 mod pg;
 mod readme;
+mod serve_daemon;
 mod ux;
 mod ux_jobs;
 
