@@ -368,9 +368,19 @@ impl PidFile {
                     return Err(AcquireError::Running(Box::new(p)))
                 }
                 Probe::Stale { reason, .. } => on_stale(&format!("{reason}; replacing it")),
-                Probe::CrashLooping(_) => on_stale(&format!(
-                    "PID file {} records a crash-looping worker; starting afresh",
-                    path.display()
+                Probe::CrashLooping(info) => on_stale(&format!(
+                    "PID file {} records a crash-looping {}; starting afresh",
+                    path.display(),
+                    // Only the background server's settings have an address.
+                    if info
+                        .settings
+                        .as_ref()
+                        .is_some_and(|s| s.get("listen").is_some())
+                    {
+                        "server"
+                    } else {
+                        "worker"
+                    }
                 )),
                 Probe::Unreadable(why) => {
                     // Its owner may live: never replace a file whose lock we cannot test.
