@@ -1,5 +1,8 @@
-//! Control of local workers through their PID files: find, stop (drain, then kill and
-//! requeue), and the registry fallback used when a PID file cannot be trusted.
+//! Control of local workers, and of the background server (`serve -d`), through their PID
+//! files: find, stop (drain, then kill, and for a worker requeue its jobs), and the registry
+//! fallback used when a worker's PID file cannot be trusted. The server has no registry row:
+//! it is found by its PID file alone, and a process its file names is verified by the lock,
+//! its monitor, or the settings variable its monitor started it with.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -8,7 +11,7 @@ use workq_core::{format_duration, WorkerId, WorkerRecord};
 use workq_store::{RescueKind, Store, StoreError};
 
 use crate::pidfile::{self, PidInfo, Probe};
-use crate::{doorbell, procinfo, WorkerSettings};
+use crate::{doorbell, procinfo, WorkerSettings, SERVE_SETTINGS_ENV};
 
 /// A process to signal, verified by its start time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,17 +28,20 @@ impl Target {
     }
 }
 
-/// The processes of one running local worker.
+/// The processes of one running local worker (or of the background server).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Running {
-    /// The worker process.
+    /// The worker process (for the server: the server process).
     pub worker: Target,
     /// Its monitor, for a daemon.
     pub monitor: Option<Target>,
     /// Its registry id.
     pub worker_id: Option<WorkerId>,
-    /// Its settings, if known.
+    /// Its settings, if known (a worker's).
     pub settings: Option<WorkerSettings>,
+    /// What its PID file says: the server's address, its start time (`None` when the
+    /// registry, not the file, named the process).
+    pub info: Option<PidInfo>,
 }
 
 /// What is known about a local worker name.
@@ -70,6 +76,7 @@ fn running_from_info(info: &PidInfo) -> Running {
             .settings
             .as_ref()
             .and_then(|v| serde_json::from_value(v.clone()).ok()),
+        info: Some(info.clone()),
     }
 }
 
@@ -105,6 +112,7 @@ fn from_registry(store: &dyn Store, name: &str, path: &Path) -> Result<Option<Fo
                 .settings
                 .as_deref()
                 .and_then(|s| WorkerSettings::from_json(s).ok()),
+            info: None,
         }))
     }))
 }
@@ -131,7 +139,7 @@ pub fn find(store: &dyn Store, run_dir: &Path, name: &str) -> Result<Found, Stor
         Probe::Live {
             info: Some(info),
             problem: None,
-        } => from_locked_file(store, &path, &info)?,
+        } => from_locked_file(&path, &info, registered(store, &info)?),
         Probe::Orphan(info) => {
             if registered(store, &info)? {
                 Found::Running(Box::new(running_from_info(&info)))
@@ -161,14 +169,14 @@ pub fn find(store: &dyn Store, run_dir: &Path, name: &str) -> Result<Found, Stor
     })
 }
 
-/// The worker that the locked, well-formed PID file at `path` names, keeping only the
-/// processes that prove to be what the file says.
-fn from_locked_file(store: &dyn Store, path: &Path, info: &PidInfo) -> Result<Found, StoreError> {
+/// The worker (or server) that the locked, well-formed PID file at `path` names, keeping only
+/// the processes that prove to be what the file says; `registered`: the registry knows the
+/// worker by the file's pid and start time.
+fn from_locked_file(path: &Path, info: &PidInfo, registered: bool) -> Found {
     // The lock proves its holder lives; the pids in the file are trusted only if the
     // holder is one of them or the registry knows the worker by pid and start time.
     let holder = workq_store::lock_holder(path);
     let mut r = running_from_info(info);
-    let registered = registered(store, info)?;
     // The monitor is the lock holder, or (when /proc/locks does not say) the live
     // process of that identity whose child is the worker.
     let child_of_monitor =
@@ -185,13 +193,54 @@ fn from_locked_file(store: &dyn Store, path: &Path, info: &PidInfo) -> Result<Fo
         r.monitor = None;
     }
     if r.monitor.is_none() && r.worker.start_time == 0 && !registered {
-        return Ok(Found::Unsure(format!(
+        return Found::Unsure(format!(
             "PID file {} is locked by a live process{} but names pids that do not match it; nothing will be signalled on its word",
             path.display(),
             holder.map(|h| format!(" (pid {h})")).unwrap_or_default()
-        )));
+        ));
     }
-    Ok(Found::Running(Box::new(r)))
+    Found::Running(Box::new(r))
+}
+
+/// Looks up the background server in `run_dir` by its PID file (`pidfile::server_path`). It
+/// has no registry row to fall back on: a damaged file that is locked is `Unsure`, and a live
+/// process named by an unlocked file (its monitor was killed) counts only if its environment
+/// carries the server settings its monitor gave it. Never returns a process that is not
+/// verified by its start time.
+pub fn find_server(run_dir: &Path) -> Found {
+    let path = pidfile::server_path(run_dir);
+    match pidfile::probe(&path) {
+        Probe::Missing => Found::NotRunning(None),
+        Probe::Stale { reason, .. } => Found::NotRunning(Some(reason)),
+        Probe::CrashLooping(_) => Found::NotRunning(Some(format!(
+            "its monitor gave up restarting it (crash-looping); PID file {} records that",
+            path.display()
+        ))),
+        Probe::Live {
+            info: Some(info),
+            problem: None,
+        } => from_locked_file(&path, &info, false),
+        Probe::Orphan(info) => {
+            if procinfo::has_env_var(info.pid, SERVE_SETTINGS_ENV) {
+                Found::Running(Box::new(running_from_info(&info)))
+            } else {
+                Found::NotRunning(Some(format!(
+                    "PID file {} is stale: pid {} is not a workq server, so it will not be touched",
+                    path.display(),
+                    info.pid
+                )))
+            }
+        }
+        Probe::Live { problem, .. } => Found::Unsure(format!(
+            "PID file {} is damaged: {}; nothing will be signalled on its word",
+            path.display(),
+            problem.unwrap_or_default()
+        )),
+        Probe::Unreadable(why) => Found::Unsure(format!(
+            "{why}; fix its permissions, or remove it (rm {}) if no server runs",
+            path.display()
+        )),
+    }
 }
 
 /// How a stop ended.
@@ -215,6 +264,67 @@ pub fn default_stop_timeout(settings: Option<&WorkerSettings>) -> Duration {
         .unwrap_or(Duration::from_secs(30))
 }
 
+/// The background server's stop timeout when none is given: its graceful shutdown waits for
+/// the requests in flight, and an event stream or a followed log may never end by itself.
+pub const SERVER_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a stop is for: a worker (found with the registry's help, its jobs requeued after a
+/// kill) or the background server. The steps and their order are the same.
+enum Subject<'a> {
+    Worker {
+        store: &'a dyn Store,
+        run_dir: &'a Path,
+        name: &'a str,
+    },
+    Server {
+        run_dir: &'a Path,
+    },
+}
+
+impl Subject<'_> {
+    fn find(&self) -> Result<Found, StoreError> {
+        match self {
+            Subject::Worker {
+                store,
+                run_dir,
+                name,
+            } => find(*store, run_dir, name),
+            Subject::Server { run_dir } => Ok(find_server(run_dir)),
+        }
+    }
+
+    fn path(&self) -> std::path::PathBuf {
+        match self {
+            Subject::Worker { run_dir, name, .. } => pidfile::path_for(run_dir, name),
+            Subject::Server { run_dir } => pidfile::server_path(run_dir),
+        }
+    }
+
+    /// `worker NAME` or `the server`, as the steps name it.
+    fn label(&self) -> String {
+        match self {
+            Subject::Worker { name, .. } => format!("worker {name}"),
+            Subject::Server { .. } => "the server".into(),
+        }
+    }
+
+    /// `worker` or `server`.
+    fn noun(&self) -> &'static str {
+        match self {
+            Subject::Worker { .. } => "worker",
+            Subject::Server { .. } => "server",
+        }
+    }
+
+    /// What the graceful stop waits for.
+    fn waits_for(&self) -> &'static str {
+        match self {
+            Subject::Worker { .. } => "its running jobs",
+            Subject::Server { .. } => "the requests in flight",
+        }
+    }
+}
+
 /// Stops worker `name`: SIGTERM (to its monitor if it has one) for a graceful drain; after
 /// `timeout`, SIGKILL to monitor and worker and every process of its running jobs (verified by
 /// their environment marker), and its jobs go back to the queue as `interrupted`. The PID file
@@ -226,10 +336,38 @@ pub fn stop(
     timeout: Option<Duration>,
     say: &mut dyn FnMut(String),
 ) -> Result<Stopped, StoreError> {
-    let path = pidfile::path_for(run_dir, name);
-    let r = match find(store, run_dir, name)? {
+    let subject = Subject::Worker {
+        store,
+        run_dir,
+        name,
+    };
+    stop_subject(&subject, timeout, say)
+}
+
+/// Stops the background server as [`stop`] stops a worker: SIGTERM to its monitor (a graceful
+/// shutdown), SIGKILL to the server and then the monitor after `timeout` (default
+/// [`SERVER_STOP_TIMEOUT`]), and the PID file is removed. `say` hears each step.
+pub fn stop_server(
+    run_dir: &Path,
+    timeout: Option<Duration>,
+    say: &mut dyn FnMut(String),
+) -> Stopped {
+    let subject = Subject::Server { run_dir };
+    // Finding a server reads no store, so there is no store error to pass on.
+    stop_subject(&subject, timeout, say).unwrap_or(Stopped::Refused)
+}
+
+/// The stop of either subject.
+fn stop_subject(
+    subject: &Subject<'_>,
+    timeout: Option<Duration>,
+    say: &mut dyn FnMut(String),
+) -> Result<Stopped, StoreError> {
+    let path = subject.path();
+    let label = subject.label();
+    let r = match subject.find()? {
         Found::NotRunning(note) => {
-            say_not_running(name, &path, note, say);
+            say_not_running(&label, &path, note, say);
             return Ok(Stopped::NotRunning);
         }
         Found::Unsure(why) => {
@@ -238,97 +376,114 @@ pub fn stop(
         }
         Found::Running(r) => *r,
     };
-    let timeout = timeout.unwrap_or_else(|| default_stop_timeout(r.settings.as_ref()));
+    let timeout = timeout.unwrap_or_else(|| match subject {
+        Subject::Worker { .. } => default_stop_timeout(r.settings.as_ref()),
+        Subject::Server { .. } => SERVER_STOP_TIMEOUT,
+    });
     let worker = (r.worker.start_time != 0).then_some(r.worker);
-    ask_to_stop(name, &r, worker, timeout, say);
+    ask_to_stop(subject, &r, worker, timeout, say);
     let far = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
     let deadline = Instant::now().checked_add(timeout).unwrap_or(far);
     if wait_gone(worker, r.monitor, deadline, Duration::from_millis(25)) {
-        say(format!("worker {name} stopped"));
+        say(format!("{label} stopped"));
         remove_pid_file(&path, say);
         return Ok(Stopped::Gracefully);
     }
     say(format!(
-        "worker {name} still running after {}: sending SIGKILL",
+        "{label} still running after {}: sending SIGKILL",
         format_duration(timeout)
     ));
-    let (worker, worker_id) = kill(store, run_dir, name, &r, worker, say);
+    let (worker, worker_id) = kill(subject, &r, worker, say);
     let until = Instant::now() + Duration::from_secs(5);
     if !wait_gone(worker, r.monitor, until, Duration::from_millis(10)) {
-        say(format!(
-            "worker {name} is still alive after SIGKILL; its jobs stay with it (run `workq workers cleanup` once it is gone)"
-        ));
+        say(match subject {
+            Subject::Worker { .. } => format!(
+                "{label} is still alive after SIGKILL; its jobs stay with it (run `workq workers cleanup` once it is gone)"
+            ),
+            Subject::Server { .. } => format!("{label} is still alive after SIGKILL"),
+        });
         return Ok(Stopped::Refused);
     }
-    if let Ok(Found::Running(other)) = find(store, run_dir, name) {
-        say(format!(
-            "PID file {} is still held (pid {}): some process of worker {name} that could not be verified lives on; its jobs are left alone",
-            path.display(),
-            other.worker.pid
-        ));
+    if let Ok(Found::Running(other)) = subject.find() {
+        say(match subject {
+            Subject::Worker { .. } => format!(
+                "PID file {} is still held (pid {}): some process of {label} that could not be verified lives on; its jobs are left alone",
+                path.display(),
+                other.worker.pid
+            ),
+            Subject::Server { .. } => format!(
+                "PID file {} is still held (pid {}): some process of {label} that could not be verified lives on",
+                path.display(),
+                other.worker.pid
+            ),
+        });
         return Ok(Stopped::Refused);
     }
-    if let Some(id) = worker_id {
-        requeue_jobs(store, run_dir, id, timeout, say)?;
+    if let (Some(id), Subject::Worker { store, run_dir, .. }) = (worker_id, subject) {
+        requeue_jobs(*store, run_dir, id, timeout, say)?;
     }
-    remove_killed_pid_file(&path, say);
+    remove_killed_pid_file(&path, subject.noun(), say);
     Ok(Stopped::Killed)
 }
 
-/// Says why `name` needs no stop, removing a stale PID file.
-fn say_not_running(name: &str, path: &Path, note: Option<String>, say: &mut dyn FnMut(String)) {
+/// Says why `label` (`worker NAME`, `the server`) needs no stop, removing a stale PID file.
+fn say_not_running(label: &str, path: &Path, note: Option<String>, say: &mut dyn FnMut(String)) {
     match note {
         Some(n) => {
-            say(format!("worker {name} is not running: {n}"));
+            say(format!("{label} is not running: {n}"));
             if matches!(pidfile::remove_if_unlocked(path), Ok(true)) {
                 say(format!("removed {}", path.display()));
             }
         }
-        None => say(format!("worker {name} is not running (no PID file)")),
+        None => say(format!("{label} is not running (no PID file)")),
     }
 }
 
 /// SIGTERM to the monitor, or to the worker if it has none: the start of a graceful drain.
 fn ask_to_stop(
-    name: &str,
+    subject: &Subject<'_>,
     r: &Running,
     worker: Option<Target>,
     timeout: Duration,
     say: &mut dyn FnMut(String),
 ) {
+    let label = subject.label();
     match r.monitor.or(worker) {
         Some(t) => {
             procinfo::signal_verified(t.pid, t.start_time, libc::SIGTERM);
             say(format!(
-                "stopping worker {name}: sent SIGTERM to {} {}; waiting up to {} for its running jobs",
-                if r.monitor.is_some() { "its monitor, pid" } else { "pid" },
+                "stopping {label}: sent SIGTERM to {} {}; waiting up to {} for {}",
+                if r.monitor.is_some() {
+                    "its monitor, pid"
+                } else {
+                    "pid"
+                },
                 t.pid,
-                format_duration(timeout)
+                format_duration(timeout),
+                subject.waits_for()
             ));
         }
-        None => say(format!("worker {name}: no live process found")),
+        None => say(format!("{label}: no live process found")),
     }
 }
 
 /// SIGKILL to the worker and its monitor; returns the worker killed and its registry id. The
 /// monitor may have restarted the worker since `r` was found: the one it has now is killed.
 fn kill(
-    store: &dyn Store,
-    run_dir: &Path,
-    name: &str,
+    subject: &Subject<'_>,
     r: &Running,
     mut worker: Option<Target>,
     say: &mut dyn FnMut(String),
 ) -> (Option<Target>, Option<WorkerId>) {
     let mut worker_id = r.worker_id;
-    if let Ok(Found::Running(now)) = find(store, run_dir, name) {
+    if let Ok(Found::Running(now)) = subject.find() {
         if now.worker.start_time != 0 && Some(now.worker) != worker {
             worker = Some(now.worker);
             worker_id = now.worker_id.or(worker_id);
         }
     }
     // The worker first: killing its monitor first would hand it a parent-death SIGTERM.
-    for (what, t) in [("worker", worker), ("monitor", r.monitor)] {
+    for (what, t) in [(subject.noun(), worker), ("monitor", r.monitor)] {
         if let Some(t) = t {
             if procinfo::signal_verified(t.pid, t.start_time, libc::SIGKILL) {
                 say(format!("killed {what} pid {}", t.pid));
@@ -395,7 +550,7 @@ fn requeue_jobs(
 /// After a kill, the PID file goes, and the same line says so whoever removed it: this stop, or
 /// the monitor itself, which was asked to stop first and so may see its worker die and remove
 /// its file before its own SIGKILL lands.
-fn remove_killed_pid_file(path: &Path, say: &mut dyn FnMut(String)) {
+fn remove_killed_pid_file(path: &Path, noun: &str, say: &mut dyn FnMut(String)) {
     match pidfile::remove_if_unlocked(path) {
         Ok(true) => say(format!("removed {}", path.display())),
         Ok(false) => match std::fs::symlink_metadata(path) {
@@ -403,7 +558,7 @@ fn remove_killed_pid_file(path: &Path, say: &mut dyn FnMut(String)) {
                 say(format!("removed {}", path.display()));
             }
             _ => say(format!(
-                "left {}: another process holds it now (was the worker started again?)",
+                "left {}: another process holds it now (was the {noun} started again?)",
                 path.display()
             )),
         },
@@ -439,7 +594,7 @@ mod tests {
 
     fn said_after_kill(path: &Path) -> Vec<String> {
         let mut lines = Vec::new();
-        remove_killed_pid_file(path, &mut |l| lines.push(l));
+        remove_killed_pid_file(path, "worker", &mut |l| lines.push(l));
         lines
     }
 

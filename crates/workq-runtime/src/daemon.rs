@@ -1,7 +1,8 @@
-//! `worker start --daemon`: start a monitor (with the command line the caller gives, normally
-//! the running binary) in its own session, with stdin from /dev/null and output to the worker
-//! log, and wait on a readiness pipe until the worker is registered and claiming. Never
-//! `fork()` a process that may have threads.
+//! `worker start --daemon` and `serve -d`: start a monitor (with the command line the caller
+//! gives, normally the running binary) in its own session, with stdin from /dev/null and output
+//! to the worker's (or server's) log, and wait on a readiness pipe until the worker is
+//! registered and claiming (or the server is listening). Never `fork()` a process that may have
+//! threads.
 
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
@@ -13,7 +14,7 @@ use std::time::Duration;
 use workq_core::exit;
 
 use crate::ready::{self, Report, Waited};
-use crate::{logger, spawn, WorkerSettings, SETTINGS_ENV};
+use crate::{logger, spawn, DaemonSettings, ServerSettings, WorkerSettings};
 
 /// How to start one of a daemon's processes: the caller's program and the arguments that make
 /// it a monitor or a worker (this crate does not know the command line's grammar).
@@ -47,6 +48,19 @@ pub struct Launched {
     pub attempts: u32,
 }
 
+/// A background server that reported it is listening.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaunchedServer {
+    /// The server process.
+    pub pid: i32,
+    /// Its monitor.
+    pub monitor_pid: i32,
+    /// The address it is bound to (the real port when port 0 was asked for).
+    pub listen: String,
+    /// Attempts it took.
+    pub attempts: u32,
+}
+
 /// Why a daemon did not start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LaunchError {
@@ -72,17 +86,66 @@ pub fn launch(
     ready_timeout: Duration,
     say: &mut dyn FnMut(&str),
 ) -> Result<Launched, LaunchError> {
+    let settings = DaemonSettings::Worker(settings);
+    let (monitor_pid, report, attempts) = launch_any(monitor, settings, ready_timeout, say)?;
+    match report {
+        Report::Ready { pid, worker_id } => Ok(Launched {
+            worker_pid: pid,
+            monitor_pid,
+            worker_id,
+            attempts,
+        }),
+        other => Err(wrong_report(settings, &other, attempts)),
+    }
+}
+
+/// Starts the background server's monitor with `monitor` and waits until the server listens,
+/// retrying as [`launch`] does.
+pub fn launch_server(
+    monitor: &CommandLine,
+    settings: &ServerSettings,
+    ready_timeout: Duration,
+    say: &mut dyn FnMut(&str),
+) -> Result<LaunchedServer, LaunchError> {
+    let settings = DaemonSettings::Server(settings);
+    let (monitor_pid, report, attempts) = launch_any(monitor, settings, ready_timeout, say)?;
+    match report {
+        Report::Listening { pid, addr } => Ok(LaunchedServer {
+            pid,
+            monitor_pid,
+            listen: addr,
+            attempts,
+        }),
+        other => Err(wrong_report(settings, &other, attempts)),
+    }
+}
+
+/// A monitor that reported ready with the other kind's report: a workq of another version
+/// answered (the command lines name the running binary, so it cannot happen in one install).
+fn wrong_report(settings: DaemonSettings<'_>, report: &Report, attempts: u32) -> LaunchError {
+    LaunchError {
+        code: exit::JOB_FAILED,
+        reason: format!(
+            "the {}'s monitor reported {report:?}, which is not the report of a {}",
+            settings.noun(),
+            settings.noun()
+        ),
+        log_tail: logger::tail(settings.log_file(), 15),
+        attempts,
+    }
+}
+
+/// The launch of either kind of daemon: (monitor pid, its ready report, attempts).
+fn launch_any(
+    monitor: &CommandLine,
+    settings: DaemonSettings<'_>,
+    ready_timeout: Duration,
+    say: &mut dyn FnMut(&str),
+) -> Result<(i32, Report, u32), LaunchError> {
     let mut last = None;
     for attempt in 1..=START_ATTEMPTS {
         match launch_once(monitor, settings, ready_timeout) {
-            Ok((monitor_pid, worker_pid, worker_id)) => {
-                return Ok(Launched {
-                    worker_pid,
-                    monitor_pid,
-                    worker_id,
-                    attempts: attempt,
-                })
-            }
+            Ok((monitor_pid, report)) => return Ok((monitor_pid, report, attempt)),
             Err((code, reason)) => {
                 let retry = !matches!(code, exit::USAGE | exit::NOT_FOUND | exit::CONFLICT)
                     && attempt < START_ATTEMPTS;
@@ -97,7 +160,7 @@ pub fn launch(
                     return Err(LaunchError {
                         code,
                         reason: last.map(|l| l.1).unwrap_or_default(),
-                        log_tail: logger::tail(&settings.log_file, 15),
+                        log_tail: logger::tail(settings.log_file(), 15),
                         attempts: attempt,
                     });
                 }
@@ -108,23 +171,24 @@ pub fn launch(
     Err(LaunchError {
         code,
         reason,
-        log_tail: logger::tail(&settings.log_file, 15),
+        log_tail: logger::tail(settings.log_file(), 15),
         attempts: START_ATTEMPTS,
     })
 }
 
-/// Starts one monitor and waits for its report: (monitor pid, worker pid, worker id), or an
-/// exit code and the reason.
+/// Starts one monitor and waits for its report: (monitor pid, the ready report), or an exit
+/// code and the reason.
 fn launch_once(
     monitor: &CommandLine,
-    settings: &WorkerSettings,
+    settings: DaemonSettings<'_>,
     ready_timeout: Duration,
-) -> Result<(i32, i32, i64), (u8, String)> {
+) -> Result<(i32, Report), (u8, String)> {
     let (out, err) = open_log(settings)?;
     let pipe =
         ready::pipe().map_err(|e| (exit::UNAVAILABLE, format!("cannot create a pipe: {e}")))?;
     let mut cmd = monitor.command();
-    cmd.env(SETTINGS_ENV, settings.to_json())
+    let (var, value) = settings.env();
+    cmd.env(var, value)
         .env(ready::READY_FD_ENV, "3")
         .stdin(Stdio::null())
         .stdout(Stdio::from(out))
@@ -135,12 +199,13 @@ fn launch_once(
     })?;
     drop(pipe.write);
     let outcome = ready::wait_report(&pipe.read, ready_timeout);
-    judge(child, outcome, ready_timeout)
+    judge(child, outcome, ready_timeout, settings.noun())
 }
 
-/// The worker log, opened twice to be the monitor's stdout and stderr.
-fn open_log(settings: &WorkerSettings) -> Result<(File, File), (u8, String)> {
-    let log = &settings.log_file;
+/// The worker's (or server's) log, opened twice to be the monitor's stdout and stderr.
+fn open_log(settings: DaemonSettings<'_>) -> Result<(File, File), (u8, String)> {
+    let log = settings.log_file();
+    let noun = settings.noun();
     if let Some(dir) = log.parent() {
         std::fs::create_dir_all(dir).map_err(|e| {
             (
@@ -152,7 +217,7 @@ fn open_log(settings: &WorkerSettings) -> Result<(File, File), (u8, String)> {
     let cannot_open = |e: std::io::Error| {
         (
             exit::UNAVAILABLE,
-            format!("cannot open worker log {}: {e}", log.display()),
+            format!("cannot open {noun} log {}: {e}", log.display()),
         )
     };
     let out = OpenOptions::new()
@@ -164,18 +229,20 @@ fn open_log(settings: &WorkerSettings) -> Result<(File, File), (u8, String)> {
     Ok((out, err))
 }
 
-/// What the monitor's report (or its silence) means for the start.
+/// What the monitor's report (or its silence) means for the start of its `noun` (`worker`,
+/// `server`).
 fn judge(
     mut child: Child,
     outcome: Waited,
     ready_timeout: Duration,
-) -> Result<(i32, i32, i64), (u8, String)> {
+    noun: &str,
+) -> Result<(i32, Report), (u8, String)> {
     let monitor_pid = child.id() as i32;
     match outcome {
-        Waited::Got(Some(Report::Ready { pid, worker_id })) => {
+        Waited::Got(Some(report @ (Report::Ready { .. } | Report::Listening { .. }))) => {
             // The monitor lives on in its own session; it is reparented when we exit.
             drop(child);
-            Ok((monitor_pid, pid, worker_id))
+            Ok((monitor_pid, report))
         }
         Waited::Got(Some(Report::Error { code, message })) => {
             let _ = child.wait();
@@ -186,7 +253,7 @@ fn judge(
             Err((
                 exit::JOB_FAILED,
                 format!(
-                    "the worker's monitor exited ({}) before the worker was ready",
+                    "the {noun}'s monitor exited ({}) before the {noun} was ready",
                     status
                         .map(|s| s.to_string())
                         .unwrap_or_else(|| "status unknown".into())
@@ -202,7 +269,7 @@ fn judge(
             Err((
                 exit::JOB_FAILED,
                 format!(
-                    "the worker was not ready after {}",
+                    "the {noun} was not ready after {}",
                     workq_core::format_duration(ready_timeout)
                 ),
             ))

@@ -36,5 +36,8 @@ pub mod worker;
 
 pub use error::RuntimeError;
 pub use logger::{Level, Logger};
-pub use settings::{check_name, default_log_file, WorkerSettings, SETTINGS_ENV, SETTING_KEYS};
+pub use settings::{
+    check_name, default_log_file, server_log_file, DaemonSettings, ServerSettings, WorkerSettings,
+    SERVE_SETTINGS_ENV, SETTINGS_ENV, SETTING_KEYS,
+};
 pub use worker::{run_worker, WorkerOptions, WorkerSummary};

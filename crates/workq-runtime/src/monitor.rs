@@ -1,8 +1,13 @@
-//! The monitor: the small parent of a daemonized worker. It owns the PID file, restarts the
-//! worker when it dies unexpectedly or hangs (heartbeat older than `hung_after` while its
-//! process lives), with exponential backoff (1 s doubling to 60 s) and a limit of
-//! `max_restarts` per `restart_window`; past the limit it marks the worker `crash-looping` and
-//! gives up. SIGTERM/SIGINT/SIGHUP stop the worker gracefully and end the monitor.
+//! The monitor: the small parent of a daemonized worker, or of the background server
+//! (`serve -d`). It owns the PID file, restarts its process when it dies unexpectedly or (a
+//! worker only) hangs (heartbeat older than `hung_after` while its process lives), with
+//! exponential backoff (1 s doubling to 60 s) and a limit of `max_restarts` per
+//! `restart_window`; past the limit it marks it `crash-looping` and gives up.
+//! SIGTERM/SIGINT/SIGHUP stop it gracefully and end the monitor.
+//!
+//! What it supervises is a [`Charge`]: the restart, backoff, PID-file and log rules are the same
+//! for both; only a worker has a registry row, and so heartbeats to judge, jobs to rescue when
+//! it dies and a row to mark crash-looping.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -19,7 +24,70 @@ use workq_store::Store;
 use crate::daemon::CommandLine;
 use crate::pidfile::{self, AcquireError, PidFile, PidInfo, Probe};
 use crate::ready::{self, Report};
-use crate::{doorbell, logger, procinfo, rescue, signals, spawn, Level, WorkerSettings};
+use crate::{
+    doorbell, logger, procinfo, rescue, signals, spawn, DaemonSettings, Level, ServerSettings,
+    WorkerSettings,
+};
+
+/// What a monitor supervises.
+pub enum Charge<'a> {
+    /// A worker, with the store it registers in.
+    Worker {
+        /// Its store: heartbeats, rescue, the crash-looping mark.
+        store: &'a dyn Store,
+        /// Its settings.
+        settings: &'a WorkerSettings,
+    },
+    /// The HTTP server of `serve -d`. It has no registry row and no heartbeat, so the monitor
+    /// does no hang detection for it; it does pin the address the first server bound (port 0
+    /// becomes a real port), so a restarted server answers at the URL that was printed.
+    Server(ServerSettings),
+}
+
+impl Charge<'_> {
+    fn settings(&self) -> DaemonSettings<'_> {
+        match self {
+            Charge::Worker { settings, .. } => DaemonSettings::Worker(settings),
+            Charge::Server(s) => DaemonSettings::Server(s),
+        }
+    }
+
+    /// Its PID file.
+    fn pid_path(&self, run_dir: &Path) -> PathBuf {
+        match self {
+            Charge::Worker { settings, .. } => pidfile::path_for(run_dir, &settings.name),
+            Charge::Server(_) => pidfile::server_path(run_dir),
+        }
+    }
+
+    /// The name in its PID file.
+    fn name(&self) -> &str {
+        match self {
+            Charge::Worker { settings, .. } => &settings.name,
+            Charge::Server(_) => pidfile::SERVER_NAME,
+        }
+    }
+
+    /// How often to check for a hang, if ever.
+    fn check_every(&self) -> Option<Duration> {
+        match self {
+            Charge::Worker { settings, .. } => {
+                Some(settings.heartbeat().min(Duration::from_secs(5)))
+            }
+            Charge::Server(_) => None,
+        }
+    }
+
+    /// The command that starts it afresh, for the crash-looping line.
+    fn start_command(&self) -> String {
+        match self {
+            Charge::Worker { settings, .. } => {
+                format!("workq worker start {} --daemon", settings.name)
+            }
+            Charge::Server(_) => "workq serve -d".into(),
+        }
+    }
+}
 
 enum Ev {
     Signal(libc::c_int),
@@ -27,13 +95,15 @@ enum Ev {
     Report(u32, Option<Report>),
 }
 
-/// The worker process the monitor runs now.
+/// The process the monitor runs now.
 struct Current {
-    /// Counts the workers started, so that news of an earlier one is told apart.
+    /// Counts the processes started, so that news of an earlier one is told apart.
     generation: u32,
     pid: i32,
     start_time: u64,
     worker_id: Option<WorkerId>,
+    /// The server's bound address, once it reported it.
+    listen: Option<String>,
     started_at: String,
 }
 
@@ -71,8 +141,7 @@ enum End {
 
 /// What the monitor knows and does between events.
 struct Monitor<'a> {
-    store: &'a dyn Store,
-    settings: &'a WorkerSettings,
+    charge: Charge<'a>,
     worker_command: &'a CommandLine,
     run_dir: &'a Path,
     say: &'a Say,
@@ -116,13 +185,40 @@ pub fn run_monitor(
     settings: &WorkerSettings,
     worker_command: &CommandLine,
     run_dir: &Path,
+    ready: Option<File>,
+) -> u8 {
+    supervise(
+        Charge::Worker { store, settings },
+        worker_command,
+        run_dir,
+        ready,
+    )
+}
+
+/// Runs the monitor of the background server until it is stopped or crash-loops, starting
+/// each server process with `server_command`; as [`run_monitor`] otherwise.
+pub fn run_server_monitor(
+    settings: ServerSettings,
+    server_command: &CommandLine,
+    run_dir: &Path,
+    ready: Option<File>,
+) -> u8 {
+    supervise(Charge::Server(settings), server_command, run_dir, ready)
+}
+
+/// The monitor of `charge`, whichever it is.
+fn supervise(
+    charge: Charge<'_>,
+    worker_command: &CommandLine,
+    run_dir: &Path,
     mut ready: Option<File>,
 ) -> u8 {
+    let settings = charge.settings();
     let say = Say {
-        path: settings.log_file.clone(),
+        path: settings.log_file().to_path_buf(),
         level: settings.log_level(),
     };
-    let pid_file = match acquire(&pidfile::path_for(run_dir, &settings.name), settings, &say) {
+    let pid_file = match acquire(&charge.pid_path(run_dir), settings, &say) {
         Ok(f) => f,
         Err((code, message)) => return fail(&say, &mut ready, code, message),
     };
@@ -133,14 +229,15 @@ pub fn run_monitor(
         Ok(c) => c,
         Err(e) => {
             pid_file.release();
-            let message = format!("cannot start the worker process: {e}");
+            let message = format!("cannot start the {} process: {e}", settings.noun());
             return fail(&say, &mut ready, exit::UNAVAILABLE, message);
         }
     };
     let me = std::process::id() as i32;
+    let settings_value = serde_json::from_str(&settings.env().1).ok();
+    let label = settings.label();
     let mut m = Monitor {
-        store,
-        settings,
+        charge,
         worker_command,
         run_dir,
         say: &say,
@@ -150,7 +247,7 @@ pub fn run_monitor(
         generation,
         cur,
         me: (me, procinfo::start_time(me)),
-        settings_value: serde_json::from_str(&settings.to_json()).ok(),
+        settings_value,
         watch: Watch {
             alive: true,
             ..Watch::default()
@@ -159,20 +256,20 @@ pub fn run_monitor(
     // Written now so `worker stop` can find the pids even before the worker is ready.
     m.write_pid_file();
     say.info(format_args!(
-        "started worker {} (pid {}); monitor pid {me}",
-        settings.name, m.cur.pid
+        "started {label} (pid {}); monitor pid {me}",
+        m.cur.pid
     ));
     let end = m.run(&rx);
     m.finish(end)
 }
 
 /// Takes the PID file, or says why not (exit code and message).
-fn acquire(path: &Path, settings: &WorkerSettings, say: &Say) -> Result<PidFile, (u8, String)> {
+fn acquire(path: &Path, settings: DaemonSettings<'_>, say: &Say) -> Result<PidFile, (u8, String)> {
     let mut stale_notes = Vec::new();
     let pid_file = match PidFile::acquire(path, &mut |s| stale_notes.push(s.to_string())) {
         Ok(f) => f,
         Err(AcquireError::Running(probe)) => {
-            return Err((exit::CONFLICT, already_running(&settings.name, &probe)))
+            return Err((exit::CONFLICT, already_running(&settings.label(), &probe)))
         }
         Err(AcquireError::Io(e)) => {
             return Err((
@@ -199,8 +296,11 @@ fn fail(say: &Say, ready: &mut Option<File>, code: u8, message: String) -> u8 {
 impl Monitor<'_> {
     /// Handles events until the monitor ends.
     fn run(&mut self, rx: &Receiver<Ev>) -> End {
-        let check_every = self.settings.heartbeat().min(Duration::from_secs(5));
-        let mut next_check = Instant::now() + check_every;
+        let check_every = self.charge.check_every();
+        // Without hang checks the monitor still wakes now and then: nothing is due, but a
+        // timeout keeps the loop's shape the same for both charges.
+        let every = check_every.unwrap_or(Duration::from_secs(60));
+        let mut next_check = Instant::now() + every;
         loop {
             let wake = match self.watch.restart_at {
                 Some(t) => t.min(next_check),
@@ -218,8 +318,10 @@ impl Monitor<'_> {
             let now = Instant::now();
             self.restart_if_due(now);
             if now >= next_check {
-                next_check = now + check_every;
-                self.kill_if_hung();
+                next_check = now + every;
+                if check_every.is_some() {
+                    self.kill_if_hung();
+                }
             }
         }
     }
@@ -267,22 +369,54 @@ impl Monitor<'_> {
             return Some(End::Stopped);
         }
         self.say.info(format_args!(
-            "{name} received: stopping worker {} (pid {})",
-            self.settings.name, self.cur.pid
+            "{name} received: stopping {} (pid {})",
+            self.charge.settings().label(),
+            self.cur.pid
         ));
         self.watch.stopping = true;
         procinfo::signal_verified(self.cur.pid, self.cur.start_time, libc::SIGTERM);
         None
     }
 
-    /// The worker reported on its readiness pipe.
+    /// The worker (or server) reported on its readiness pipe.
     fn on_report(&mut self, report: Option<Report>) {
+        let worker = matches!(self.charge, Charge::Worker { .. });
         match report {
-            Some(Report::Ready { worker_id, .. }) => self.on_ready(worker_id),
+            Some(Report::Ready { worker_id, .. }) if worker => self.on_ready(worker_id),
+            Some(Report::Listening { addr, .. }) if !worker => self.on_listening(addr),
             Some(Report::Error { code, message }) => {
                 self.watch.startup_error = Some((code, message));
             }
-            None => {}
+            // A report of the other kind is no news of this charge.
+            Some(_) | None => {}
+        }
+    }
+
+    /// The server is bound: the PID file learns its address, the launcher (if it still waits)
+    /// too, and later servers bind the same one.
+    fn on_listening(&mut self, addr: String) {
+        if let Charge::Server(s) = &mut self.charge {
+            if s.listen != addr {
+                self.say.info(format_args!(
+                    "the server bound {addr} ({} was asked); restarts will bind {addr} too",
+                    s.listen
+                ));
+                s.listen = addr.clone();
+            }
+        }
+        self.cur.listen = Some(addr.clone());
+        self.write_pid_file();
+        if let Some(mut w) = self.ready.take() {
+            let report = Report::Listening {
+                pid: self.cur.pid,
+                addr,
+            };
+            ready::send(&mut w, &report);
+        } else {
+            self.say.info(format_args!(
+                "the server is back: pid {}, listening on {addr}",
+                self.cur.pid
+            ));
         }
     }
 
@@ -300,8 +434,9 @@ impl Monitor<'_> {
             ready::send(&mut w, &report);
         } else {
             self.say.info(format_args!(
-                "worker {} is back: pid {}, id {worker_id}",
-                self.settings.name, self.cur.pid
+                "{} is back: pid {}, id {worker_id}",
+                self.charge.settings().label(),
+                self.cur.pid
             ));
         }
     }
@@ -311,11 +446,9 @@ impl Monitor<'_> {
     fn on_exit(&mut self, status: Option<ExitStatus>, rx: &Receiver<Ev>) -> Option<End> {
         self.watch.alive = false;
         let how = describe_exit(status);
+        let label = self.charge.settings().label();
         if self.watch.stopping {
-            self.say.info(format_args!(
-                "worker {} stopped ({how})",
-                self.settings.name
-            ));
+            self.say.info(format_args!("{label} stopped ({how})"));
             return Some(End::Stopped);
         }
         if self.ready.is_some() {
@@ -325,8 +458,7 @@ impl Monitor<'_> {
         let clean = status.is_some_and(|s| s.success());
         if clean && self.watch.hung_kill.is_none() {
             self.say.info(format_args!(
-                "worker {} exited on its own ({how}); not restarting",
-                self.settings.name
+                "{label} exited on its own ({how}); not restarting"
             ));
             return Some(End::Stopped);
         }
@@ -335,11 +467,11 @@ impl Monitor<'_> {
             .hung_kill
             .take()
             .unwrap_or_else(|| format!("it died unexpectedly ({how})"));
-        self.say.error(format_args!(
-            "worker {} (pid {}): {reason}",
-            self.settings.name, self.cur.pid
-        ));
-        rescue_now(self.store, self.run_dir, self.say);
+        self.say
+            .error(format_args!("{label} (pid {}): {reason}", self.cur.pid));
+        if let Charge::Worker { store, .. } = self.charge {
+            rescue_now(store, self.run_dir, self.say);
+        }
         self.plan_restart(&reason)
     }
 
@@ -359,10 +491,11 @@ impl Monitor<'_> {
                 Err(_) => break,
             }
         }
+        let noun = self.charge.settings().noun();
         let (code, message) = self.watch.startup_error.take().unwrap_or_else(|| {
             (
                 startup_exit_code(status),
-                format!("the worker exited ({how}) before it was ready"),
+                format!("the {noun} exited ({how}) before it was ready"),
             )
         });
         End::StartFailed(code, message)
@@ -370,41 +503,47 @@ impl Monitor<'_> {
 
     /// Sets when to restart the worker, or gives up if it restarted too often of late.
     fn plan_restart(&mut self, reason: &str) -> Option<End> {
-        let window = self.settings.restart_window();
+        let settings = self.charge.settings();
+        let window = settings.restart_window();
+        let max_restarts = settings.max_restarts();
         let now = Instant::now();
         forget_restarts_before(&mut self.watch.restarts, window, now);
         let recent = self.watch.restarts.len();
-        if recent as u32 >= self.settings.max_restarts {
+        if recent as u32 >= max_restarts {
             self.give_up(recent, window, reason);
             return Some(End::CrashLooping);
         }
         let delay = restart_delay(recent);
         self.say.info(format_args!(
-            "restarting worker {} in {} (restart {} of {} allowed per {})",
-            self.settings.name,
+            "restarting {} in {} (restart {} of {max_restarts} allowed per {})",
+            settings.label(),
             format_duration(delay),
             recent + 1,
-            self.settings.max_restarts,
             format_duration(window)
         ));
         self.watch.restart_at = Some(now + delay);
         None
     }
 
-    /// Says the worker is crash-looping, in the log and in the registry.
+    /// Says the worker (or server) is crash-looping, in the log and, for a worker, in the
+    /// registry.
     fn give_up(&self, recent: usize, window: Duration, reason: &str) {
-        let name = &self.settings.name;
+        let label = self.charge.settings().label();
         let why = format!(
             "{recent} restart(s) within {} did not help (last: {reason}); not restarting",
             format_duration(window)
         );
         self.say
-            .error(format_args!("worker {name} is crash-looping: {why}"));
+            .error(format_args!("{label} is crash-looping: {why}"));
         self.say.error(format_args!(
-            "fix the cause (see the lines above), then: workq worker start {name} --daemon"
+            "fix the cause (see the lines above), then: {}",
+            self.charge.start_command()
         ));
+        let Charge::Worker { store, .. } = self.charge else {
+            return;
+        };
         if let Some(id) = self.cur.worker_id.or(self.watch.last_id) {
-            if let Err(e) = self.store.mark_crash_looping(id, &why) {
+            if let Err(e) = store.mark_crash_looping(id, &why) {
                 self.say
                     .error(format_args!("cannot record crash-looping: {e}"));
             }
@@ -418,9 +557,10 @@ impl Monitor<'_> {
         }
         self.watch.restart_at = None;
         self.watch.restarts.push_back(now);
+        let settings = self.charge.settings();
         match start_worker(
             self.worker_command,
-            self.settings,
+            settings,
             &self.tx,
             &mut self.generation,
         ) {
@@ -430,8 +570,10 @@ impl Monitor<'_> {
                 self.write_pid_file();
             }
             Err(e) => {
-                self.say
-                    .error(format_args!("cannot start the worker process: {e}"));
+                self.say.error(format_args!(
+                    "cannot start the {} process: {e}",
+                    settings.noun()
+                ));
                 // Counts as a failed restart; try again after the next backoff.
                 let delay = restart_delay(self.watch.restarts.len());
                 self.watch.restart_at = Some(now + delay);
@@ -445,12 +587,12 @@ impl Monitor<'_> {
         if !self.watch.alive || self.watch.stopping || self.watch.hung_kill.is_some() {
             return;
         }
-        let Some((id, age)) = heartbeat_age(
-            self.store,
-            self.cur.worker_id,
-            self.cur.pid,
-            self.cur.start_time,
-        ) else {
+        let Charge::Worker { store, settings } = self.charge else {
+            return;
+        };
+        let Some((id, age)) =
+            heartbeat_age(store, self.cur.worker_id, self.cur.pid, self.cur.start_time)
+        else {
             return;
         };
         if self.cur.worker_id.is_some_and(|known| known != id) {
@@ -458,13 +600,13 @@ impl Monitor<'_> {
             // store, ARCHITECTURE.md §4.4): follow its new row, and say so in the PID file.
             self.say.info(format_args!(
                 "worker {} registered again as id {id}",
-                self.settings.name
+                settings.name
             ));
             self.cur.worker_id = Some(id);
             self.watch.last_id = Some(id);
             self.write_pid_file();
         }
-        let limit = self.settings.hung_after();
+        let limit = settings.hung_after();
         if age > limit && procinfo::process_alive(self.cur.pid, self.cur.start_time) {
             let why = format!(
                 "hung: its last heartbeat was {} ago (limit {}); killed it",
@@ -484,11 +626,12 @@ impl Monitor<'_> {
             boot_id: procinfo::boot_id(),
             worker_id: self.cur.worker_id,
             started_at: self.cur.started_at.clone(),
-            name: self.settings.name.clone(),
+            name: self.charge.name().to_string(),
             monitor_pid: Some(self.me.0),
             monitor_start_time: Some(self.me.1),
             state: state.map(str::to_string),
             settings: self.settings_value.clone(),
+            listen: self.cur.listen.clone(),
         }
     }
 
@@ -528,17 +671,18 @@ fn startup_exit_code(status: Option<ExitStatus>) -> u8 {
         .unwrap_or(exit::JOB_FAILED)
 }
 
-fn already_running(name: &str, probe: &Probe) -> String {
+/// `label` (`worker NAME`, `the server`) runs already, with its pids when the file names them.
+fn already_running(label: &str, probe: &Probe) -> String {
     match probe.info() {
         Some(i) => format!(
-            "worker {name} is already running (pid {}{})",
+            "{label} is already running (pid {}{})",
             i.pid,
             i.monitor_pid
                 .map(|m| format!(", monitor pid {m}"))
                 .unwrap_or_default()
         ),
         None => {
-            format!("worker {name} is already running (its PID file is locked by a live process)")
+            format!("{label} is already running (its PID file is locked by a live process)")
         }
     }
 }
@@ -581,10 +725,11 @@ fn heartbeat_age(
     Some((rec.id, store.now().since(rec.heartbeat_at)))
 }
 
-/// Starts one worker process under this monitor, with a waiter and a readiness reader.
+/// Starts one worker (or server) process under this monitor, with a waiter and a readiness
+/// reader.
 fn start_worker(
     command: &CommandLine,
-    settings: &WorkerSettings,
+    settings: DaemonSettings<'_>,
     tx: &Sender<Ev>,
     generation: &mut u32,
 ) -> std::io::Result<Current> {
@@ -592,7 +737,9 @@ fn start_worker(
     let g = *generation;
     let pipe = ready::pipe()?;
     let mut cmd = command.command();
-    cmd.env(crate::SETTINGS_ENV, settings.to_json())
+    let (var, value) = settings.env();
+    let noun = settings.noun();
+    cmd.env(var, value)
         .env(ready::READY_FD_ENV, "3")
         .stdin(Stdio::null());
     // It gets SIGTERM (a graceful drain) if the monitor is killed.
@@ -603,7 +750,7 @@ fn start_worker(
     let txr = tx.clone();
     let read = pipe.read;
     let reader = std::thread::Builder::new()
-        .name("worker-ready".into())
+        .name(format!("{noun}-ready"))
         .stack_size(64 * 1024)
         .spawn(move || {
             let _ = txr.send(Ev::Report(g, ready::read_report(read)));
@@ -615,7 +762,7 @@ fn start_worker(
     }
     let txw = tx.clone();
     let waiter = std::thread::Builder::new()
-        .name("worker-wait".into())
+        .name(format!("{noun}-wait"))
         .stack_size(64 * 1024)
         .spawn(move || {
             let status = child.wait().ok();
@@ -630,6 +777,7 @@ fn start_worker(
         pid,
         start_time,
         worker_id: None,
+        listen: None,
         started_at: workq_core::Timestamp::now().to_rfc3339(),
     })
 }

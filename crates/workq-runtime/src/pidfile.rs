@@ -41,9 +41,14 @@ pub struct PidInfo {
     /// `crash-looping` once the monitor gave up (left behind, unlocked).
     #[serde(default)]
     pub state: Option<String>,
-    /// How it was started ([`crate::WorkerSettings`] as JSON).
+    /// How it was started ([`crate::WorkerSettings`], or [`crate::ServerSettings`] for the
+    /// server, as JSON).
     #[serde(default)]
     pub settings: Option<serde_json::Value>,
+    /// The server's bound address (`serve -d` only). Left out when unset, so a worker's file
+    /// reads exactly as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
 }
 
 impl PidInfo {
@@ -69,6 +74,16 @@ fn same_boot(boot: &str) -> bool {
 /// Path of the PID file of worker `name`.
 pub fn path_for(run_dir: &Path, name: &str) -> PathBuf {
     run_dir.join(format!("{name}.pid"))
+}
+
+/// The name in the background server's PID file.
+pub const SERVER_NAME: &str = "serve";
+
+/// Path of the background server's PID file: `run/serve/serve.pid`. A directory of its own, so
+/// it cannot be the file of a worker named `serve` (`run/serve.pid`), and [`list`], which
+/// takes every `run/*.pid` for a worker's, never returns it.
+pub fn server_path(run_dir: &Path) -> PathBuf {
+    run_dir.join(SERVER_NAME).join(format!("{SERVER_NAME}.pid"))
 }
 
 /// What a look at a PID file found.
@@ -353,9 +368,19 @@ impl PidFile {
                     return Err(AcquireError::Running(Box::new(p)))
                 }
                 Probe::Stale { reason, .. } => on_stale(&format!("{reason}; replacing it")),
-                Probe::CrashLooping(_) => on_stale(&format!(
-                    "PID file {} records a crash-looping worker; starting afresh",
-                    path.display()
+                Probe::CrashLooping(info) => on_stale(&format!(
+                    "PID file {} records a crash-looping {}; starting afresh",
+                    path.display(),
+                    // Only the background server's settings have an address.
+                    if info
+                        .settings
+                        .as_ref()
+                        .is_some_and(|s| s.get("listen").is_some())
+                    {
+                        "server"
+                    } else {
+                        "worker"
+                    }
                 )),
                 Probe::Unreadable(why) => {
                     // Its owner may live: never replace a file whose lock we cannot test.
@@ -503,6 +528,7 @@ pub fn info_for_self(name: &str, worker_id: Option<i64>) -> PidInfo {
         monitor_start_time: None,
         state: None,
         settings: None,
+        listen: None,
     }
 }
 

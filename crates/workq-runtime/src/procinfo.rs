@@ -171,6 +171,17 @@ pub fn has_marker(pid: i32, marker: Marker) -> bool {
     found.iter().all(|f| *f)
 }
 
+/// True if `pid`'s environment has the variable `name` (any value): how a process that a
+/// monitor started, which gets its settings there, is told apart from an unrelated one.
+pub fn has_env_var(pid: i32, name: &str) -> bool {
+    let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+        return false;
+    };
+    let prefix = format!("{name}=");
+    env.split(|&b| b == 0)
+        .any(|var| var.starts_with(prefix.as_bytes()))
+}
+
 /// Every live process on this host as (pid, pgid).
 fn all_processes() -> Vec<(i32, i32)> {
     let Ok(dir) = std::fs::read_dir("/proc") else {

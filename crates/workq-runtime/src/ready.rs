@@ -1,7 +1,8 @@
 //! The readiness pipe: how a starting worker tells whoever started it that it is registered and
 //! claiming (or why it failed), one line each way.
 //!
-//! Lines: `ready <pid> <worker id>` or `error <exit code> <message>`.
+//! Lines: `ready <pid> <worker id>` (a worker), `listening <pid> <address>` (the server of
+//! `serve -d`), or `error <exit code> <message>`.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Write};
@@ -21,6 +22,13 @@ pub enum Report {
         /// Its registry id.
         worker_id: i64,
     },
+    /// The server is bound and about to serve.
+    Listening {
+        /// The server's pid.
+        pid: i32,
+        /// The address it is bound to (the real port when port 0 was asked for).
+        addr: String,
+    },
     /// It failed, with the exit code it uses and the reason.
     Error {
         /// Exit code category (ARCHITECTURE.md §7.1).
@@ -38,6 +46,15 @@ impl Report {
             let pid = it.next()?.parse().ok()?;
             let worker_id = it.next()?.parse().ok()?;
             return Some(Report::Ready { pid, worker_id });
+        }
+        if let Some(rest) = line.strip_prefix("listening ") {
+            let mut it = rest.split_whitespace();
+            let pid = it.next()?.parse().ok()?;
+            let addr = it.next()?.to_string();
+            return it
+                .next()
+                .is_none()
+                .then_some(Report::Listening { pid, addr });
         }
         let rest = line.strip_prefix("error ")?;
         let (code, message) = rest.split_once(' ').unwrap_or((rest, ""));
@@ -144,6 +161,7 @@ pub fn from_env() -> Option<File> {
 pub fn send(w: &mut File, report: &Report) {
     let line = match report {
         Report::Ready { pid, worker_id } => format!("ready {pid} {worker_id}\n"),
+        Report::Listening { pid, addr } => format!("listening {pid} {addr}\n"),
         Report::Error { code, message } => {
             format!("error {code} {}\n", message.replace('\n', " "))
         }
@@ -179,7 +197,23 @@ mod tests {
                 message: String::new()
             })
         );
-        for bad in ["", "ready", "ready 12", "ready x 7", "hello"] {
+        assert_eq!(
+            Report::parse("listening 12 [::1]:7878\n"),
+            Some(Report::Listening {
+                pid: 12,
+                addr: "[::1]:7878".into()
+            })
+        );
+        for bad in [
+            "",
+            "ready",
+            "ready 12",
+            "ready x 7",
+            "hello",
+            "listening 12",
+            "listening x 127.0.0.1:1",
+            "listening 12 a b",
+        ] {
             assert_eq!(Report::parse(bad), None, "{bad:?}");
         }
     }
@@ -216,6 +250,16 @@ mod tests {
                 pid: 12,
                 worker_id: 7
             })
+        );
+        let Pipe { read, mut write } = pipe().unwrap();
+        let listening = Report::Listening {
+            pid: 12,
+            addr: "127.0.0.1:40000".into(),
+        };
+        send(&mut write, &listening);
+        assert_eq!(
+            wait_report(&read, Duration::from_secs(5)),
+            Waited::Got(Some(listening))
         );
         let Pipe { read, write } = pipe().unwrap();
         drop(write);

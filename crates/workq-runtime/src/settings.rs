@@ -153,6 +153,145 @@ impl WorkerSettings {
     }
 }
 
+/// Environment variable that carries a background server's settings from `serve -d` to its
+/// monitor and from the monitor to each server process.
+pub const SERVE_SETTINGS_ENV: &str = "WORKQ_SERVE_SETTINGS";
+
+/// How a background `workq serve` runs, in one serialisable value, as [`WorkerSettings`] is for
+/// a worker. The token itself is never here, only the file that holds it: these settings
+/// travel in the environment and are kept in the PID file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerSettings {
+    /// Address and port to listen on (port 0: any free port, pinned once bound).
+    pub listen: String,
+    /// The token file given with `--token-file` (absolute), if any; without it the server
+    /// reads `[serve] token_file` or `WORKQ_TOKEN` as the foreground server does.
+    pub token_file: Option<PathBuf>,
+    /// Refuse every mutation.
+    pub read_only: bool,
+    /// The server's log (its monitor's lines and its own).
+    pub log_file: PathBuf,
+    /// `error`, `info` or `debug`.
+    pub level: String,
+    /// Restarts the monitor allows within `restart_window_ms` before it gives up.
+    pub max_restarts: u32,
+    /// The window over which restarts are counted.
+    pub restart_window_ms: u64,
+}
+
+impl ServerSettings {
+    /// Defaults for a server listening on `listen` for the state dir `state_dir`: the same
+    /// restart rules as a worker's defaults.
+    pub fn defaults(listen: &str, state_dir: &Path) -> ServerSettings {
+        let w = WorkerSettings::defaults("serve", state_dir);
+        ServerSettings {
+            listen: listen.to_string(),
+            token_file: None,
+            read_only: false,
+            log_file: server_log_file(state_dir),
+            level: w.level,
+            max_restarts: w.max_restarts,
+            restart_window_ms: w.restart_window_ms,
+        }
+    }
+
+    /// The restart window.
+    pub fn restart_window(&self) -> Duration {
+        Duration::from_millis(self.restart_window_ms)
+    }
+
+    /// The log level.
+    pub fn log_level(&self) -> Level {
+        match self.level.as_str() {
+            "error" => Level::Error,
+            "debug" => Level::Debug,
+            _ => Level::Info,
+        }
+    }
+
+    /// Serialises for the environment and the PID file.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| "{}".into())
+    }
+
+    /// Reads settings written by [`ServerSettings::to_json`].
+    pub fn from_json(s: &str) -> Result<ServerSettings, String> {
+        serde_json::from_str(s).map_err(|e| format!("unreadable server settings: {e}"))
+    }
+}
+
+/// `<state>/logs/serve.log`: no worker's log (`worker-NAME.log`) can have this name.
+pub fn server_log_file(state_dir: &Path) -> PathBuf {
+    state_dir.join("logs").join("serve.log")
+}
+
+/// The settings of a daemon, whichever it is: what its launcher and its monitor share.
+#[derive(Debug, Clone, Copy)]
+pub enum DaemonSettings<'a> {
+    /// A worker.
+    Worker(&'a WorkerSettings),
+    /// The background server.
+    Server(&'a ServerSettings),
+}
+
+impl DaemonSettings<'_> {
+    /// `worker` or `server`, for sentences such as "the worker exited".
+    pub fn noun(&self) -> &'static str {
+        match self {
+            DaemonSettings::Worker(_) => "worker",
+            DaemonSettings::Server(_) => "server",
+        }
+    }
+
+    /// How log lines name it: `worker NAME` or `the server`.
+    pub fn label(&self) -> String {
+        match self {
+            DaemonSettings::Worker(s) => format!("worker {}", s.name),
+            DaemonSettings::Server(_) => "the server".into(),
+        }
+    }
+
+    /// The environment variable that carries the settings, and its value.
+    pub fn env(&self) -> (&'static str, String) {
+        match self {
+            DaemonSettings::Worker(s) => (SETTINGS_ENV, s.to_json()),
+            DaemonSettings::Server(s) => (SERVE_SETTINGS_ENV, s.to_json()),
+        }
+    }
+
+    /// Its log file.
+    pub fn log_file(&self) -> &Path {
+        match self {
+            DaemonSettings::Worker(s) => &s.log_file,
+            DaemonSettings::Server(s) => &s.log_file,
+        }
+    }
+
+    /// Its log level.
+    pub fn log_level(&self) -> Level {
+        match self {
+            DaemonSettings::Worker(s) => s.log_level(),
+            DaemonSettings::Server(s) => s.log_level(),
+        }
+    }
+
+    /// Restarts allowed per window.
+    pub fn max_restarts(&self) -> u32 {
+        match self {
+            DaemonSettings::Worker(s) => s.max_restarts,
+            DaemonSettings::Server(s) => s.max_restarts,
+        }
+    }
+
+    /// The window over which restarts are counted.
+    pub fn restart_window(&self) -> Duration {
+        match self {
+            DaemonSettings::Worker(s) => s.restart_window(),
+            DaemonSettings::Server(s) => s.restart_window(),
+        }
+    }
+}
+
 /// The settings listed in the start line, in order.
 pub const SETTING_KEYS: [&str; 11] = [
     "queues",
@@ -204,6 +343,24 @@ mod tests {
         assert!(s.describe().contains("slots=4 (flag -w)"));
         assert!(s.describe().contains("queues=default (default)"));
         assert_eq!(s.log_file, Path::new("/p/.workq/logs/worker-gpu.log"));
+    }
+
+    #[test]
+    fn server_settings_round_trip_and_keep_the_workers_restart_rules() {
+        let mut s = ServerSettings::defaults("127.0.0.1:0", Path::new("/p/.workq"));
+        s.token_file = Some("/p/token".into());
+        let back = ServerSettings::from_json(&s.to_json()).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(s.log_file, Path::new("/p/.workq/logs/serve.log"));
+        let w = WorkerSettings::defaults("x", Path::new("/p/.workq"));
+        assert_eq!(
+            (s.max_restarts, s.restart_window()),
+            (w.max_restarts, w.restart_window())
+        );
+        let d = DaemonSettings::Server(&s);
+        assert_eq!((d.noun(), d.label()), ("server", "the server".to_string()));
+        assert_eq!(d.env().0, SERVE_SETTINGS_ENV);
+        assert_eq!(DaemonSettings::Worker(&w).label(), "worker x");
     }
 
     #[test]

@@ -1,12 +1,12 @@
 //! Starting a worker as a daemon under its monitor, for `worker start -d`, `worker restart` and
-//! `up`.
+//! `up`; and the background server under its monitor, for `serve -d`.
 
 use std::ffi::OsString;
 use std::time::Duration;
 
 use serde_json::json;
 use workq_runtime::control::{self, Found};
-use workq_runtime::{daemon, WorkerSettings};
+use workq_runtime::{daemon, ServerSettings, WorkerSettings};
 
 use crate::context::Context;
 use crate::error::{CliError, CmdResult, ErrorKind};
@@ -25,8 +25,20 @@ pub fn own_command(
     ctx: &Context,
     subcommand: &str,
 ) -> daemon::CommandLine {
+    own_command_of(exe, ctx, "worker", subcommand)
+}
+
+/// This binary's command line for the hidden `COMMAND SUBCOMMAND` (`worker` or `serve`, then
+/// `_monitor` or `_run`). Only `--state-dir` and `--store` go on it: settings travel in the
+/// environment, so a token never shows in `ps`.
+pub fn own_command_of(
+    exe: std::path::PathBuf,
+    ctx: &Context,
+    command: &str,
+    subcommand: &str,
+) -> daemon::CommandLine {
     let mut args = global_args(ctx);
-    args.extend(["worker", subcommand].map(OsString::from));
+    args.extend([command, subcommand].map(OsString::from));
     daemon::CommandLine { program: exe, args }
 }
 
@@ -102,20 +114,113 @@ fn report_started(ctx: &Context, settings: &WorkerSettings, l: &daemon::Launched
 
 /// A daemon that did not come up: why, with the end of its log, exiting as the daemon said.
 fn launch_failed(settings: &WorkerSettings, e: daemon::LaunchError) -> CliError {
+    let label = format!("worker {}", settings.name);
+    failed_to_come_up(&label, &settings.log_file, e)
+}
+
+/// `label` (`worker NAME`, `the server`) did not come up: why, with the end of `log`.
+fn failed_to_come_up(label: &str, log: &std::path::Path, e: daemon::LaunchError) -> CliError {
     let mut msg = format!(
-        "worker {} did not start after {} attempt(s): {}",
-        settings.name, e.attempts, e.reason
+        "{label} did not start after {} attempt(s): {}",
+        e.attempts, e.reason
     );
     if !e.log_tail.is_empty() {
         msg.push_str(&format!(
             "\nlast lines of {}:\n  {}",
-            settings.log_file.display(),
+            log.display(),
             e.log_tail.join("\n  ")
         ));
     }
     let kind = ErrorKind::from_exit_code(e.code);
-    CliError::new(kind, msg).with_hint(format!(
-        "see the whole log: less {}",
-        settings.log_file.display()
-    ))
+    CliError::new(kind, msg).with_hint(format!("see the whole log: less {}", log.display()))
+}
+
+/// The error for a second `serve -d` while a server runs (with its pids when known).
+pub fn server_running(found: &Found) -> CliError {
+    let pids = match found {
+        Found::Running(r) => format!(
+            " (pid {}{})",
+            r.worker.pid,
+            r.monitor
+                .map(|m| format!(", monitor pid {}", m.pid))
+                .unwrap_or_default()
+        ),
+        _ => String::new(),
+    };
+    let url = match found {
+        Found::Running(r) => r
+            .info
+            .as_ref()
+            .and_then(|i| i.listen.as_deref())
+            .map(|l| format!(" at http://{l}/"))
+            .unwrap_or_default(),
+        _ => String::new(),
+    };
+    CliError::conflict(format!("the server is already running{pids}{url}"))
+        .with_hint("stop it first (workq serve stop), or see it with: workq serve status")
+}
+
+/// Starts the background server that `settings` describe under its monitor and reports where
+/// it listens (text or JSON); fails if one runs already (exit 4) or it does not come up.
+/// `guard` says how requests are guarded (token source, read-only), never the token.
+pub fn start_server(ctx: &Context, settings: ServerSettings, guard: &str) -> CmdResult {
+    let run_dir = ctx.state_dir.join("run");
+    let found = control::find_server(&run_dir);
+    if matches!(found, Found::Running(_)) {
+        return Err(server_running(&found));
+    }
+    let exe = std::env::current_exe().map_err(CliError::current_exe)?;
+    let quiet = ctx.quiet || ctx.json;
+    let launched = daemon::launch_server(
+        &own_command_of(exe, ctx, "serve", "_monitor"),
+        &settings,
+        Duration::from_secs(30),
+        &mut |msg| {
+            if !quiet {
+                eprintln!("workq: {msg}");
+            }
+        },
+    );
+    let l = match launched {
+        Ok(l) => l,
+        Err(e) => {
+            let log = settings.log_file.clone();
+            return Err(failed_to_come_up("the server", &log, e));
+        }
+    };
+    let url = format!("http://{}/", l.listen);
+    if ctx.json {
+        println!(
+            "{}",
+            json!({
+                "url": url, "listen": l.listen, "pid": l.pid, "monitor_pid": l.monitor_pid,
+                "log_file": settings.log_file,
+            })
+        );
+    } else if ctx.quiet {
+        // The URL alone, for `url=$(workq -q serve -d)`.
+        println!("{url}");
+    } else {
+        println!("workq serve: listening on {url} ({guard}), in the background");
+        println!("  pid:    {} (monitor pid {})", l.pid, l.monitor_pid);
+        println!("  log:    {}", settings.log_file.display());
+        println!("  status: workq serve status");
+        println!("  stop:   workq serve stop");
+    }
+    Ok(0)
+}
+
+/// Reports a failure of a daemon's process on its readiness pipe, if it has one, and returns
+/// it (for the hidden `_monitor` and `_run` subcommands).
+pub fn report_failure(ready: &mut Option<std::fs::File>, e: CliError) -> CmdResult {
+    if let Some(w) = ready.as_mut() {
+        workq_runtime::ready::send(
+            w,
+            &workq_runtime::ready::Report::Error {
+                code: e.exit_code(),
+                message: e.message().to_string(),
+            },
+        );
+    }
+    Err(e)
 }

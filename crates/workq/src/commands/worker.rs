@@ -16,7 +16,7 @@ use workq_runtime::pidfile::{self, AcquireError, PidFile};
 use workq_runtime::{ready, Level, Logger, WorkerOptions, WorkerSettings};
 
 use crate::context::Context;
-use crate::daemon::{already_running, own_command, start_daemon};
+use crate::daemon::{already_running, own_command, report_failure, start_daemon};
 use crate::error::{CliError, CmdResult};
 use crate::flag_values;
 use crate::worker_settings::{apply_config, check_timing, name_of, DURATIONS};
@@ -330,17 +330,4 @@ fn settings_from_env() -> Result<WorkerSettings, CliError> {
         CliError::usage("this subcommand is internal: use `workq worker start --daemon`")
     })?;
     WorkerSettings::from_json(&raw).map_err(CliError::usage)
-}
-
-fn report_failure(ready: &mut Option<std::fs::File>, e: CliError) -> CmdResult {
-    if let Some(w) = ready.as_mut() {
-        ready::send(
-            w,
-            &ready::Report::Error {
-                code: e.exit_code(),
-                message: e.message().to_string(),
-            },
-        );
-    }
-    Err(e)
 }

@@ -16,6 +16,7 @@ mod partition;
 mod pg;
 mod readme;
 mod serve;
+mod serve_daemon;
 mod ux;
 mod ux_jobs;
 

@@ -52,7 +52,7 @@ pub(super) fn blocks(text: &str, heading: &str, lang: &str) -> Vec<String> {
 
 /// Turns a README block into a checked script: each line that reports its exit status must
 /// match the `# exit N` it documents.
-fn checked(block: &str, bin_dir: &Path) -> String {
+pub(super) fn checked(block: &str, bin_dir: &Path) -> String {
     let mut script = String::new();
     for (n, line) in block.lines().enumerate() {
         let code = line.trim_start();
