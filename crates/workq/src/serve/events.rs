@@ -97,6 +97,8 @@ fn worker_state_of(kind: &str) -> &'static str {
 /// The server's event fan-out.
 pub struct Hub {
     tx: broadcast::Sender<Arc<Sent>>,
+    /// Set at shutdown: every open stream ends.
+    closing: tokio::sync::watch::Sender<bool>,
     latest: Arc<AtomicI64>,
     stop: Arc<AtomicBool>,
 }
@@ -122,12 +124,24 @@ impl Hub {
                 "workq serve: cannot start the event thread ({e}); /api/v1/events will not be live"
             );
         }
-        Hub { tx, latest, stop }
+        let (closing, _) = tokio::sync::watch::channel(false);
+        Hub {
+            tx,
+            closing,
+            latest,
+            stop,
+        }
     }
 
-    /// Stops the pump (at its next wake-up).
-    pub fn stop(&self) {
+    /// Stops the pump (at its next wake-up) and ends every open stream, for shutdown.
+    pub fn close(&self) {
         self.stop.store(true, Ordering::Relaxed);
+        self.closing.send_replace(true);
+    }
+
+    /// A receiver that changes when the server shuts down (streams end on it).
+    pub fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.closing.subscribe()
     }
 }
 
@@ -243,6 +257,7 @@ impl Pump {
 /// Per-client stream state.
 struct Client {
     rx: broadcast::Receiver<Arc<Sent>>,
+    closing: tokio::sync::watch::Receiver<bool>,
     latest: Arc<AtomicI64>,
     queue: VecDeque<Arc<Sent>>,
     last: i64,
@@ -289,6 +304,7 @@ pub async fn stream(
     };
     let state = Client {
         rx,
+        closing: s.events.closing(),
         latest: s.events.latest.clone(),
         queue: VecDeque::new(),
         last,
@@ -333,10 +349,16 @@ pub async fn stream(
                 }
                 continue;
             }
-            match c.rx.recv().await {
-                Ok(ev) => c.queue.push_back(ev),
-                Err(broadcast::error::RecvError::Lagged(_)) => c.replay = true,
-                Err(broadcast::error::RecvError::Closed) => return None,
+            if *c.closing.borrow() {
+                return None;
+            }
+            tokio::select! {
+                got = c.rx.recv() => match got {
+                    Ok(ev) => c.queue.push_back(ev),
+                    Err(broadcast::error::RecvError::Lagged(_)) => c.replay = true,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+                _ = c.closing.changed() => return None,
             }
         }
     });

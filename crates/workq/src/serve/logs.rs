@@ -105,10 +105,16 @@ pub async fn job_log(
                 "cannot follow the log: {e}"
             )))
         })?;
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|chunk| (Ok::<_, std::io::Error>(chunk), rx))
+    let closing = s.events.closing();
+    let stream = futures_util::stream::unfold((rx, closing), |(mut rx, mut closing)| async move {
+        if *closing.borrow() {
+            return None;
+        }
+        tokio::select! {
+            chunk = rx.recv() => chunk.map(|c| (Ok::<_, std::io::Error>(c), (rx, closing))),
+            // The server is shutting down: the follow thread ends at its next send.
+            _ = closing.changed() => None,
+        }
     });
     Ok((
         [

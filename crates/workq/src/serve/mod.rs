@@ -20,6 +20,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
+use std::future::IntoFuture;
 
 use crate::context::Context;
 use crate::error::{CliError, CmdResult};
@@ -29,6 +30,9 @@ pub use pool::Pool;
 
 /// The shortest token accepted, in bytes: guessing it must be out of reach.
 pub const MIN_TOKEN_BYTES: usize = 32;
+
+/// How long requests in flight may go on after SIGTERM before the server exits anyway.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Largest request body accepted; larger ones get 413.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
@@ -213,14 +217,33 @@ pub fn run(
         });
         let app = router(state.clone());
         on_listening(addr);
-        axum::serve(
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let server = axum::serve(
             listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|e| CliError::unavailable(format!("the server failed: {e}")))?;
-        state.events.stop();
+        .with_graceful_shutdown({
+            let stop = stop.clone();
+            async move { stop.notified().await }
+        });
+        let mut server = std::pin::pin!(server.into_future());
+        tokio::select! {
+            out = &mut server => {
+                out.map_err(|e| CliError::unavailable(format!("the server failed: {e}")))?;
+            }
+            _ = shutdown_signal() => {
+                // Streams (events, followed logs) never end by themselves: end them, let the
+                // requests in flight finish, and go after SHUTDOWN_GRACE whatever is left.
+                stop.notify_one();
+                state.events.close();
+                if let Ok(out) = tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
+                    out.map_err(|e| CliError::unavailable(format!("the server failed: {e}")))?;
+                } else {
+                    eprintln!("workq serve: requests still open after {}s; closing them", SHUTDOWN_GRACE.as_secs());
+                }
+            }
+        }
+        state.events.close();
         Ok(0)
     })
 }

@@ -378,7 +378,7 @@ fn the_readme_server_section_runs_as_written() {
          trap 'workq serve stop -t 5 >/dev/null 2>&1 || true' EXIT\n",
         bin_dir.display()
     );
-    for block in super::readme::blocks(&text, "## Running the server in the background", "sh") {
+    for block in super::readme::blocks(&text, "### Running the server in the background", "sh") {
         script.push_str(&super::readme::checked(&block, bin_dir));
     }
     let script_path = p.path().join("serve.sh");
