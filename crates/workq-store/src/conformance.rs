@@ -93,6 +93,7 @@ macro_rules! store_conformance {
             queue_metrics_from_tallies,
             throughput_buckets_finished_jobs,
             list_before_and_command_contains,
+            heartbeat_state_changes_and_purges_keep_the_log_resumable,
         );
         #[test]
         fn changed_after_another_handle_writes() {
@@ -265,6 +266,9 @@ impl<S: Store, G: Send> Store for Guarded<S, G> {
     }
     fn last_event_id(&self) -> Result<i64> {
         self.store.last_event_id()
+    }
+    fn commit_horizon(&self) -> Result<Option<(i64, i64)>> {
+        self.store.commit_horizon()
     }
     fn record_event(
         &self,
@@ -3151,4 +3155,58 @@ pub fn list_before_and_command_contains(factory: &Factory) {
         ),
         vec![ids[1], ids[0]]
     );
+}
+
+/// A heartbeat that changes a worker's state appends one `worker_state` event with the new
+/// state, one that changes nothing appends none; a purge keeps the newest event, so an id is
+/// never handed out twice and a reader resuming from an id misses nothing; the commit horizon,
+/// where a backend has one, is ordered.
+pub fn heartbeat_state_changes_and_purges_keep_the_log_resumable(factory: &Factory) {
+    let clock = ManualClock::new(T0);
+    let s = factory(clock.clone());
+    let s = &*s;
+    let w = worker(s, "w");
+    let mark = ok("last_event_id", s.last_event_id());
+    ok("heartbeat", s.heartbeat(w, WorkerState::Running));
+    ok("heartbeat", s.heartbeat(w, WorkerState::Running));
+    ok("heartbeat", s.heartbeat(w, WorkerState::Paused));
+    let got: Vec<(String, Option<WorkerId>, Option<String>)> =
+        ok("events_after", s.events_after(mark, 100))
+            .into_iter()
+            .map(|e| (e.kind, e.worker_id, e.state))
+            .collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                "worker_state".to_string(),
+                Some(w),
+                Some("running".to_string())
+            ),
+            (
+                "worker_state".to_string(),
+                Some(w),
+                Some("paused".to_string())
+            ),
+        ]
+    );
+    let newest = ok("record_event", s.record_event("api", None, None, "{}"));
+    clock.advance(Duration::from_secs(30 * 86_400));
+    ok(
+        "purge",
+        s.purge(
+            s.now(),
+            &[JobState::Succeeded, JobState::Failed, JobState::Cancelled],
+            1000,
+        ),
+    );
+    assert_eq!(ok("last_event_id", s.last_event_id()), newest);
+    let next = ok("record_event", s.record_event("api", None, None, "{}"));
+    assert!(
+        next > newest,
+        "an event id came back after a purge: {next} <= {newest}"
+    );
+    if let Some((xmin, xmax)) = ok("commit_horizon", s.commit_horizon()) {
+        assert!(xmin <= xmax, "{xmin} > {xmax}");
+    }
 }

@@ -190,6 +190,15 @@ pub trait Store: Send {
     /// The id of the newest event-log row (0 when there is none).
     fn last_event_id(&self) -> Result<i64>;
 
+    /// Where concurrent writers stand, for a reader of the event log that finds an id missing:
+    /// `(xmin, xmax)` of a snapshot taken now, as transaction ids. Once a later call's `xmin`
+    /// reaches the `xmax` seen when the gap was found, every transaction that could have taken
+    /// that id has ended, so a re-read shows it or it was rolled back. `None` where ids become
+    /// visible in order (SQLite: one writer at a time), so a gap is a deleted row.
+    fn commit_horizon(&self) -> Result<Option<(i64, i64)>> {
+        Ok(None)
+    }
+
     /// Appends an administrative action to the event log in its own transaction (`kind` such as
     /// `api`, `detail` its JSON); returns its id. Its state is `kind` when that names a job
     /// state, else none.

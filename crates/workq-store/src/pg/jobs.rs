@@ -614,7 +614,8 @@ pub(super) fn purge(
             &s.stmts,
             tx,
             "DELETE FROM events WHERE id IN
-                 (SELECT id FROM events WHERE at < $1 ORDER BY id LIMIT $2)",
+                 (SELECT id FROM events WHERE at < $1
+                    AND id < (SELECT max(id) FROM events) ORDER BY id LIMIT $2)",
             &[&before.0, &(i64::from(limit) * 8)],
         )?;
         let mut log_files = Vec::new();

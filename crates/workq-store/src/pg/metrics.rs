@@ -51,6 +51,20 @@ pub(super) fn last_event_id(s: &PgStore) -> Result<i64> {
     })
 }
 
+/// `(xmin, xmax)` of a snapshot taken now (the `txid_*` functions exist from PostgreSQL 8.3
+/// to today, unlike `pg_current_snapshot`, which came in 13).
+pub(super) fn commit_horizon(s: &PgStore) -> Result<(i64, i64)> {
+    s.with(|c| {
+        let row = q1(
+            &s.stmts,
+            c,
+            "SELECT txid_snapshot_xmin(txid_current_snapshot()), txid_snapshot_xmax(txid_current_snapshot())",
+            &[],
+        )?;
+        Ok((row.col("events", 0)?, row.col("events", 1)?))
+    })
+}
+
 pub(super) fn record_event(
     s: &PgStore,
     kind: &str,

@@ -714,6 +714,10 @@ impl crate::Store for PgStore {
         metrics::last_event_id(self)
     }
 
+    fn commit_horizon(&self) -> Result<Option<(i64, i64)>> {
+        metrics::commit_horizon(self).map(Some)
+    }
+
     fn record_event(
         &self,
         kind: &str,

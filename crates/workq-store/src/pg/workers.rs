@@ -54,13 +54,25 @@ pub(super) fn register(s: &PgStore, reg: &WorkerRegistration) -> Result<WorkerId
 pub(super) fn heartbeat(s: &PgStore, worker: WorkerId, state: WorkerState) -> Result<Heartbeat> {
     let now = s.now_ms();
     s.with(|c| {
-        let changed = ex(
+        // One statement, as before: a change of state (starting to running, running to paused
+        // or draining) also appends a worker event and wakes the log's readers; a heartbeat
+        // that changes nothing writes no event and notifies no one.
+        let row = q1(
             &s.stmts,
             c,
-            "UPDATE workers SET heartbeat_at = $2, state = $3
-             WHERE id = $1 AND state NOT IN ('stopped', 'dead', 'crash-looping')",
-            &[&worker, &now, &state.as_str()],
+            "WITH old AS (SELECT state FROM workers WHERE id = $1),
+             upd AS (UPDATE workers SET heartbeat_at = $2, state = $3
+                     WHERE id = $1 AND state NOT IN ('stopped', 'dead', 'crash-looping')
+                     RETURNING id, name),
+             ev AS (INSERT INTO events (at, kind, worker_id, state, detail)
+                    SELECT $2, 'worker_state', upd.id, $3, upd.name FROM upd, old
+                    WHERE old.state <> $3
+                    RETURNING id)
+             SELECT (SELECT count(*) FROM upd),
+                    (SELECT count(*) FROM (SELECT pg_notify($4, '') FROM ev) n)",
+            &[&worker, &now, &state.as_str(), &super::CHANNEL],
         )?;
+        let changed: i64 = row.col("workers", 0)?;
         Ok(if changed == 0 {
             Heartbeat::Ended
         } else {

@@ -457,10 +457,13 @@ pub(super) fn purge(
             tx.prepare_cached("DELETE FROM jobs WHERE id = ?1")?
                 .execute([id])?;
         }
-        // Events are appended in time order: the oldest come first by id.
+        // Events are appended in time order: the oldest come first by id. The newest stays, so
+        // its id is never handed out again (SQLite gives the largest rowid + 1): readers of the
+        // log resume from an id (`workq serve`'s events).
         tx.prepare_cached(
             "DELETE FROM events WHERE id IN
-                 (SELECT id FROM events WHERE at < ?1 ORDER BY id LIMIT ?2)",
+                 (SELECT id FROM events WHERE at < ?1
+                    AND id < (SELECT max(id) FROM events) ORDER BY id LIMIT ?2)",
         )?
         .execute(params![before.0, i64::from(limit) * 8])?;
         out.jobs = ids.len() as u64;

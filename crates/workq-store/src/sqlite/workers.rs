@@ -53,6 +53,14 @@ pub(super) fn heartbeat(
 ) -> Result<crate::Heartbeat> {
     let now = s.now();
     s.write(Durability::Normal, |tx| {
+        // A change of state (starting to running, running to paused or draining) is a worker
+        // event for the log's readers; a heartbeat that changes nothing writes none.
+        tx.prepare_cached(
+            "INSERT INTO events (at, kind, worker_id, state, detail)
+             SELECT ?2, 'worker_state', id, ?3, name FROM workers
+             WHERE id = ?1 AND state <> ?3 AND state NOT IN ('stopped', 'dead', 'crash-looping')",
+        )?
+        .execute(params![worker, now, state.as_str()])?;
         let changed = tx
             .prepare_cached(
                 "UPDATE workers SET heartbeat_at = ?2, state = ?3
