@@ -12,6 +12,9 @@ use workq_store::{QueueStats, Store};
 use crate::error::CliError;
 use crate::render;
 
+/// Jobs per transaction in bulk cancel and retry.
+const BATCH: usize = 500;
+
 /// Heartbeat age past which a live worker is shown as hung (`status`, `workers list`).
 pub const HUNG_AFTER: Duration = Duration::from_secs(60);
 
@@ -100,7 +103,11 @@ pub struct CancelReport {
 /// Cancels `ids`; with `wait`, waits (bounded by the longest kill grace) until the running
 /// ones have stopped, so their rows say how they ended.
 pub fn cancel(client: &workq::Client, ids: &[JobId], wait: bool) -> Result<CancelReport, CliError> {
-    let out = client.cancel(ids)?;
+    // In batches: a long selection must not hold the store's write lock for long.
+    let mut out = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(BATCH) {
+        out.extend(client.cancel(chunk)?);
+    }
     let mut rows = Vec::new();
     let mut missing = Vec::new();
     let mut pending = Vec::new();
@@ -194,7 +201,11 @@ pub fn retry(client: &workq::Client, ids: &[JobId]) -> Result<RetryReport, CliEr
         refused: false,
         missing: Vec::new(),
     };
-    for o in client.retry(ids)? {
+    let mut out = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(BATCH) {
+        out.extend(client.retry(chunk)?);
+    }
+    for o in out {
         let done = matches!(o, RetryOutcome::Requeued(_));
         let (id, result) = match o {
             RetryOutcome::Requeued(id) => (id, "queued".to_string()),

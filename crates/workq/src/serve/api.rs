@@ -54,6 +54,16 @@ fn query_pairs(q: &Option<String>) -> Result<Vec<(String, String)>, ApiError> {
     }
 }
 
+/// A NUL in a value cannot be stored (PostgreSQL refuses it in text): a 400 naming the field.
+fn no_nul(field: &str, v: &str) -> Result<(), ApiError> {
+    if v.contains('\0') {
+        return Err(ApiError::bad_request(format!(
+            "{field}: contains a NUL character"
+        )));
+    }
+    Ok(())
+}
+
 fn parse_field<T: std::str::FromStr>(name: &str, v: &str) -> Result<T, ApiError> {
     v.parse()
         .map_err(|_| ApiError::bad_request(format!("{name}: {v:?} is not valid")))
@@ -89,6 +99,7 @@ pub async fn list_jobs(
     };
     let mut states = Vec::new();
     for (k, v) in query_pairs(&q)? {
+        no_nul(&k, &v)?;
         match k.as_str() {
             "state" => states.extend(v.split(',').filter(|s| !s.is_empty()).map(str::to_string)),
             "queue" if !v.is_empty() => filter.queue = Some(v),
@@ -171,6 +182,9 @@ pub async fn workers(
     Ok(Json(v))
 }
 
+/// The longest duration accepted in seconds (about 10,000 years).
+const MAX_SECS: f64 = 3.2e11;
+
 /// A duration given as text (`"10s"`, `"1h30m"`) or as a number of seconds.
 #[derive(Deserialize, Serialize)]
 #[serde(untagged)]
@@ -182,7 +196,12 @@ enum Dur {
 impl Dur {
     fn get(&self, field: &str) -> Result<Duration, ApiError> {
         match self {
-            Dur::Secs(n) if n.is_finite() && *n >= 0.0 => Ok(Duration::from_secs_f64(*n)),
+            // Ten thousand years is no limit anyone means; beyond it the stores' milliseconds
+            // would overflow.
+            Dur::Secs(n) if n.is_finite() && (0.0..=MAX_SECS).contains(n) => {
+                Duration::try_from_secs_f64(*n)
+                    .map_err(|e| ApiError::bad_request(format!("{field}: {e}")))
+            }
             Dur::Secs(n) => Err(ApiError::bad_request(format!(
                 "{field}: {n} is not a duration"
             ))),
@@ -221,6 +240,28 @@ pub struct SubmitBody {
 
 /// The job a submit body describes, over the queue's config defaults as `workq submit` does.
 fn spec_of(s: &Shared, b: SubmitBody) -> Result<JobSpec, ApiError> {
+    for w in b.command.iter().flatten() {
+        no_nul("command", w)?;
+    }
+    let single = [
+        ("shell", &b.shell),
+        ("queue", &b.queue),
+        ("at", &b.at),
+        ("unique", &b.unique),
+        ("idempotency_key", &b.idempotency_key),
+        ("cwd", &b.cwd),
+    ];
+    for (field, v) in single {
+        if let Some(v) = v {
+            no_nul(field, v)?;
+        }
+    }
+    for (field, map) in [("labels", &b.labels), ("env", &b.env)] {
+        for (k, v) in map {
+            no_nul(field, k)?;
+            no_nul(field, v)?;
+        }
+    }
     let argv =
         match (b.command, b.shell) {
             (Some(c), None) if !c.is_empty() && !c[0].is_empty() => c,
@@ -520,6 +561,8 @@ async fn set_paused(
         .find(|(k, _)| k == "host")
         .map(|(_, v)| v)
         .unwrap_or_else(|| s.host.clone());
+    no_nul("host", &host)?;
+    no_nul("name", &name)?;
     let v = s
         .pool
         .run(move |c| {
@@ -601,4 +644,26 @@ pub async fn no_such_route(req: Request) -> ApiError {
         req.uri().path()
     ))
     .with_hint("GET /api/v1/openapi.json lists every route")
+}
+
+/// A known path asked with a method it does not take: 405 with the JSON error.
+pub async fn wrong_method(req: Request) -> ApiError {
+    not_allowed(&req, "")
+}
+
+/// [`wrong_method`] under `/api/v1`, whose prefix the nested router has taken off the path.
+pub async fn wrong_api_method(req: Request) -> ApiError {
+    not_allowed(&req, "/api/v1")
+}
+
+fn not_allowed(req: &Request, prefix: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "{} is not allowed on {prefix}{}",
+            req.method(),
+            req.uri().path()
+        ),
+    )
+    .with_hint("GET /api/v1/openapi.json lists each route's method")
 }

@@ -29,8 +29,19 @@ const PAGE: u32 = 1000;
 const BUFFER: usize = 4096;
 /// Between `data_version` reads where the store has no change channel (SQLite).
 const POLL: Duration = Duration::from_millis(20);
-/// How long a missing event id may hold back the ones after it (see `Pump::follow`).
-const GAP_WAIT: Duration = Duration::from_millis(1000);
+/// The longest a missing event id holds back the ones after it, whatever the commit horizon
+/// says (a safety net; see `Pump::gap_settled`).
+const GAP_GIVE_UP: Duration = Duration::from_secs(30);
+
+/// A missing id in the event log (see `Pump::gap_settled`).
+struct Gap {
+    /// The writers' `xmax` when it was first seen.
+    mark: i64,
+    /// Every transaction that could fill it had ended at the last look.
+    ended: bool,
+    /// When it was first seen.
+    since: Instant,
+}
 
 /// One event as sent: the log row's id, the SSE event name and its JSON data.
 #[derive(Debug, Clone)]
@@ -48,20 +59,22 @@ impl Sent {
     /// events the worker id and its new state, `audit` events an administrative action.
     pub fn of(e: &StoredEvent) -> Sent {
         let at = e.at.to_rfc3339();
-        let (name, data) = match (e.job_id, e.worker_id) {
-            (Some(job), _) if e.kind != "api" => (
+        let worker_kind = e.kind.starts_with("worker_");
+        let (name, data) = match (e.job_id, &e.state) {
+            // Rows without a state (`stale`, `api`) changed no job.
+            (Some(job), Some(state)) if !worker_kind => (
                 "job",
-                json!({"id": job, "state": e.state.clone().unwrap_or_else(|| job_state_of(&e.kind).into()),
-                       "kind": e.kind, "worker_id": e.worker_id, "at": at}),
+                json!({"id": job, "state": state, "kind": e.kind, "worker_id": e.worker_id, "at": at}),
             ),
-            (None, Some(w)) => (
+            _ if worker_kind => (
                 "worker",
-                json!({"id": w, "state": e.state.clone().unwrap_or_else(|| worker_state_of(&e.kind).into()),
+                json!({"id": e.worker_id,
+                       "state": e.state.clone().unwrap_or_else(|| worker_state_of(&e.kind).into()),
                        "kind": e.kind, "detail": e.detail, "at": at}),
             ),
             _ => (
                 "audit",
-                json!({"kind": e.kind, "job_id": e.job_id, "detail": e.detail, "at": at}),
+                json!({"kind": e.kind, "job_id": e.job_id, "worker_id": e.worker_id, "detail": e.detail, "at": at}),
             ),
         };
         Sent {
@@ -72,21 +85,11 @@ impl Sent {
     }
 }
 
-/// A job's state after an event of `kind`, for rows written before the log kept states.
-fn job_state_of(kind: &str) -> &'static str {
-    match kind {
-        "started" | "cancel_requested" => "running",
-        "succeeded" => "succeeded",
-        "failed" | "timeout" | "spawn_error" => "failed",
-        "cancelled" => "cancelled",
-        _ => "queued",
-    }
-}
-
 /// A worker's state after an event of `kind`.
 fn worker_state_of(kind: &str) -> &'static str {
     match kind {
-        "worker_started" | "worker_resumed" => "running",
+        "worker_started" => "starting",
+        "worker_resumed" => "running",
         "worker_paused" => "paused",
         "worker_dead" => "dead",
         "worker_crash_looping" => "crash-looping",
@@ -169,6 +172,28 @@ impl Pump {
         }
     }
 
+    /// Whether the gap in `gap` (created here when new) may be skipped: `Some(true)` once the
+    /// rows after it were re-read after every transaction that could fill it had ended;
+    /// `None` when the store failed.
+    fn gap_settled(&self, store: &dyn workq_store::Store, gap: &mut Option<Gap>) -> Option<bool> {
+        let horizon = store.commit_horizon().ok()?;
+        let Some((xmin, xmax)) = horizon else {
+            // Ids become visible in order here: a gap is a deleted row.
+            return Some(true);
+        };
+        let g = gap.get_or_insert(Gap {
+            mark: xmax,
+            ended: false,
+            since: Instant::now(),
+        });
+        if g.ended || g.since.elapsed() > GAP_GIVE_UP {
+            // Seen ended before this re-read, and the id is still missing: rolled back.
+            return Some(true);
+        }
+        g.ended = xmin >= g.mark;
+        Some(false)
+    }
+
     fn follow(&self, client: &workq::Client, last: &mut Option<i64>) {
         let store = client.store();
         let signal = Arc::new((Mutex::new(false), Condvar::new()));
@@ -193,7 +218,8 @@ impl Pump {
         *last = Some(from);
         self.latest.store(from, Ordering::Relaxed);
         let _ = store.changed();
-        let mut gap_since: Option<Instant> = None;
+        // A missing id above `from`: when it was first seen, and the writers' horizon then.
+        let mut gap: Option<Gap> = None;
         while !self.stop.load(Ordering::Relaxed) {
             let rows = match store.events_after(from, PAGE) {
                 Ok(rows) => rows,
@@ -202,23 +228,29 @@ impl Pump {
             let mut held = false;
             for r in &rows {
                 // Ids are handed out in order but, on PostgreSQL, committed in any order: a
-                // missing id is most likely a transaction still committing. Wait for it a
-                // moment, so events go out in id order and a client resuming from an id
-                // misses none; a gap that stays (a rolled-back transaction) is skipped.
+                // missing id may belong to a transaction still running. Events go out in id
+                // order, so one resuming from an id misses none: the later ones wait until
+                // every transaction that could have taken the missing id has ended (the
+                // store's commit horizon) and a re-read still lacks it (rolled back).
                 if r.id > from + 1 {
-                    let since = *gap_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() < GAP_WAIT {
-                        held = true;
-                        break;
+                    match self.gap_settled(store, &mut gap) {
+                        Some(true) => {}
+                        Some(false) => {
+                            held = true;
+                            break;
+                        }
+                        None => return,
                     }
                 }
-                gap_since = None;
+                gap = None;
                 from = r.id;
+                // Published before it is sent, so a client that subscribes in between and
+                // replays up to `latest` gets it from the store.
+                self.latest.store(from, Ordering::Release);
                 // No receivers is fine: nobody is listening right now.
                 let _ = self.tx.send(Arc::new(Sent::of(r)));
             }
             *last = Some(from);
-            self.latest.store(from, Ordering::Relaxed);
             if held {
                 std::thread::sleep(POLL);
                 continue;
@@ -328,14 +360,16 @@ pub async fn stream(
                 c.replay = false;
                 let after = c.last;
                 // Only up to what the pump has sent: past it, an id may still be missing.
-                let upto = c.latest.load(Ordering::Relaxed);
+                let upto = c.latest.load(Ordering::Acquire);
                 match c
                     .pool
                     .run(move |cl| Ok(cl.store().events_after(after, PAGE)?))
                     .await
                 {
                     Ok(rows) => {
-                        c.replay = rows.len() == PAGE as usize;
+                        // Another page only if this one was full and all of it was sendable.
+                        c.replay = rows.len() == PAGE as usize
+                            && rows.last().is_some_and(|r| upto < 0 || r.id <= upto);
                         c.queue.extend(
                             rows.iter()
                                 .filter(|r| upto < 0 || r.id <= upto)

@@ -15,6 +15,9 @@ use workq_core::JobId;
 use super::api::job_id;
 use super::{ApiError, Pool, Shared};
 
+/// Bytes read and sent at a time.
+const CHUNK: usize = 64 * 1024;
+
 /// Between reads of a followed log (and checks whether its attempt has ended).
 const FOLLOW_TICK: Duration = Duration::from_millis(100);
 
@@ -24,17 +27,22 @@ struct Target {
     ended: bool,
 }
 
-/// The log file and state of attempt `attempt` (0: the latest) of job `id`; `None` while the
-/// job has not started.
-fn target(
-    client: &workq::Client,
-    id: JobId,
-    attempt: u32,
-) -> Result<Option<(u32, Target)>, ApiError> {
+/// What a log request finds of job `id`.
+enum Found {
+    /// The job has not started; `ended` once it never will (cancelled while queued).
+    NotStarted { ended: bool },
+    /// Attempt number and where it writes.
+    Attempt(u32, Target),
+}
+
+/// The log file and state of attempt `attempt` (0: the latest) of job `id`.
+fn target(client: &workq::Client, id: JobId, attempt: u32) -> Result<Found, ApiError> {
     let job = client.get(id)?;
     let n = if attempt == 0 { job.attempt } else { attempt };
     if n == 0 {
-        return Ok(None);
+        return Ok(Found::NotStarted {
+            ended: job.state.is_terminal(),
+        });
     }
     if n > job.attempt {
         return Err(ApiError::not_found(format!(
@@ -49,7 +57,7 @@ fn target(
         .map(PathBuf::from)
         .unwrap_or_else(|| workq_runtime::spawn::log_path(&client.log_dir(), id, n));
     let ended = a.is_none_or(|a| a.ended_at.is_some());
-    Ok(Some((n, Target { path, ended })))
+    Ok(Found::Attempt(n, Target { path, ended }))
 }
 
 /// The handler.
@@ -83,26 +91,25 @@ pub async fn job_log(
         }
     }
     let found = s.pool.run(move |c| target(c, id, attempt)).await?;
-    let text_plain = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
-    if !follow {
-        let bytes = match found {
-            None => Vec::new(),
-            Some((_, t)) => tokio::task::spawn_blocking(move || std::fs::read(&t.path))
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .unwrap_or_default(),
-        };
-        return Ok((text_plain, bytes).into_response());
-    }
     let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
     let pool = s.pool.clone();
     std::thread::Builder::new()
-        .name("workq-log-follow".into())
-        .spawn(move || follow_log(&pool, id, attempt, found.map(|f| f.0), &tx))
+        .name("workq-log".into())
+        .spawn(move || match (follow, found) {
+            (true, found) => follow_log(&pool, id, attempt, found, &tx),
+            (false, Found::Attempt(_, t)) => {
+                let mut offset = 0;
+                while let Some(chunk) = read_from(&t.path, &mut offset) {
+                    if tx.blocking_send(chunk).is_err() {
+                        return;
+                    }
+                }
+            }
+            (false, Found::NotStarted { .. }) => {}
+        })
         .map_err(|e| {
             ApiError::from(crate::error::CliError::unavailable(format!(
-                "cannot follow the log: {e}"
+                "cannot read the log: {e}"
             )))
         })?;
     let closing = s.events.closing();
@@ -112,7 +119,7 @@ pub async fn job_log(
         }
         tokio::select! {
             chunk = rx.recv() => chunk.map(|c| (Ok::<_, std::io::Error>(c), (rx, closing))),
-            // The server is shutting down: the follow thread ends at its next send.
+            // The server is shutting down: the reading thread ends at its next send.
             _ = closing.changed() => None,
         }
     });
@@ -128,39 +135,60 @@ pub async fn job_log(
 }
 
 /// Sends what the attempt writes until it ends (or the client goes away); a job that has not
-/// started yet is waited for. `known`: the attempt found at the request.
+/// started yet is waited for, and one that ends without starting ends the stream. `found`:
+/// what the request saw.
 fn follow_log(
     pool: &Arc<Pool>,
     id: JobId,
     attempt: u32,
-    known: Option<u32>,
+    found: Found,
     tx: &tokio::sync::mpsc::Sender<Vec<u8>>,
 ) {
     let mut offset = 0u64;
-    let mut want = known.unwrap_or(attempt);
+    let mut want = match &found {
+        Found::Attempt(n, _) => *n,
+        Found::NotStarted { .. } => attempt,
+    };
+    let mut failures = 0;
     loop {
         let t = match pool.with(|c| target(c, id, want)) {
-            Ok(t) => t,
-            // The job went away (purged) or the store did: end the stream.
+            Ok(t) => {
+                failures = 0;
+                t
+            }
+            // A store blip is ridden out; a job that went away (purged) ends the stream.
+            Err(e) if e.is_unavailable() && failures < 50 => {
+                failures += 1;
+                std::thread::sleep(FOLLOW_TICK * 2);
+                continue;
+            }
             Err(_) => return,
         };
-        let Some((n, t)) = t else {
-            if tx.is_closed() {
-                return;
+        let t = match t {
+            Found::NotStarted { ended: true } => return,
+            Found::NotStarted { ended: false } => {
+                if tx.is_closed() {
+                    return;
+                }
+                std::thread::sleep(FOLLOW_TICK);
+                continue;
             }
-            std::thread::sleep(FOLLOW_TICK);
-            continue;
+            Found::Attempt(n, t) => {
+                want = n;
+                t
+            }
         };
-        want = n;
-        if let Some(bytes) = read_from(&t.path, &mut offset) {
+        while let Some(bytes) = read_from(&t.path, &mut offset) {
             if tx.blocking_send(bytes).is_err() {
                 return;
             }
         }
         if t.ended {
             // What was written between the last read and the end.
-            if let Some(bytes) = read_from(&t.path, &mut offset) {
-                let _ = tx.blocking_send(bytes);
+            while let Some(bytes) = read_from(&t.path, &mut offset) {
+                if tx.blocking_send(bytes).is_err() {
+                    return;
+                }
             }
             return;
         }
@@ -171,12 +199,13 @@ fn follow_log(
     }
 }
 
-/// The bytes of `path` from `offset` on (moving it), if there are any.
+/// Up to [`CHUNK`] bytes of `path` from `offset` on (moving it), if there are any: a log of
+/// any size goes out in pieces, never whole in memory.
 fn read_from(path: &std::path::Path, offset: &mut u64) -> Option<Vec<u8>> {
     let mut f = std::fs::File::open(path).ok()?;
     f.seek(SeekFrom::Start(*offset)).ok()?;
-    let mut buf = Vec::new();
-    f.read_to_end(&mut buf).ok()?;
+    let mut buf = Vec::with_capacity(CHUNK);
+    f.take(CHUNK as u64).read_to_end(&mut buf).ok()?;
     if buf.is_empty() {
         return None;
     }

@@ -514,24 +514,28 @@ pub mod samples {
 
     /// The data of each SSE event name, from `Sent::of` on sample log rows.
     pub fn event_schemas() -> Value {
-        let row = |kind: &str, job: Option<i64>, worker: Option<i64>, detail: Option<&str>| {
+        let row = |kind: &str,
+                   job: Option<i64>,
+                   worker: Option<i64>,
+                   state: Option<&str>,
+                   detail: Option<&str>| {
             Sent::of(&StoredEvent {
                 id: 1,
                 at: NOW,
                 kind: kind.into(),
                 job_id: job,
                 worker_id: worker,
-                state: None,
+                state: state.map(str::to_string),
                 detail: detail.map(str::to_string),
             })
         };
         let sent = [
-            row("started", Some(42), Some(3), None),
-            row("submitted", Some(41), None, None),
-            row("worker_paused", None, Some(3), Some("paused by the API")),
-            row("worker_started", None, Some(3), None),
-            row("api", Some(42), None, Some("{}")),
-            row("api", None, None, None),
+            row("started", Some(42), Some(3), Some("running"), None),
+            row("submitted", Some(41), None, Some("queued"), None),
+            row("worker_paused", None, None, None, Some("w1")),
+            row("worker_state", None, Some(3), Some("paused"), Some("w1")),
+            row("api", Some(42), None, None, Some("{}")),
+            row("stale", Some(42), Some(3), None, Some("late")),
         ];
         let mut by_name: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
         for s in &sent {

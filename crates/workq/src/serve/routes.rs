@@ -493,5 +493,10 @@ pub fn table_router() -> axum::Router<Shared> {
             None => root = root.route(r.path, r.method_router()),
         }
     }
-    root.nest(API, api.fallback(api::no_such_route))
+    root.nest(
+        API,
+        api.fallback(api::no_such_route)
+            .method_not_allowed_fallback(api::wrong_api_method),
+    )
+    .method_not_allowed_fallback(api::wrong_method)
 }

@@ -29,6 +29,13 @@ pub async fn guard(
     if path == "/healthz" {
         return next.run(req).await;
     }
+    if state.settings.token.is_none() {
+        if let Some(why) = foreign_host(req.headers()) {
+            return ApiError::forbidden(format!("{method} {path} refused: {why}"))
+                .with_hint("without a token the server answers only requests addressed to 127.0.0.1, [::1] or localhost; give it a token (--token-file) to serve other names")
+                .into_response();
+        }
+    }
     if mutating {
         if let Some(why) = cross_origin(req.headers()) {
             return ApiError::forbidden(format!("{method} {path} refused: {why}"))
@@ -39,7 +46,8 @@ pub async fn guard(
     let authed = match &state.settings.token {
         None => false,
         Some(token) => {
-            let given = bearer(req.headers()).or_else(|| cookie(req.headers()));
+            let given =
+                bearer(req.headers()).or_else(|| cookie(req.headers()).and_then(|c| unhex(&c)));
             match given {
                 Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => true,
                 _ if path == "/login" => false,
@@ -91,6 +99,24 @@ fn cross_origin(h: &HeaderMap) -> Option<String> {
         return Some(format!("it comes from another origin ({origin})"));
     }
     None
+}
+
+/// Why a request to a server without a token is refused because of its `Host`: a name other
+/// than a loopback address or `localhost` is how DNS rebinding reaches a loopback server
+/// (a page of evil.example, its name re-pointed at 127.0.0.1, would count as same-origin).
+fn foreign_host(h: &HeaderMap) -> Option<String> {
+    let Some(host) = h.get(header::HOST).and_then(|v| v.to_str().ok()) else {
+        return Some("it names no Host".into());
+    };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map(|(n, _)| n).unwrap_or(host),
+    };
+    let loopback = name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    (!loopback).then(|| format!("it is addressed to {host}, not to this machine's loopback"))
 }
 
 fn bearer(h: &HeaderMap) -> Option<String> {
@@ -172,9 +198,10 @@ pub async fn login(State(state): State<Shared>, body: axum::body::Bytes) -> Resp
     if !constant_time_eq(given.trim().as_bytes(), token.as_bytes()) {
         return super::assets::login_page_with_error().into_response();
     }
+    // Hex, so any token (spaces, `;`, non-ASCII) makes a valid cookie.
     let cookie = format!(
         "{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/",
-        given.trim()
+        hex(given.trim().as_bytes())
     );
     ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
 }
@@ -183,6 +210,25 @@ pub async fn login(State(state): State<Shared>, body: axum::body::Bytes) -> Resp
 pub async fn logout() -> Response {
     let cookie = format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
     ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The text a [`hex`] cookie holds; `None` when it is not hex of UTF-8.
+fn unhex(text: &str) -> Option<String> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..text.len())
+        .step_by(2)
+        .map(|i| {
+            text.get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
+        .collect();
+    String::from_utf8(bytes?).ok()
 }
 
 /// `application/x-www-form-urlencoded` value decoding (`+` is a space).
@@ -219,6 +265,41 @@ mod tests {
         assert!(constant_time_eq(b"abc", b"abc"));
         assert!(!constant_time_eq(b"abc", b"abd"));
         assert!(!constant_time_eq(b"abc", b"abcd"));
+    }
+
+    #[test]
+    fn cookies_carry_any_token_as_hex() {
+        let t = "a; b,c é";
+        assert_eq!(unhex(&hex(t.as_bytes())).as_deref(), Some(t));
+        assert_eq!(unhex("zz"), None);
+        assert_eq!(unhex("abc"), None);
+    }
+
+    #[test]
+    fn without_a_token_only_loopback_names_are_served() {
+        let with = |host: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::HOST, host.parse().unwrap());
+            foreign_host(&h)
+        };
+        for ok in [
+            "127.0.0.1:7878",
+            "localhost:1",
+            "[::1]:7878",
+            "127.0.0.2",
+            "LOCALHOST:9",
+        ] {
+            assert!(with(ok).is_none(), "{ok}");
+        }
+        for bad in [
+            "evil.example:7878",
+            "192.168.1.5:7878",
+            "[fe80::1]:7878",
+            "localhost.evil:7878",
+        ] {
+            assert!(with(bad).is_some(), "{bad}");
+        }
+        assert!(foreign_host(&HeaderMap::new()).is_some());
     }
 
     #[test]
