@@ -255,6 +255,12 @@ impl<S: Store, G: Send> Store for Guarded<S, G> {
     fn subscribe(&self, on_change: Box<dyn Fn() + Send>) -> Option<Box<dyn std::any::Any + Send>> {
         self.store.subscribe(on_change)
     }
+    fn subscribe_events(
+        &self,
+        on_change: Box<dyn Fn() + Send>,
+    ) -> Option<Box<dyn std::any::Any + Send>> {
+        self.store.subscribe_events(on_change)
+    }
     fn shared_across_hosts(&self) -> bool {
         self.store.shared_across_hosts()
     }

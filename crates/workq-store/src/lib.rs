@@ -169,6 +169,16 @@ pub trait Store: Send {
         None
     }
 
+    /// Like [`Store::subscribe`], also for writes that only appended to the event log (a
+    /// claim's `started` rows, a worker's change of state), which wake no worker: for readers
+    /// of the log (`workq serve`).
+    fn subscribe_events(
+        &self,
+        on_change: Box<dyn Fn() + Send>,
+    ) -> Option<Box<dyn std::any::Any + Send>> {
+        self.subscribe(on_change)
+    }
+
     /// True when workers on other hosts can share this store, so liveness there is judged by
     /// heartbeat age and a worker that cannot reach it must stop its own jobs in time.
     fn shared_across_hosts(&self) -> bool {

@@ -71,6 +71,11 @@ pub struct PgStore {
 /// The channel workers listen on.
 pub const CHANNEL: &str = "workq_changes";
 
+/// The channel of writes that only appended to the event log (a claim's `started` rows, a
+/// worker's change of state): readers of the log listen to it as well as to [`CHANNEL`];
+/// workers do not, so a claim does not wake every worker only to find nothing more.
+pub const EVENTS_CHANNEL: &str = "workq_events";
+
 pub(crate) enum TxErr {
     Pg(postgres::Error),
     Store(StoreError),
@@ -315,12 +320,14 @@ impl PgStore {
             self.events_written.set(false);
             let mut tx = c.transaction()?;
             let v = f(&mut tx)?;
-            if notify || self.events_written.replace(false) {
+            let events = self.events_written.replace(false);
+            if notify || events {
+                let channel = if notify { CHANNEL } else { EVENTS_CHANNEL };
                 stmt::qy(
                     &self.stmts,
                     &mut tx,
                     "SELECT nextval('changes'), pg_notify($1, '')",
-                    &[&CHANNEL],
+                    &[&channel],
                 )?;
             } else {
                 stmt::qy(&self.stmts, &mut tx, "SELECT nextval('changes')", &[])?;
@@ -458,8 +465,22 @@ impl Drop for Listener {
 }
 
 impl PgStore {
-    /// Starts a listener thread that calls `on_change` whenever a write sends a notification.
+    /// Starts a listener thread that calls `on_change` whenever a write sends a notification
+    /// that a worker may act on ([`CHANNEL`]).
     pub fn listen(&self, on_change: Box<dyn Fn() + Send>) -> Listener {
+        self.listen_to(&[CHANNEL], on_change)
+    }
+
+    /// Like [`PgStore::listen`], for every write that appended to the event log too.
+    pub fn listen_events(&self, on_change: Box<dyn Fn() + Send>) -> Listener {
+        self.listen_to(&[CHANNEL, EVENTS_CHANNEL], on_change)
+    }
+
+    fn listen_to(
+        &self,
+        channels: &'static [&'static str],
+        on_change: Box<dyn Fn() + Send>,
+    ) -> Listener {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
         let url = self.url.clone();
@@ -481,7 +502,9 @@ impl PgStore {
                         std::thread::sleep(Duration::from_secs(1));
                         continue;
                     };
-                    if c.batch_execute(&format!("LISTEN {CHANNEL}")).is_err() {
+                    let listen: String =
+                        channels.iter().map(|ch| format!("LISTEN {ch};")).collect();
+                    if c.batch_execute(&listen).is_err() {
                         continue;
                     }
                     // Whatever happened while we were away: look once.
@@ -696,6 +719,13 @@ impl crate::Store for PgStore {
 
     fn subscribe(&self, on_change: Box<dyn Fn() + Send>) -> Option<Box<dyn std::any::Any + Send>> {
         Some(Box::new(self.listen(on_change)))
+    }
+
+    fn subscribe_events(
+        &self,
+        on_change: Box<dyn Fn() + Send>,
+    ) -> Option<Box<dyn std::any::Any + Send>> {
+        Some(Box::new(self.listen_events(on_change)))
     }
 
     fn shared_across_hosts(&self) -> bool {

@@ -70,7 +70,7 @@ pub(super) fn heartbeat(s: &PgStore, worker: WorkerId, state: WorkerState) -> Re
                     RETURNING id)
              SELECT (SELECT count(*) FROM upd),
                     (SELECT count(*) FROM (SELECT pg_notify($4, '') FROM ev) n)",
-            &[&worker, &now, &state.as_str(), &super::CHANNEL],
+            &[&worker, &now, &state.as_str(), &super::EVENTS_CHANNEL],
         )?;
         let changed: i64 = row.col("workers", 0)?;
         Ok(if changed == 0 {

@@ -207,7 +207,7 @@ impl Pump {
                 cv.notify_all();
             })
         };
-        let subscription = store.subscribe(on_change);
+        let subscription = store.subscribe_events(on_change);
         let mut from: i64 = match *last {
             Some(l) => l,
             None => match store.last_event_id() {
