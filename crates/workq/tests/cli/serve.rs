@@ -456,6 +456,16 @@ fn routes_and_errors(p: &Project) {
 
     // A worker: pause and resume it (404 for one that never ran), and logs of its jobs.
     let _w = p.worker("api-w", 2);
+    let ws = get(&s, "/api/v1/workers").json();
+    let row = ws
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == "api-w")
+        .cloned()
+        .expect("api-w listed");
+    assert!(row["cpu_percent"].is_number(), "{row}");
+    assert!(row["rss_bytes"].as_u64().is_some_and(|b| b > 0), "{row}");
     let r = post(&s, "/api/v1/workers/api-w/pause", json!({}));
     assert_eq!(
         (r.status, r.json()["paused"].as_bool()),

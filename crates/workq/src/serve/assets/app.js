@@ -528,7 +528,15 @@
     renderWorkers(Array.isArray(list) ? list : []);
   };
 
-  const WORKER_COLUMNS = ['Worker', 'State', 'Heartbeat', 'Slots in use', 'Done', 'Failed', 'Queues', 'Up', 'Actions'];
+  const WORKER_COLUMNS = ['Worker', 'State', 'Heartbeat', 'Slots in use', 'Done', 'Failed', 'CPU · RSS', 'Queues', 'Up', 'Actions'];
+
+  function fmtBytes(n) {
+    if (n == null) return '–';
+    const units = ['B', 'KiB', 'MiB', 'GiB'];
+    let i = 0;
+    while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+    return (i ? n.toFixed(1) : String(n)) + ' ' + units[i];
+  }
 
   function renderWorkers(list) {
     const rows = list.map((w) => {
@@ -560,6 +568,8 @@
         el('td', {}, meter, (w.running_jobs || 0) + '/' + (w.slots || 0)),
         el('td', { className: 'num', text: String(w.jobs_done || 0) }),
         el('td', { className: 'num' + (w.jobs_failed ? '' : ' zero'), text: String(w.jobs_failed || 0) }),
+        el('td', { className: 'num', dataset: { field: 'usage' },
+          text: w.cpu_percent == null ? '–' : w.cpu_percent + '% · ' + fmtBytes(w.rss_bytes) }),
         el('td', { text: (w.queues || []).join(', ') }),
         el('td', { text: fmtDuration((w.uptime_secs || 0) * 1000) }),
         el('td', {}, actions),
