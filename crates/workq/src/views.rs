@@ -81,6 +81,22 @@ pub fn job_detail_doc(job: &Job, attempts: &[Attempt], now: Timestamp) -> Value 
 /// One `workers list --json` row: the worker object plus when and why it ended, and its CPU
 /// and memory use where this host can see its process (else `null`).
 pub fn worker_row(w: &WorkerRecord, state: &str, now: Timestamp) -> Value {
+    // CPU and memory where they can be read: a live worker of this host.
+    let stats = (w.state.is_live()
+        && w.host == procinfo::hostname()
+        && procinfo::process_alive(w.pid, w.pid_start_time))
+    .then(|| procinfo::stats(w.pid))
+    .flatten();
+    worker_row_with(w, state, now, stats.map(|s| (s.cpu_percent, s.rss_bytes)))
+}
+
+/// [`worker_row`] with the process's `(cpu_percent, rss_bytes)` given.
+pub fn worker_row_with(
+    w: &WorkerRecord,
+    state: &str,
+    now: Timestamp,
+    usage: Option<(f64, u64)>,
+) -> Value {
     let mut o = render::json::worker(w, state, now);
     if let Some(obj) = o.as_object_mut() {
         obj.insert(
@@ -88,17 +104,11 @@ pub fn worker_row(w: &WorkerRecord, state: &str, now: Timestamp) -> Value {
             json!(w.stopped_at.map(|t| t.to_rfc3339())),
         );
         obj.insert("stop_reason".into(), json!(w.stop_reason));
-        // CPU and memory where they can be read: a live worker of this host.
-        let stats = (w.state.is_live()
-            && w.host == procinfo::hostname()
-            && procinfo::process_alive(w.pid, w.pid_start_time))
-        .then(|| procinfo::stats(w.pid))
-        .flatten();
         obj.insert(
             "cpu_percent".into(),
-            json!(stats.map(|s| (s.cpu_percent * 10.0).round() / 10.0)),
+            json!(usage.map(|(cpu, _)| (cpu * 10.0).round() / 10.0)),
         );
-        obj.insert("rss_bytes".into(), json!(stats.map(|s| s.rss_bytes)));
+        obj.insert("rss_bytes".into(), json!(usage.map(|(_, rss)| rss)));
     }
     o
 }

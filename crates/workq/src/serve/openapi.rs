@@ -443,7 +443,12 @@ pub mod samples {
     /// `GET /api/v1/workers`.
     pub fn workers() -> Vec<Value> {
         vec![Value::Array(vec![
-            views::worker_row(&worker(WorkerState::Running, false), "busy", NOW),
+            views::worker_row_with(
+                &worker(WorkerState::Running, false),
+                "busy",
+                NOW,
+                Some((0.4, 13_500_000)),
+            ),
             views::worker_row(&worker(WorkerState::Stopped, true), "stopped", NOW),
         ])]
     }
