@@ -2,12 +2,14 @@
 //! in `context.rs` (ARCHITECTURE.md §1).
 
 mod cancel;
+mod completions;
 mod config;
 mod doctor;
 mod health;
 mod init;
 mod list;
 mod logs;
+mod man;
 mod pools;
 mod purge;
 mod retry;
@@ -126,10 +128,20 @@ enum Command {
     Doctor(doctor::Args),
     /// Serve the HTTP API, the live dashboard and Prometheus metrics
     Serve(serve::Args),
+    /// Print a shell completion script (bash, zsh, fish)
+    Completions(completions::Args),
+    /// Write man pages (workq.1 and one per subcommand)
+    Man(man::Args),
 }
 
 /// Runs the parsed command line; returns the exit code.
 pub fn run(cli: Cli) -> CmdResult {
+    // These two describe the program, not a project: no config or store is read.
+    let cli = match cli.command {
+        Command::Completions(a) => return completions::run(a),
+        Command::Man(a) => return man::run(a, cli.json, cli.quiet),
+        _ => cli,
+    };
     let ctx = Context::new(
         cli.state_dir,
         cli.store,
@@ -160,6 +172,7 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Config(c) => config::run(&ctx, c),
         Command::Store(c) => store::run(&ctx, c),
         Command::Serve(a) => serve::run(ctx, a),
+        Command::Completions(_) | Command::Man(_) => Ok(0),
     }
 }
 

@@ -17,6 +17,7 @@ mod pg;
 mod readme;
 mod serve;
 mod serve_daemon;
+mod shell;
 mod ux;
 mod ux_jobs;
 
