@@ -29,6 +29,7 @@ pub mod pidfile;
 pub mod procinfo;
 pub mod ready;
 pub mod rescue;
+pub mod sdnotify;
 mod settings;
 pub mod signals;
 pub mod spawn;

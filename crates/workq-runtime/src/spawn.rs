@@ -186,7 +186,14 @@ fn plan(
     set: &[(&str, &str)],
     fds: [RawFd; 3],
 ) -> io::Result<launch::Plan> {
-    let remove = [crate::ready::READY_FD_ENV, crate::SETTINGS_ENV];
+    // A job must not speak for its worker: not on the readiness pipe, not to systemd.
+    let remove = [
+        crate::ready::READY_FD_ENV,
+        crate::SETTINGS_ENV,
+        "NOTIFY_SOCKET",
+        "WATCHDOG_USEC",
+        "WATCHDOG_PID",
+    ];
     let cwd = job.spec.cwd.as_deref().map(OsStr::new);
     // A plain shell line, executed without the shell (see `plain_words`).
     let plain = match (&job.spec.container, job.spec.argv.as_slice()) {

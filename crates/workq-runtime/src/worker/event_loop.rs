@@ -305,6 +305,7 @@ impl<'a> Loop<'a> {
             ));
             let reason = format!("{name} received");
             self.drain = Some(Drain::new(Instant::now(), self.opts.stop_timeout, reason));
+            crate::sdnotify::stopping();
             let _ = self.store.heartbeat(self.id, WorkerState::Draining);
             return;
         }

@@ -181,7 +181,12 @@ pub fn run_worker(
             }
         }
         let mut lp = Loop::new(store, opts, log, me, tx, fence.clone());
-        let reason = lp.run(&rx, bell.as_ref(), on_ready);
+        // Under systemd (Type=notify) the unit is up once the worker claims.
+        let mut ready = |id: WorkerId| {
+            crate::sdnotify::ready();
+            on_ready(id);
+        };
+        let reason = lp.run(&rx, bell.as_ref(), &mut ready);
         Ok((lp, reason))
     });
     let (lp, reason) = match ran {

@@ -52,6 +52,7 @@ impl Loop<'_> {
         match self.store.heartbeat(self.id, state) {
             Ok(Heartbeat::Alive) => {
                 self.fence.beat_ok(sent);
+                crate::sdnotify::watchdog();
                 // (Only the watchdog's fence: the worker's own lasts until old exits are in.)
                 if self.fence.lift() {
                     // Another host may have judged this row dead from a read made during the

@@ -18,6 +18,7 @@ mod readme;
 mod serve;
 mod serve_daemon;
 mod shell;
+mod systemd;
 mod ux;
 mod ux_jobs;
 

@@ -1,0 +1,60 @@
+//! systemd's notify protocol against a real unix datagram socket given as `NOTIFY_SOCKET`, as
+//! systemd gives one to a `Type=notify` unit.
+
+use std::os::unix::net::UnixDatagram;
+use std::time::{Duration, Instant};
+
+use super::{state_of, Project};
+
+/// The next message on `sock` (a liveness bound of 20 s, not a timing assertion).
+fn next(sock: &UnixDatagram) -> String {
+    let mut buf = [0u8; 512];
+    let n = sock.recv(&mut buf).expect("a notify message within 20 s");
+    String::from_utf8_lossy(&buf[..n]).trim().to_string()
+}
+
+#[test]
+fn a_worker_sends_ready_once_claiming_watchdog_at_heartbeats_and_stopping_on_sigterm() {
+    let p = Project::new();
+    let first = p.submit(&[
+        "--shell",
+        "--",
+        "echo \"socket=${NOTIFY_SOCKET:-none}\"; sleep 30",
+    ]);
+    let path = p.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut w = p.worker_env(
+        "sd",
+        &["--heartbeat", "300ms", "--stop-timeout", "1s"],
+        &[("NOTIFY_SOCKET", path.to_str().unwrap())],
+    );
+    assert_eq!(next(&sock), "READY=1");
+    // Ready means claiming: the job queued before the start was taken by the first step.
+    assert_ne!(state_of(&p.job(first)), "queued", "{}", p.job(first));
+    // Nor may a job speak for its worker: it does not get the socket.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while p.ok(&["logs", &first.to_string()]).is_empty() {
+        assert!(Instant::now() < deadline, "the job wrote nothing");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(p.ok(&["logs", &first.to_string()]), "socket=none\n");
+    let mut beats = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while beats < 2 {
+        assert!(Instant::now() < deadline, "no watchdog messages");
+        let m = next(&sock);
+        assert_eq!(m, "WATCHDOG=1", "only watchdogs between ready and stop");
+        beats += 1;
+    }
+    w.signal(libc::SIGTERM);
+    loop {
+        let m = next(&sock);
+        if m == "STOPPING=1" {
+            break;
+        }
+        assert_eq!(m, "WATCHDOG=1", "{m}");
+    }
+    assert!(w.wait_exit().success());
+}
