@@ -95,10 +95,46 @@ fn open_append(path: &Path) -> std::io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
 }
 
+/// True when standard error is connected to systemd's journal: `JOURNAL_STREAM` (which systemd
+/// sets for a unit whose output goes to the journal) names the device and inode of descriptor
+/// 2. `INVOCATION_ID` alone is not enough: it is also set for terminals a desktop session
+/// starts as units, whose output a person reads.
+pub fn stderr_is_journal() -> bool {
+    let Some(v) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let v = v.to_string_lossy();
+    let Some((dev, ino)) = v.split_once(':') else {
+        return false;
+    };
+    let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
+        return false;
+    };
+    // SAFETY: fstat fills the zeroed struct it is given, for a descriptor number.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(2, &mut st) } != 0 {
+        return false;
+    }
+    st.st_dev as u64 == dev && st.st_ino as u64 == ino
+}
+
+/// A line for the journal: a syslog priority prefix (`<3>` error, `<6>` info, `<7>` debug)
+/// and no timestamp or level word, which journald adds and shows itself.
+fn journal_line(level: Level, msg: std::fmt::Arguments<'_>) -> String {
+    let priority = match level {
+        Level::Error => 3,
+        Level::Info => 6,
+        Level::Debug => 7,
+    };
+    format!("<{priority}>{msg}\n")
+}
+
 /// Writes log lines to standard error, a rotating file, or both.
 pub struct Logger {
     level: Level,
     stderr: bool,
+    /// Standard error is the journal: its lines carry priorities instead of timestamps.
+    journal: bool,
     sink: Mutex<Option<Box<dyn Write + Send>>>,
     file: Mutex<Option<RotatingFile>>,
 }
@@ -109,6 +145,7 @@ impl Logger {
         Logger {
             level,
             stderr: false,
+            journal: false,
             sink: Mutex::new(Some(sink)),
             file: Mutex::new(None),
         }
@@ -119,6 +156,7 @@ impl Logger {
         Logger {
             level,
             stderr: true,
+            journal: stderr_is_journal(),
             sink: Mutex::new(None),
             file: Mutex::new(None),
         }
@@ -140,6 +178,7 @@ impl Logger {
         Ok(Logger {
             level,
             stderr: tee_stderr,
+            journal: tee_stderr && stderr_is_journal(),
             sink: Mutex::new(None),
             file: Mutex::new(Some(RotatingFile {
                 path: path.to_path_buf(),
@@ -169,7 +208,9 @@ impl Logger {
         };
         let line = format!("{} {tag} {msg}\n", Timestamp::now().to_rfc3339());
         // A log line that cannot be written must not stop the worker.
-        if self.stderr {
+        if self.stderr && self.journal {
+            let _ = std::io::stderr().write_all(journal_line(level, msg).as_bytes());
+        } else if self.stderr {
             let _ = std::io::stderr().write_all(line.as_bytes());
         }
         if let Ok(mut sink) = self.sink.lock() {
@@ -238,6 +279,16 @@ pub fn tail(path: &Path, n: usize) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn journal_lines_carry_syslog_priorities_and_no_timestamp() {
+        assert_eq!(
+            journal_line(Level::Error, format_args!("bad {}", 1)),
+            "<3>bad 1\n"
+        );
+        assert_eq!(journal_line(Level::Info, format_args!("ok")), "<6>ok\n");
+        assert_eq!(journal_line(Level::Debug, format_args!("x")), "<7>x\n");
+    }
 
     #[test]
     fn rotates_by_size_and_keeps_a_bounded_number_of_files() {

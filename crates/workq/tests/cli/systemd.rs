@@ -1,7 +1,9 @@
 //! systemd's notify protocol against a real unix datagram socket given as `NOTIFY_SOCKET`, as
 //! systemd gives one to a `Type=notify` unit.
 
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixDatagram;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use super::{state_of, Project};
@@ -57,4 +59,66 @@ fn a_worker_sends_ready_once_claiming_watchdog_at_heartbeats_and_stopping_on_sig
         assert_eq!(m, "WATCHDOG=1", "{m}");
     }
     assert!(w.wait_exit().success());
+}
+
+/// A foreground worker whose standard error is the journal (`JOURNAL_STREAM` names it) until
+/// SIGTERM ends it; returns what it wrote there.
+fn worker_stderr(
+    p: &Project,
+    name: &str,
+    journal_stream: impl Fn(&std::fs::Metadata) -> String,
+) -> String {
+    let path = p.path().join(format!("{name}.stderr"));
+    let file = std::fs::File::create(&path).unwrap();
+    let meta = file.metadata().unwrap();
+    let mut child = p
+        .cmd()
+        .args(["worker", "start", name, "--stop-timeout", "1s"])
+        .env("JOURNAL_STREAM", journal_stream(&meta))
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(file))
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !p.ok(&["workers", "list"]).contains(name) {
+        assert!(Instant::now() < deadline, "worker {name} never registered");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    assert!(child.wait().unwrap().success());
+    std::fs::read_to_string(&path).unwrap()
+}
+
+#[test]
+fn under_journald_the_worker_logs_syslog_priorities_without_timestamps() {
+    let p = Project::new();
+    // The store first, so the only lines are the worker's log (not `created .workq`).
+    p.submit(&["--", "true"]);
+    let journal = worker_stderr(&p, "jw", |m| format!("{}:{}", m.dev(), m.ino()));
+    let lines: Vec<&str> = journal.lines().collect();
+    assert!(!lines.is_empty(), "the worker logged nothing");
+    for l in &lines {
+        assert!(
+            l.starts_with("<6>") || l.starts_with("<3>") || l.starts_with("<7>"),
+            "{l}"
+        );
+        assert!(!l.contains(" INFO "), "no level word or timestamp: {l}");
+    }
+    // Its own log file keeps timestamps and level words.
+    let file = std::fs::read_to_string(p.state().join("logs/worker-jw.log")).unwrap();
+    assert!(
+        file.lines()
+            .all(|l| l.contains(" INFO ") || l.contains(" ERROR ")),
+        "{file}"
+    );
+    // A JOURNAL_STREAM that names another file (an inherited variable) changes nothing.
+    let plain = worker_stderr(&p, "pw", |m| format!("{}:{}", m.dev(), m.ino() + 1));
+    assert!(
+        plain
+            .lines()
+            .all(|l| l.contains(" INFO ") && !l.starts_with('<')),
+        "{plain}"
+    );
 }
