@@ -217,6 +217,8 @@ pub fn run(
         });
         let app = router(state.clone());
         on_listening(addr);
+        // Under systemd (a Type=notify unit) the service is up once it listens.
+        workq_runtime::sdnotify::ready();
         let stop = Arc::new(tokio::sync::Notify::new());
         let server = axum::serve(
             listener,
@@ -235,6 +237,7 @@ pub fn run(
                 // Streams (events, followed logs) never end by themselves: end them, let the
                 // requests in flight finish, and go after SHUTDOWN_GRACE whatever is left.
                 stop.notify_one();
+                workq_runtime::sdnotify::stopping();
                 state.events.close();
                 if let Ok(out) = tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
                     out.map_err(|e| CliError::unavailable(format!("the server failed: {e}")))?;

@@ -122,3 +122,36 @@ fn under_journald_the_worker_logs_syslog_priorities_without_timestamps() {
         "{plain}"
     );
 }
+
+#[test]
+fn the_server_sends_ready_once_listening_and_stopping_on_sigterm() {
+    let p = Project::new();
+    let path = p.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut child = p
+        .cmd()
+        .args(["--json", "serve", "--listen", "127.0.0.1:0"])
+        .env("NOTIFY_SOCKET", &path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert_eq!(next(&sock), "READY=1");
+    // Ready means listening: the address it printed answers.
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let addr = v["listen"].as_str().unwrap();
+    assert!(std::net::TcpStream::connect(addr).is_ok(), "{addr}");
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    assert_eq!(next(&sock), "STOPPING=1");
+    assert!(child.wait().unwrap().success());
+}
