@@ -20,6 +20,15 @@ pub enum Level {
 }
 
 impl Level {
+    /// The level a settings name stands for (`error`, `debug`; anything else is `info`).
+    pub fn from_name(name: &str) -> Level {
+        match name {
+            "error" => Level::Error,
+            "debug" => Level::Debug,
+            _ => Level::Info,
+        }
+    }
+
     /// The name used in settings (`error`, `info`, `debug`).
     pub fn as_str(self) -> &'static str {
         match self {

@@ -103,11 +103,7 @@ impl WorkerSettings {
 
     /// The log level.
     pub fn log_level(&self) -> Level {
-        match self.level.as_str() {
-            "error" => Level::Error,
-            "debug" => Level::Debug,
-            _ => Level::Info,
-        }
+        Level::from_name(&self.level)
     }
 
     /// Serialises for the environment, the PID file and the registry.
@@ -202,11 +198,7 @@ impl ServerSettings {
 
     /// The log level.
     pub fn log_level(&self) -> Level {
-        match self.level.as_str() {
-            "error" => Level::Error,
-            "debug" => Level::Debug,
-            _ => Level::Info,
-        }
+        Level::from_name(&self.level)
     }
 
     /// Serialises for the environment and the PID file.

@@ -490,22 +490,10 @@ pub async fn bulk_cancel(
     State(s): State<Shared>,
     JsonBody(body): JsonBody<BulkBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let (ids, sel) = body.resolve()?;
-    let rows = s
-        .pool
-        .run(move |c| {
-            let ids = if ids.is_empty() {
-                sel.ids(c, &["queued", "running"])?
-            } else {
-                ids
-            };
-            if ids.is_empty() {
-                return Ok(Vec::new());
-            }
-            Ok(views::cancel(c, &ids, false)?.rows)
-        })
-        .await?;
-    Ok(Json(bulk_answer(rows)))
+    bulk(&s, body, &["queued", "running"], |c, ids| {
+        Ok(views::cancel(c, ids, false)?.rows)
+    })
+    .await
 }
 
 /// `POST /api/v1/jobs/retry`: queues again the jobs `ids` names or the filter selects (by
@@ -514,19 +502,33 @@ pub async fn bulk_retry(
     State(s): State<Shared>,
     JsonBody(body): JsonBody<BulkBody>,
 ) -> Result<Json<Value>, ApiError> {
+    bulk(&s, body, &["failed"], |c, ids| {
+        Ok(views::retry(c, ids)?.rows)
+    })
+    .await
+}
+
+/// A bulk action: `act` on the ids given, or on those the filter selects (`default_states`
+/// when it names none), one answer row per job.
+async fn bulk(
+    s: &Shared,
+    body: BulkBody,
+    default_states: &'static [&'static str],
+    act: fn(&workq::Client, &[JobId]) -> Result<Vec<Value>, crate::error::CliError>,
+) -> Result<Json<Value>, ApiError> {
     let (ids, sel) = body.resolve()?;
     let rows = s
         .pool
         .run(move |c| {
             let ids = if ids.is_empty() {
-                sel.ids(c, &["failed"])?
+                sel.ids(c, default_states)?
             } else {
                 ids
             };
             if ids.is_empty() {
                 return Ok(Vec::new());
             }
-            Ok(views::retry(c, &ids)?.rows)
+            Ok(act(c, &ids)?)
         })
         .await?;
     Ok(Json(bulk_answer(rows)))

@@ -22,94 +22,10 @@ pub async fn document() -> Json<Value> {
 pub fn build() -> Value {
     let mut paths: BTreeMap<&str, Map<String, Value>> = BTreeMap::new();
     for r in ROUTES {
-        let mut op = Map::new();
-        op.insert("summary".into(), json!(r.summary));
-        op.insert(
-            "operationId".into(),
-            json!(format!("{} {}", r.verb.name(), r.path)),
-        );
-        let params: Vec<Value> = r
-            .params
-            .iter()
-            .map(|p| {
-                let at = match p.at {
-                    In::Path => "path",
-                    In::Query => "query",
-                    In::Header => "header",
-                };
-                json!({
-                    "name": p.name, "in": at, "required": p.at == In::Path,
-                    "description": p.doc, "schema": {"type": p.kind},
-                })
-            })
-            .collect();
-        if !params.is_empty() {
-            op.insert("parameters".into(), Value::Array(params));
-        }
-        if let Some(samples) = r.request {
-            let mut schema = infer(&samples());
-            if let Some(o) = schema.as_object_mut() {
-                // Both bodies are `deny_unknown_fields`.
-                o.insert("additionalProperties".into(), json!(false));
-                o.remove("required");
-            }
-            op.insert(
-                "requestBody".into(),
-                json!({"required": false, "content": {"application/json": {"schema": schema}}}),
-            );
-        }
-        let mut responses = Map::new();
-        for reply in r.replies {
-            let content = match reply.body {
-                Body::Json(samples) => {
-                    Some(json!({"application/json": {"schema": infer(&samples())}}))
-                }
-                Body::Other(media) => Some(json!({ media: {"schema": {"type": "string"}} })),
-                Body::Empty => None,
-            };
-            let mut resp = json!({"description": reply.doc});
-            if let Some(c) = content {
-                resp["content"] = c;
-            }
-            responses.insert(reply.status.to_string(), resp);
-        }
-        let mut errors: Vec<u16> = r.errors.to_vec();
-        if r.auth == Auth::Token {
-            errors.push(401);
-        }
-        if r.verb == Verb::Post && r.path.starts_with(super::routes::API) {
-            // Cross-origin and read-only refusals (security::guard).
-            errors.push(403);
-        }
-        errors.sort_unstable();
-        errors.dedup();
-        for status in errors {
-            responses.insert(
-                status.to_string(),
-                json!({
-                    "description": error_doc(status),
-                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-                }),
-            );
-        }
-        if r.auth == Auth::Page {
-            responses.insert(
-                "401".into(),
-                json!({"description": "No valid token: the page asking for it.",
-                       "content": {"text/html; charset=utf-8": {"schema": {"type": "string"}}}}),
-            );
-        }
-        op.insert("responses".into(), Value::Object(responses));
-        if r.auth == Auth::Open {
-            op.insert("security".into(), json!([]));
-        }
-        if r.path == "/api/v1/events" {
-            op.insert("x-events".into(), samples::event_schemas());
-        }
         paths
             .entry(r.path)
             .or_default()
-            .insert(r.verb.name().into(), Value::Object(op));
+            .insert(r.verb.name().into(), Value::Object(operation(r)));
     }
     json!({
         "openapi": "3.1.0",
@@ -131,6 +47,98 @@ pub fn build() -> Value {
         },
         "security": [{"bearer": []}, {"cookie": []}],
     })
+}
+
+/// The operation object of route `r`.
+fn operation(r: &super::routes::Route) -> Map<String, Value> {
+    let mut op = Map::new();
+    op.insert("summary".into(), json!(r.summary));
+    op.insert(
+        "operationId".into(),
+        json!(format!("{} {}", r.verb.name(), r.path)),
+    );
+    let params: Vec<Value> = r
+        .params
+        .iter()
+        .map(|p| {
+            let at = match p.at {
+                In::Path => "path",
+                In::Query => "query",
+                In::Header => "header",
+            };
+            json!({
+                "name": p.name, "in": at, "required": p.at == In::Path,
+                "description": p.doc, "schema": {"type": p.kind},
+            })
+        })
+        .collect();
+    if !params.is_empty() {
+        op.insert("parameters".into(), Value::Array(params));
+    }
+    if let Some(samples) = r.request {
+        let mut schema = infer(&samples());
+        if let Some(o) = schema.as_object_mut() {
+            // Both bodies are `deny_unknown_fields`.
+            o.insert("additionalProperties".into(), json!(false));
+            o.remove("required");
+        }
+        op.insert(
+            "requestBody".into(),
+            json!({"required": false, "content": {"application/json": {"schema": schema}}}),
+        );
+    }
+    op.insert("responses".into(), Value::Object(responses(r)));
+    if r.auth == Auth::Open {
+        op.insert("security".into(), json!([]));
+    }
+    if r.path == "/api/v1/events" {
+        op.insert("x-events".into(), samples::event_schemas());
+    }
+    op
+}
+
+/// The responses of route `r`: its replies, then its errors and the guard's.
+fn responses(r: &super::routes::Route) -> Map<String, Value> {
+    let mut responses = Map::new();
+    for reply in r.replies {
+        let content = match reply.body {
+            Body::Json(samples) => Some(json!({"application/json": {"schema": infer(&samples())}})),
+            Body::Other(media) => Some(json!({ media: {"schema": {"type": "string"}} })),
+            Body::Empty => None,
+        };
+        let mut resp = json!({"description": reply.doc});
+        if let Some(c) = content {
+            resp["content"] = c;
+        }
+        responses.insert(reply.status.to_string(), resp);
+    }
+    let mut errors: Vec<u16> = r.errors.to_vec();
+    if r.auth == Auth::Token {
+        errors.push(401);
+    }
+    if r.verb == Verb::Post && r.path.starts_with(super::routes::API) {
+        // Cross-origin and read-only refusals (security::guard).
+        errors.push(403);
+    }
+    errors.sort_unstable();
+    errors.dedup();
+    for status in errors {
+        responses.insert(
+            status.to_string(),
+            json!({
+                "description": error_doc(status),
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+            }),
+        );
+    }
+    if r.auth == Auth::Page {
+        responses.insert(
+            "401".into(),
+            json!({"description": "No valid token: the page asking for it.",
+                   "content": {"text/html; charset=utf-8": {"schema": {"type": "string"}}}}),
+        );
+    }
+    responses
 }
 
 /// What an error status means here.

@@ -124,21 +124,7 @@ fn the_readme_tour_runs_as_written() {
     ) {
         script.push_str(&checked(&block, bin_dir));
     }
-    let script_path = p.path().join("tour.sh");
-    std::fs::write(&script_path, &script).expect("write the script");
-    // A command that never returns fails the test instead of hanging it.
-    let mut cmd = Command::new("timeout");
-    cmd.args(["-k", "10", "300", "bash"])
-        .arg(&script_path)
-        .current_dir(p.path());
-    // The same isolated environment as every other test's commands.
-    for (k, v) in p.cmd().get_envs() {
-        match v {
-            Some(v) => cmd.env(k, v),
-            None => cmd.env_remove(k),
-        };
-    }
-    let out = cmd.output().expect("run bash");
+    let out = run_script(&p, "tour.sh", &script, 300);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -150,6 +136,24 @@ fn the_readme_tour_runs_as_written() {
     for expected in ["tick 3", "runs after", "hi from /tmp", "urgent"] {
         assert!(stdout.contains(expected), "no {expected:?} in\n{stdout}");
     }
+}
+
+/// Runs `script` with bash in project `p`, in the environment every test's commands get, killed
+/// after `secs` seconds so that a command that never returns fails the test instead of hanging.
+fn run_script(p: &Project, name: &str, script: &str, secs: u32) -> std::process::Output {
+    let path = p.path().join(name);
+    std::fs::write(&path, script).expect("write the script");
+    let mut cmd = Command::new("timeout");
+    cmd.args(["-k", "10", &secs.to_string(), "bash"])
+        .arg(&path)
+        .current_dir(p.path());
+    for (k, v) in p.cmd().get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    cmd.output().expect("run bash")
 }
 
 /// The `workq serve` section's blocks run as written (they need curl, as a reader would).
@@ -180,19 +184,7 @@ fn the_readmes_serve_examples_run() {
     ) {
         script.push_str(&checked(&block, bin_dir));
     }
-    let script_path = p.path().join("serve.sh");
-    std::fs::write(&script_path, &script).expect("write the script");
-    let mut cmd = Command::new("timeout");
-    cmd.args(["-k", "10", "120", "bash"])
-        .arg(&script_path)
-        .current_dir(p.path());
-    for (k, v) in p.cmd().get_envs() {
-        match v {
-            Some(v) => cmd.env(k, v),
-            None => cmd.env_remove(k),
-        };
-    }
-    let out = cmd.output().expect("run bash");
+    let out = run_script(&p, "serve.sh", &script, 120);
     assert!(
         out.status.success(),
         "the serve examples failed: {:?}\nstdout: {}\nstderr: {}",
